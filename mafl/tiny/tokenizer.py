@@ -1,0 +1,50 @@
+"""The embedded model's tokenizer, built in code with the `tokenizers` library.
+
+Byte-level BPE (so any text round-trips), every digit its own token (so numbers are spelled the same way
+wherever they stand), trained on a sample of the pretraining corpus; wrapped as a transformers fast tokenizer
+with a chat template, a pad token distinct from eos, and left padding for batched generation.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+PAD, EOS = "<|pad|>", "<|end|>"
+ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+SPECIAL_TOKENS = [PAD, EOS, *ROLE_TOKENS.values()]
+
+# Each message is <|role|>content<|end|>; a generation prompt ends with <|assistant|>, and the model's
+# answer ends with <|end|> (eos), so generation stops by itself.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
+    """Train a byte-level BPE tokenizer on ``corpus`` and wrap it for transformers (deterministic)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        eos_token=EOS,
+        additional_special_tokens=list(ROLE_TOKENS.values()),
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+    )

@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny random Llama with the embedded tokenizer, built from a config (no hub)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_random_model(path: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A randomly initialised Llama with the embedded tokenizer, saved like any hub model."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mafl.tiny.tokenizer import build_tokenizer
+
+    corpus = [
+        "What is the result of 3+4*5+6-7*8? Make sure to state your answer at the end of the response.",
+        "4*5=20. 7*8=56. 3+20=23. 23+6=29. 29-56=-27. The answer is -27.",
+        "These are the answers of other agents: Agent 1: The answer is 12.",
+    ] * 20
+    tok = build_tokenizer(corpus, vocab_size=320)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_random_model(tmp_path_factory.mktemp("random_llama"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").exists():
+        pytest.skip(f"the offline benchmark data is not at {SHARED_DATA}")
+    return SHARED_DATA
