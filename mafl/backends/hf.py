@@ -1,0 +1,211 @@
+"""Generation with transformers: batched, KV cache, left padding, seeded sampling, and one base model in memory
+with any number of LoRA adapters, mixed freely within a batch (peft's ``adapter_names``).
+
+A model fine-tuned in full (``finetune.mode=full``) cannot share the base weights; it is loaded as a model of
+its own and its requests are batched separately.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+from typing import Sequence
+
+import torch
+
+from mafl.backends.base import Completion, GenerationRequest, Score, ScoringRequest
+from mafl.models import is_adapter_folder, load_causal_lm, load_tokenizer, resolve_device
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+def _batch_seed(seeds: Sequence[int], index: int) -> int:
+    digest = hashlib.sha256(repr((tuple(seeds), index)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)
+
+
+class HFBackend:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        batch_size: int = 64,
+        chat_template: str | None = None,
+        trust_remote_code: bool = False,
+        generate_kwargs: dict | None = None,
+        progress: bool = False,
+    ):
+        self.model_path = model_path
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.batch_size = int(batch_size)
+        self.trust_remote_code = trust_remote_code
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.progress = progress
+        self.tokenizer = load_tokenizer(model_path, chat_template=chat_template, trust_remote_code=trust_remote_code)
+        self.base = load_causal_lm(model_path, dtype=dtype, device=self.device, trust_remote_code=trust_remote_code)
+        self.peft = None  # the PeftModel wrapping self.base once an adapter is loaded
+        self.full_models: dict[str, torch.nn.Module] = {}
+
+    # -- the society's weights -------------------------------------------------------------------------------
+    def load_adapter(self, name: str, path: str) -> None:
+        """Load ``name`` from ``path``: a LoRA adapter folder, or a whole fine-tuned model folder."""
+        if name == BASE:
+            raise ValueError(f"{BASE!r} is reserved for the base model")
+        self.unload(name)
+        if not is_adapter_folder(path):
+            self.full_models[name] = load_causal_lm(
+                path, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code
+            )
+            return
+        from peft import PeftModel
+
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(self.base, path, adapter_name=name, is_trainable=False)
+            self.peft.eval()
+        else:
+            self.peft.load_adapter(path, adapter_name=name, is_trainable=False)
+
+    def unload(self, name: str) -> None:
+        self.full_models.pop(name, None)
+        if self.peft is not None and name in self.peft.peft_config:
+            if len(self.peft.peft_config) == 1:
+                self.base = self.peft.unload()  # back to the bare base model
+                self.peft = None
+            else:
+                if self.peft.active_adapter == name:
+                    other = next(a for a in self.peft.peft_config if a != name)
+                    self.peft.set_adapter(other)
+                self.peft.delete_adapter(name)
+
+    def adapters(self) -> list[str]:
+        lora = list(self.peft.peft_config) if self.peft is not None else []
+        return sorted(lora + list(self.full_models))
+
+    def close(self) -> None:
+        self.full_models.clear()
+        self.peft = None
+        self.base = None
+
+    # -- prompts ---------------------------------------------------------------------------------------------
+    def prompt_ids(self, messages) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _route(self, adapter: str | None):
+        """(model to run, adapter name to pass in a mixed batch or None)."""
+        if adapter is None:
+            return (self.peft or self.base), (BASE if self.peft is not None else None)
+        if adapter in self.full_models:
+            return self.full_models[adapter], None
+        if self.peft is None or adapter not in self.peft.peft_config:
+            raise KeyError(f"no adapter named {adapter!r} is loaded (loaded: {self.adapters()})")
+        return self.peft, adapter
+
+    def _pad_left(self, rows: list[list[int]]):
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- generation ------------------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        """Completions in the order of ``requests``. Requests are grouped by model instance and sampling
+        settings, sorted by prompt length and cut into batches; each batch is seeded from its requests' seeds,
+        so the same requests give the same completions however often they are asked."""
+        prompts = [self.prompt_ids(r.messages) for r in requests]
+        routes = [self._route(r.adapter) for r in requests]
+        groups: dict[tuple, list[int]] = {}
+        for i, (r, (model, _)) in enumerate(zip(requests, routes)):
+            s = r.sampling
+            key = (id(model), s.greedy, s.temperature, s.top_p, s.top_k, s.max_new_tokens)
+            groups.setdefault(key, []).append(i)
+        out: list[Completion | None] = [None] * len(requests)
+        batches = []
+        for key, idx in groups.items():
+            idx.sort(key=lambda i: (-len(prompts[i]), i))
+            batches += [idx[j:j + self.batch_size] for j in range(0, len(idx), self.batch_size)]
+        bar = None
+        if self.progress and len(batches) > 1:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(requests), desc="generate", unit="resp", leave=False)
+        for b, batch in enumerate(batches):
+            for i, c in zip(batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch],
+                                                        [routes[i] for i in batch], b)):
+                out[i] = c
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(self, requests, prompts, routes, index: int) -> list[Completion]:
+        s = requests[0].sampling
+        model = routes[0][0]
+        ids, mask = self._pad_left(prompts)
+        kwargs = dict(self.generate_kwargs)
+        if s.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        names = [name for _, name in routes]
+        if any(n is not None for n in names):
+            kwargs["adapter_names"] = [n or BASE for n in names]
+        torch.manual_seed(_batch_seed([r.sampling.seed for r in requests], index))
+        gen = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=s.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id, **kwargs,
+        )
+        new = gen[:, ids.shape[1]:].tolist()
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {self.tokenizer.eos_token_id}
+        out = []
+        for row in new:
+            n = next((k for k, t in enumerate(row) if t in eos_ids), None)
+            body = row if n is None else row[:n]
+            text = self.tokenizer.decode(body, skip_special_tokens=True).strip()
+            out.append(Completion(text=text, num_tokens=len(body) + (0 if n is None else 1), finished=n is not None))
+        return out
+
+    # -- likelihood ------------------------------------------------------------------------------------------
+    def response_ids(self, response: str) -> list[int]:
+        return self.tokenizer(response, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+
+    @torch.inference_mode()
+    def score(self, requests: Sequence[ScoringRequest]) -> list[Score]:
+        """Sum of log-probabilities of each response (with its closing eos) given its prompt, per model."""
+        out: list[Score | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: (str(requests[i].adapter), i))
+        for adapter, grp in itertools.groupby(order, key=lambda i: requests[i].adapter):
+            idx = list(grp)
+            model, name = self._route(adapter)
+            for j in range(0, len(idx), self.batch_size):
+                chunk = idx[j:j + self.batch_size]
+                pairs = [(self.prompt_ids(requests[i].messages), self.response_ids(requests[i].response)) for i in chunk]
+                for i, sc in zip(chunk, self._score_batch(model, name, pairs)):
+                    out[i] = sc
+        return out  # type: ignore[return-value]
+
+    def _score_batch(self, model, name, pairs) -> list[Score]:
+        rows = [p + r for p, r in pairs]
+        width = max(len(x) for x in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, x in enumerate(rows):  # right padding: positions start at 0 for every row
+            ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        kwargs = {"adapter_names": [name] * len(rows)} if name is not None else {}
+        logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        scores = []
+        for i, (p, r) in enumerate(pairs):
+            scores.append(Score(logprob=float(logp[i, len(p) - 1: len(p) + len(r) - 1].sum()), num_tokens=len(r)))
+        return scores

@@ -1,0 +1,131 @@
+"""The debate: every agent of the society answers every problem, then reads the others and answers again.
+
+All turns of one round are sent to the backend as one list (every agent, every problem of a chunk), so the
+backend batches across agents and problems. Problems are debated in fixed chunks; each finished chunk is saved
+atomically, so a stopped debate keeps the chunks it finished, and a chunk's sampling seeds depend only on the
+run seed, the debate's name and the chunk's index: a resumed debate gives the same transcripts as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Sequence
+
+from mafl.backends.base import Backend, GenerationRequest, Sampling
+from mafl.config import DebateSettings
+from mafl.debate.prompts import Prompts
+from mafl.debate.society import Society, readers
+from mafl.debate.transcript import Transcript, Turn
+from mafl.rundir import atomic_write_jsonl, read_jsonl
+from mafl.tasks.base import Problem, Task
+
+
+def derive_seed(*parts) -> int:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _others(latest: Sequence[str], reads: Sequence[int], max_others: int | None) -> list[tuple[int, str]]:
+    chosen = list(reads)[:max_others] if max_others else list(reads)
+    return [(j, latest[j]) for j in chosen]
+
+
+def debate_chunk(backend: Backend, task: Task, problems: Sequence[Problem], society: Society,
+                 settings: DebateSettings, prompts: Prompts, seed: int) -> list[Transcript]:
+    """Debate ``problems`` for ``settings.rounds`` rounds; every round is one backend call."""
+    from mafl.tasks.vote import majority_vote
+
+    n_agents = settings.agents
+    reads = readers(n_agents, settings.topology, settings.adjacency)
+
+    def sampling(round: int, summary: bool = False) -> Sampling:
+        return Sampling(
+            temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+            max_new_tokens=settings.summary_max_new_tokens if summary else settings.max_new_tokens,
+            seed=derive_seed(seed, round, "summary" if summary else "turn"),
+        )
+
+    rounds: list[list[list[Turn]]] = [[] for _ in problems]  # [problem][round][agent]
+    for r in range(settings.rounds):
+        summaries: list[list[str | None]] = [[None] * n_agents for _ in problems]
+        slots = [(p, n) for p in range(len(problems)) for n in range(n_agents)]
+        if r > 0 and settings.summarize:
+            requests = []
+            for p, n in slots:
+                latest = [t.response for t in rounds[p][r - 1]]
+                model = society.speaker(n, r)
+                requests.append(GenerationRequest(
+                    prompts.summarize_request(_others(latest, reads[n], settings.max_others), society.is_critic(n, r)),
+                    adapter=society.adapter(model), sampling=sampling(r, summary=True)))
+            for (p, n), c in zip(slots, backend.generate(requests)):
+                summaries[p][n] = c.text
+        messages, requests = [], []
+        for p, n in slots:
+            model = society.speaker(n, r)
+            if r == 0:
+                msgs = prompts.first_round(problems[p].question)
+            else:
+                latest = [t.response for t in rounds[p][r - 1]]
+                msgs = prompts.later_round(problems[p].question, _others(latest, reads[n], settings.max_others),
+                                           society.is_critic(n, r), summary=summaries[p][n])
+            messages.append(msgs)
+            requests.append(GenerationRequest(msgs, adapter=society.adapter(model), sampling=sampling(r)))
+        completions = backend.generate(requests)
+        for p in range(len(problems)):
+            rounds[p].append([])
+        for (p, n), msgs, c in zip(slots, messages, completions):
+            answer = task.extract_answer(c.text)
+            rounds[p][r].append(Turn(
+                agent=n, round=r, model=society.speaker(n, r), messages=msgs, response=c.text, answer=answer,
+                correct=task.is_equivalent(answer, problems[p].answer), num_tokens=c.num_tokens,
+                summary=summaries[p][n],
+            ))
+    out = []
+    for problem, rnds in zip(problems, rounds):
+        vote = majority_vote(task, [t.answer for t in rnds[-1]])
+        out.append(Transcript(
+            problem=problem, rounds=rnds, final_answer=vote.winner, votes=list(vote.clusters),
+            correct=task.is_equivalent(vote.winner, problem.answer),
+        ))
+    return out
+
+
+def run_debate(backend: Backend, task: Task, problems: Sequence[Problem], society: Society,
+               settings: DebateSettings, prompts: Prompts, *, seed: int, out_dir: Path | str,
+               progress: bool = True, desc: str = "debate",
+               on_chunk: Callable[[int, int], None] | None = None) -> list[Transcript]:
+    """Debate every problem, chunk by chunk, keeping each finished chunk in ``out_dir/chunks``; then write
+    ``out_dir/transcripts.jsonl``. Chunks already on disk are read back, not debated again."""
+    out_dir = Path(out_dir)
+    final = out_dir / "transcripts.jsonl"
+    if final.exists():
+        return [Transcript.from_json(d) for d in read_jsonl(final)]
+    size = settings.chunk_size
+    chunks = [problems[i:i + size] for i in range(0, len(problems), size)]
+    transcripts: list[Transcript] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(problems), desc=desc, unit="problem")
+    for k, chunk in enumerate(chunks):
+        path = out_dir / "chunks" / f"chunk_{k:05d}.jsonl"
+        ids = [p.id for p in chunk]
+        done = None
+        if path.exists():
+            done = [Transcript.from_json(d) for d in read_jsonl(path)]
+            if [t.problem.id for t in done] != ids:
+                done = None  # a chunk of another problem list: debate it again
+        if done is None:
+            done = debate_chunk(backend, task, chunk, society, settings, prompts, seed=derive_seed(seed, k))
+            atomic_write_jsonl(path, (t.to_json() for t in done))
+        transcripts += done
+        if bar is not None:
+            bar.update(len(chunk))
+        if on_chunk is not None:
+            on_chunk(k, len(chunks))
+    if bar is not None:
+        bar.close()
+    atomic_write_jsonl(final, (t.to_json() for t in transcripts))
+    return transcripts

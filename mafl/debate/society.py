@@ -1,0 +1,65 @@
+"""The society: which model speaks for each agent in each round, and which weights each model has.
+
+With critics (the default), agent n's *generator* (``generator_n``) speaks round 1 and its *critic*
+(``critic_n``) every later round: 2N models. Without critics (an ablation) the generator speaks every round.
+A shared society (one model for every agent: Majority FT, the single-model ablation) has the one model ``model``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mafl.config import ConfigError
+
+
+@dataclass
+class Society:
+    agents: int
+    critics: bool = True
+    shared: bool = False
+    # model name -> folder of its fine-tuned weights (LoRA adapter or whole model); absent: the base model
+    weights: dict[str, str] = field(default_factory=dict)
+
+    def speaker(self, agent: int, round: int) -> str:
+        if self.shared:
+            return "model"
+        if self.critics and round > 0:
+            return f"critic_{agent}"
+        return f"generator_{agent}"
+
+    def is_critic(self, agent: int, round: int) -> bool:
+        return round > 0 and (self.critics or self.shared)
+
+    @property
+    def models(self) -> list[str]:
+        if self.shared:
+            return ["model"]
+        names = [f"generator_{n}" for n in range(self.agents)]
+        return names + ([f"critic_{n}" for n in range(self.agents)] if self.critics else [])
+
+    def adapter(self, model: str) -> str | None:
+        """The backend's name for ``model``'s weights (None: the untuned base model)."""
+        return model if model in self.weights else None
+
+
+def readers(agents: int, topology: str, adjacency=None) -> list[list[int]]:
+    """``result[n]``: the agents whose answers agent n reads in a later round, in reading order."""
+    if topology == "full":
+        return [[j for j in range(agents) if j != n] for n in range(agents)]
+    if topology == "ring":
+        out = []
+        for n in range(agents):
+            seen = [j % agents for j in (n - 1, n + 1)]
+            out.append(sorted({j for j in seen if j != n}))
+        return out
+    if topology == "custom":
+        if adjacency is None or len(adjacency) != agents:
+            raise ConfigError(f"debate.adjacency: needs one list per agent ({agents}) for topology=custom")
+        out = []
+        for n, row in enumerate(adjacency):
+            row = [int(j) for j in row]
+            bad = [j for j in row if not 0 <= j < agents or j == n]
+            if bad:
+                raise ConfigError(f"debate.adjacency[{n}]: {bad} are not other agents (0..{agents - 1})")
+            out.append(row)
+        return out
+    raise ConfigError(f"debate.topology: {topology!r} is not one of full, ring, custom")

@@ -1,0 +1,59 @@
+"""Where a model comes from: the embedded tiny model (built and cached on first use), a hub name, or a folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_model_path(model_cfg: Mapping[str, Any], *, progress: bool = True) -> str:
+    """The folder (or hub name) of the base model; ``path: tiny`` builds the embedded model if not cached."""
+    path = str(model_cfg["path"])
+    if path == "tiny":
+        from mafl.tiny import ensure_tiny_model
+
+        return str(ensure_tiny_model(dict(model_cfg.get("tiny") or {}), progress=progress))
+    return path
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_tokenizer(path: str, *, chat_template: str | None = None, trust_remote_code: bool = False):
+    """A tokenizer ready for batched chat generation: a pad token and left padding."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if chat_template:
+        tok.chat_template = chat_template
+    if tok.chat_template is None:
+        raise ValueError(f"model.chat_template: the tokenizer of {path} has no chat template; set one in the config")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_causal_lm(path: str, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
+    model.to(resolve_device(device))
+    model.eval()
+    return model
+
+
+def is_adapter_folder(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").exists()
