@@ -1,0 +1,281 @@
+"""Fine-tune one model of the society on its set with trl's ``SFTTrainer`` (LoRA adapter or full weights).
+
+The set is given to trl as a conversational prompt-completion dataset (``{"prompt": [messages], "completion":
+[{"role": "assistant", ...}]}``). trl 1.16 then
+
+* renders ``prompt`` with the chat template and ``add_generation_prompt=True``, and ``prompt + completion`` without
+  it; the completion's tokens are those after the common prefix of the two;
+* with ``completion_only_loss=None`` (its default) turns on completion-only loss for prompt-completion data, so the
+  labels are -100 on every prompt token and the loss covers the response only;
+* appends no eos itself for conversational data: the chat template closes the assistant turn (the embedded tiny
+  template writes ``<|end|>``, its eos, after every message), and those closing tokens are part of the completion.
+
+``lora`` holds peft ``LoraConfig`` arguments and ``train`` trl ``SFTConfig`` arguments, both passed straight
+through. mafl only fills in what a user did not set: ``output_dir`` (a temporary folder, deleted afterwards),
+``use_cpu`` (from ``device``), ``report_to="none"``, ``disable_tqdm=True``, ``bf16``/``fp16`` from ``dtype`` (trl
+would otherwise default to bf16 autocast) and ``save_strategy="no"``; ``seed`` always comes from the argument.
+
+Output is atomic: everything is written into a hidden temporary folder next to ``out_dir`` and renamed onto it at
+the end, so a killed fine-tune never leaves a half-written model. LoRA mode saves only the adapter
+(``save_pretrained``); full mode saves the whole model and its tokenizer. Both also write ``finetune_result.json``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from mafl.finetune.sets import Example, FinetuneSet
+
+RESULT_FILE = "finetune_result.json"
+MODES = ("lora", "full")
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    mode: str
+    num_examples: int
+    trained: bool  # False when there were no examples: out_dir then holds the init weights, unchanged
+    losses: list[float] = field(default_factory=list)  # training loss of every optimizer step
+    log_history: list[dict] = field(default_factory=list)  # the trainer's own logs (every logging_steps)
+    train_runtime: float = 0.0  # seconds
+    global_step: int = 0
+    init: str | None = None  # the adapter / model folder training started from (None: the base model)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "out_dir": str(self.out_dir)}
+
+
+def _plain(mapping: Mapping | None) -> dict:
+    """A plain dict of ``mapping`` (Hydra/OmegaConf configs included)."""
+    if mapping is None:
+        return {}
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(mapping):
+            return OmegaConf.to_container(mapping, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf comes with hydra
+        pass
+    return dict(mapping)
+
+
+def _records(examples: FinetuneSet | list) -> list[dict]:
+    items = examples.examples if isinstance(examples, FinetuneSet) else list(examples)
+    out = []
+    for e in items:
+        if isinstance(e, Example):
+            e = e.to_json()
+        out.append({"prompt": [dict(m) for m in e["prompt"]], "completion": [dict(m) for m in e["completion"]]})
+    return out
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r} (float32, bfloat16, float16)")
+    return getattr(torch, dtype)
+
+
+def _load(path: str, dtype: str, chat_template: str | None):
+    """The model and tokenizer in ``path``; ``chat_template`` (when given) replaces the tokenizer's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
+    return model, tokenizer
+
+
+def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str, dtype: str):
+    from trl import SFTConfig
+
+    kwargs = _plain(train)
+    kwargs.setdefault("output_dir", str(output_dir))
+    kwargs.setdefault("use_cpu", device == "cpu")
+    kwargs.setdefault("report_to", "none")
+    kwargs.setdefault("disable_tqdm", True)
+    kwargs.setdefault("save_strategy", "no")
+    kwargs.setdefault("bf16", dtype == "bfloat16")
+    kwargs.setdefault("fp16", dtype == "float16")
+    kwargs["seed"] = seed
+    return SFTConfig(**kwargs)
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No progress bars from datasets (map) or transformers (weight loading) inside; the old state after."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets_on, transformers_on = not datasets.are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_on:
+            datasets.enable_progress_bars()
+        if transformers_on:
+            hf_logging.enable_progress_bar()
+
+
+def build_trainer(base_path: str, examples: FinetuneSet | list, work_dir: Path, *, mode: str = "lora",
+                  lora: Mapping | None = None, train: Mapping | None = None, init_adapter: str | None = None,
+                  seed: int = 0, device: str = "cpu", dtype: str = "float32", chat_template: str | None = None):
+    """The ready-to-train ``SFTTrainer`` (its dataset already tokenized, labels masked); ``work_dir`` receives the
+    trainer's own output. Exposed so tests can inspect the tokenized data and the collated batches."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    records = _records(examples)
+    if not records:
+        raise ValueError("no examples to train on")
+    with _quiet():
+        return _build_trainer(base_path, records, work_dir, mode=mode, lora=lora, train=train,
+                              init_adapter=init_adapter, seed=seed, device=_resolve_device(device), dtype=dtype,
+                              chat_template=chat_template)
+
+
+def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adapter, seed, device, dtype,
+                   chat_template):
+    import datasets
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    src = init_adapter if (mode == "full" and init_adapter is not None) else base_path  # full: a previous model
+    model, tokenizer = _load(src, dtype, chat_template)
+    peft_config = None
+    if mode == "lora":
+        from peft import LoraConfig, PeftModel
+
+        if init_adapter is not None:  # the adapter's own config applies; `lora` is not used
+            model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+        else:
+            peft_config = LoraConfig(**_plain(lora))
+    args = _sft_config(train, work_dir, seed, device, dtype)
+    trainer = _recording_trainer_class(SFTTrainer)(
+        model=model, args=args, train_dataset=datasets.Dataset.from_list(records), processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    if args.disable_tqdm:  # with tqdm off, transformers prints every log dict instead
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _recording_trainer_class(base):
+    """``base`` that also records the loss of every optimizer step (summed over gradient accumulation, like the
+    trainer's own logged loss)."""
+
+    class RecordingTrainer(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.step_losses: list[float] = []
+            self._pending = 0.0
+            self._seen_step = 0
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if self.state.global_step != self._seen_step:  # a new optimizer step began
+                self.step_losses.append(self._pending)
+                self._pending, self._seen_step = 0.0, self.state.global_step
+            self._pending += float(loss)
+            return loss
+
+        def finish_step_losses(self) -> list[float]:
+            if self.state.global_step > len(self.step_losses):
+                self.step_losses.append(self._pending)
+            return self.step_losses
+
+    return RecordingTrainer
+
+
+def _finalize(tmp: Path, out_dir: Path) -> None:
+    """Move the finished ``tmp`` folder onto ``out_dir`` (replacing an older one)."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        os.replace(out_dir, old / out_dir.name)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep_init(base_path: str, tmp: Path, *, mode: str, lora: Mapping | None, init_adapter: str | None,
+               seed: int, dtype: str, chat_template: str | None) -> None:
+    """No examples: out_dir gets the init weights (the init adapter, a fresh identity adapter, or the model)."""
+    if mode == "lora" and init_adapter is not None:
+        shutil.copytree(init_adapter, tmp, dirs_exist_ok=True)
+        (tmp / RESULT_FILE).unlink(missing_ok=True)
+        return
+    src = init_adapter if (mode == "full" and init_adapter is not None) else base_path
+    model, tokenizer = _load(src, dtype, chat_template)
+    if mode == "full":
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        return
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    get_peft_model(model, LoraConfig(**_plain(lora))).save_pretrained(tmp)  # lora_B = 0: the base model's outputs
+
+
+def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | os.PathLike, *, mode: str = "lora",
+                   lora: Mapping | None = None, train: Mapping | None = None, init_adapter: str | None = None,
+                   seed: int = 0, device: str = "cpu", dtype: str = "float32",
+                   chat_template: str | None = None) -> FinetuneResult:
+    """Fine-tune ``base_path`` (LoRA: a new adapter, or ``init_adapter`` continued; full: the model itself, or the
+    full model in ``init_adapter``) on ``examples`` and write the result atomically to ``out_dir``.
+
+    With no examples nothing is trained and ``out_dir`` gets the init weights (``trained=False``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    num_examples = len(_records(examples))
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.trainer-"))
+    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter)
+    try:
+        if num_examples == 0:
+            with _quiet():
+                _keep_init(base_path, tmp, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
+                           dtype=dtype, chat_template=chat_template)
+        else:
+            trainer = build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
+                                    init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
+                                    chat_template=chat_template)
+            start = time.perf_counter()
+            output = trainer.train()
+            result.trained = True
+            result.train_runtime = float(output.metrics.get("train_runtime", time.perf_counter() - start))
+            result.global_step = int(trainer.state.global_step)
+            result.losses = trainer.finish_step_losses()
+            result.log_history = [dict(h) for h in trainer.state.log_history]
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            model.save_pretrained(tmp)  # a PeftModel saves only its adapter
+            if mode == "full":
+                trainer.processing_class.save_pretrained(tmp)
+        (tmp / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+        _finalize(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return result
