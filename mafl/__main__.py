@@ -1,0 +1,3 @@
+from mafl.cli import cli
+
+cli()

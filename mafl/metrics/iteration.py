@@ -1,0 +1,88 @@
+"""All the metrics of one iteration on one split, from its debate transcripts.
+
+Metric names (``MetricRecord.metric``); ``agent=None`` is the society, ``agent=n`` one agent:
+
+==================================  =====================================================================
+``accuracy/debate``                 the debate's final answer (majority of the last round)
+``accuracy/round1_majority``        the majority vote of round 1 alone
+``accuracy/agent_round1``           each agent's own round-1 answer (``agent=n``; ``None``: mean share)
+``accuracy/agent_final``            each agent's own last-round answer (same)
+``consensus``                       share of agents agreeing with the final answer, mean over problems
+``consensus/round1``                share of agents agreeing with the round-1 majority
+``kl/agents``                       per-token KL between agents (``agent=i, other=j``: the matrix entry;
+                                    ``agent=None``: its mean off the diagonal), round 1 (generators)
+``kl/base``                         per-token KL of each agent's model against the base model, round 1
+``nll``                             per-token negative log-likelihood of each agent's responses under
+                                    its own model, round 1
+``embedding_dissimilarity``         1 - cosine similarity between agents' round-1 responses
+``*_final``                         ``kl/agents_final``, ``kl/base_final``, ``nll_final`` and
+                                    ``embedding_dissimilarity_final``: the same on the last round (critics),
+                                    when ``metrics.diversity_rounds`` lists ``final``
+==================================  =====================================================================
+
+Accuracies, consensus and embedding dissimilarity are means over problems: stderr ``sd/sqrt(n)`` with
+``ddof=1``. KL and NLL are per-token ratios: bootstrap stderr. Every record has a seeded bootstrap 95%
+interval. The likelihood and embedding metrics use at most ``metrics.diversity_problems`` problems (the same
+ones at every iteration) and only when ``metrics.diversity`` is true; the likelihood metrics need a backend
+that has the iteration's adapters loaded and are skipped when ``backend`` is None.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from mafl.backends.base import Backend
+from mafl.debate.transcript import Transcript
+from mafl.metrics.accuracy import accuracy_records
+from mafl.metrics.diversity import (
+    PACKAGED_EMBEDDING_MODEL, Embedder, consensus_records, diversity_subset, embedding_records, load_embedder,
+)
+from mafl.metrics.likelihood import likelihood_records
+from mafl.metrics.stats import MetricRecord
+from mafl.tasks.base import Task
+
+ROUNDS = {"first": (0, ""), "final": (-1, "_final")}
+
+
+def compute_iteration_metrics(
+    transcripts: Sequence[Transcript],
+    task: Task,
+    *,
+    backend: Backend | None = None,
+    metrics_cfg: Mapping[str, Any],
+    iteration: int,
+    split: str,
+    seed: int,
+    embedder: Embedder | Callable[[list[str]], Any] | None = None,
+) -> list[MetricRecord]:
+    """The records of one iteration and split (see the module docstring for the list).
+
+    ``embedder`` (texts -> unit-norm embeddings) replaces the model named by ``metrics.embedding_model``;
+    ``embedding_model: null`` turns embedding dissimilarity off.
+    """
+    cfg = dict(metrics_cfg or {})
+    common = dict(iteration=iteration, split=split, samples=int(cfg.get("bootstrap_samples", 1000)), seed=seed)
+    transcripts = [t for t in transcripts if t.rounds]
+    records = accuracy_records(transcripts, task, **common) + consensus_records(transcripts, task, **common)
+    if not cfg.get("diversity", True) or not transcripts:
+        return records
+
+    subset = diversity_subset(transcripts, cfg.get("diversity_problems"))
+    rounds = list(cfg.get("diversity_rounds") or ["first"])
+    if unknown := set(rounds) - set(ROUNDS):
+        raise ValueError(f"metrics.diversity_rounds: unknown {sorted(unknown)}; choose from {sorted(ROUNDS)}")
+    if len(rounds) == 2 and all(len(t.rounds) == 1 for t in subset):
+        rounds = ["first"]  # one round: the last round is the first
+    if backend is not None:
+        for r in rounds:
+            index, suffix = ROUNDS[r]
+            records += likelihood_records(subset, backend, round_index=index, suffix=suffix,
+                                          chunk_size=int(cfg.get("score_chunk_size", 64)), **common)
+    if embedder is None and cfg.get("embedding_model", PACKAGED_EMBEDDING_MODEL):
+        embedder = load_embedder(str(cfg.get("embedding_model", PACKAGED_EMBEDDING_MODEL)),
+                                 cfg.get("embedding_device"), int(cfg.get("embedding_batch_size", 64)))
+    if embedder is not None:
+        for r in rounds:
+            index, suffix = ROUNDS[r]
+            records += embedding_records(subset, embedder, round_index=index,
+                                         metric="embedding_dissimilarity" + suffix, **common)
+    return records

@@ -1,0 +1,143 @@
+"""``results.json``: everything a run measured, in one file at the root of its run folder.
+
+Schema::
+
+    {
+      "config": {...},                 # the resolved config
+      "method": "multiagent_ft", "dataset": "gsm8k", "model": "tiny", "seed": 0,
+      "records": [MetricRecord, ...],  # see mafl.metrics.iteration for the metric names
+      "finetune": {"1": {"sets": {"generator_0": 123, ...}, "losses": {"generator_0": [2.1, 1.7, ...], ...}}, ...}
+    }
+
+The file is written atomically (temp file + ``os.replace``), so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from mafl.metrics.stats import MetricRecord
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class Results:
+    config: dict[str, Any]
+    method: str
+    dataset: str
+    model: str
+    records: list[MetricRecord] = field(default_factory=list)
+    finetune: dict[str, dict] = field(default_factory=dict)
+    seed: int | None = None
+    path: Path | None = None  # the file it was read from (not saved)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], records: Iterable[MetricRecord] = (),
+                    finetune: dict[str, dict] | None = None) -> "Results":
+        """Method, dataset, model and seed named by the resolved config (``method.name``, ``dataset.name``, ...)."""
+        name = lambda group: str((config.get(group) or {}).get("name", "?"))  # noqa: E731
+        return cls(config=config, method=name("method"), dataset=name("dataset"), model=name("model"),
+                   records=list(records), finetune=dict(finetune or {}), seed=config.get("seed"))
+
+    def to_json(self) -> dict:
+        return {
+            "config": self.config, "method": self.method, "dataset": self.dataset, "model": self.model,
+            "seed": self.seed, "records": [r.to_json() for r in self.records], "finetune": self.finetune,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, path: Path | None = None) -> "Results":
+        return cls(
+            config=d.get("config") or {}, method=str(d.get("method", "?")), dataset=str(d.get("dataset", "?")),
+            model=str(d.get("model", "?")), records=[MetricRecord.from_json(r) for r in d.get("records", [])],
+            finetune=d.get("finetune") or {}, seed=d.get("seed"), path=path,
+        )
+
+    def select(self, metric: str, split: str = "eval", agent: int | None = None) -> list[MetricRecord]:
+        """The records of one metric (society-level by default), by iteration."""
+        found = [r for r in self.records if r.metric == metric and r.split == split and r.agent == agent
+                 and r.other is None]
+        return sorted(found, key=lambda r: r.iteration)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_results(run_dir: str | Path, results: Results) -> Path:
+    """Write ``<run_dir>/results.json`` atomically; returns its path."""
+    return write_json_atomic(Path(run_dir) / RESULTS_FILE, results.to_json())
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    """The results files named by ``paths``: a results file, a run folder, or a sweep folder (searched
+    recursively). Raises FileNotFoundError for a path that holds none."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            files = sorted(p.rglob(RESULTS_FILE))
+            if not files:
+                raise FileNotFoundError(
+                    f"no {RESULTS_FILE} under {p}: not a mafl run or sweep folder, or no run has finished "
+                    f"measuring an iteration yet")
+            found.extend(files)
+        else:
+            raise FileNotFoundError(f"{p} does not exist")
+    return list(dict.fromkeys(f.resolve() for f in found))
+
+
+def load_results(paths: str | Path | Iterable[str | Path]) -> list[Results]:
+    """Every results file under ``paths`` (see :func:`find_results`), in path order."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out = []
+    for f in find_results(paths):
+        try:
+            out.append(Results.from_json(json.loads(f.read_text()), path=f))
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise ValueError(f"{f} is not a mafl results file: {e}") from e
+    return out
+
+
+def finetune_summary(run_dir: str | Path) -> dict[str, dict]:
+    """The ``finetune`` entry from a run folder: per iteration ``k >= 1``, the set sizes of
+    ``iter_<k>/sets/report.json`` and the training losses in ``iter_<k>/adapters/<model>/trainer_state.json``
+    (the ``loss`` entries of its ``log_history``), where those files exist."""
+    out: dict[str, dict] = {}
+    iterations = sorted((int(p.name[5:]), p) for p in Path(run_dir).glob("iter_*") if p.name[5:].isdigit())
+    for k, it in iterations:
+        if k < 1:
+            continue
+        entry: dict[str, Any] = {}
+        report = it / "sets" / "report.json"
+        if report.exists():
+            entry["sets"] = json.loads(report.read_text())
+        losses = {}
+        for state in sorted((it / "adapters").glob("*/trainer_state.json")):
+            history = json.loads(state.read_text()).get("log_history", [])
+            losses[state.parent.name] = [h["loss"] for h in history if "loss" in h]
+        if losses:
+            entry["losses"] = losses
+        if entry:
+            out[str(k)] = entry
+    return out

@@ -1,0 +1,87 @@
+"""One run: load the task, then for every iteration let the society debate, build its fine-tuning sets,
+fine-tune each model, debate the eval problems and measure. Iteration 0 is the untuned society.
+
+Run folder::
+
+    config.yaml                      the resolved config
+    iter_0/eval/transcripts.jsonl    the untuned society on the eval problems (+ chunks/ while it runs)
+    iter_0/eval/metrics.json
+    iter_k/train/transcripts.jsonl   k >= 1: the society of iteration k-1 debating the train problems
+    iter_k/sets/<model>.jsonl        each model's fine-tuning set, and report.json
+    iter_k/models/<model>/           each model's fine-tuned weights (a LoRA adapter, or a whole model)
+    iter_k/eval/...                  the fine-tuned society on the eval problems
+    results.json                     every metric of every iteration
+
+Every stage writes atomically and is skipped when its output is already there: the same command on the same
+folder continues where a stopped run left off.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mafl.config import ConfigError, validate
+from mafl.rundir import atomic_write_text
+
+log = logging.getLogger("mafl")
+
+# keys that may change between a run and its resumption
+VOLATILE_KEYS = ("resume", "run_dir", "logger")
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    if cfg.get("run_dir"):
+        return Path(str(cfg.run_dir)).expanduser().resolve()
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir).resolve()
+    except Exception:  # not launched by Hydra
+        raise ConfigError("run_dir: not set, and the run was not launched by Hydra; pass run_dir=<folder>") from None
+
+
+def comparable(cfg: DictConfig) -> dict:
+    d = OmegaConf.to_container(cfg, resolve=True)
+    for key in VOLATILE_KEYS:
+        d.pop(key, None)
+    return d
+
+
+def _first_difference(a, b, prefix="") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            diff = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+            if diff:
+                return diff
+        return None
+    return None if a == b else prefix
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """Save the resolved config; refuse to mix two different runs in one folder."""
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        if not cfg.resume:
+            raise ConfigError(f"resume: {run_dir} already holds a run; pass resume=true to continue it, "
+                              "or choose another run_dir")
+        old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        for key in VOLATILE_KEYS:
+            old.pop(key, None)
+        diff = _first_difference(old, comparable(cfg))
+        if diff:
+            raise ConfigError(f"{diff}: differs from the run already in {run_dir}; resume it with the same "
+                              "config, or choose another run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the experiment ``cfg`` describes; returns the results (as saved in ``results.json``)."""
+    debate, finetune = validate(cfg)
+    run_dir = resolve_run_dir(cfg)
+    prepare_run_dir(cfg, run_dir)
+    from mafl.methods import run_method
+
+    return run_method(cfg, run_dir, debate, finetune)

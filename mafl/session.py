@@ -1,0 +1,131 @@
+"""What one run holds while it works: the task and its problems, the prompts, the base model, the generation
+backend (loaded lazily, freed for fine-tuning), the tracker, and the metrics measured so far."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from mafl.config import DebateSettings, FinetuneSettings
+from mafl.debate.prompts import Prompts
+from mafl.debate.society import Society
+from mafl.rundir import atomic_write_json
+
+log = logging.getLogger("mafl")
+
+
+@dataclass
+class Session:
+    cfg: DictConfig
+    run_dir: Path
+    debate: DebateSettings
+    finetune: FinetuneSettings
+    prompts: Prompts
+    task: Any
+    train: list
+    eval: list
+    base_path: str
+    tracker: Any
+    progress: bool = True
+    records: list = field(default_factory=list)
+    finetune_log: dict = field(default_factory=dict)
+    _backend: Any = field(default=None, repr=False)
+    _loaded: dict = field(default_factory=dict, repr=False)
+
+    # -- the backend -----------------------------------------------------------------------------------------
+    def backend(self, society: Society):
+        """The generation backend, holding exactly ``society``'s fine-tuned weights."""
+        if self._backend is None:
+            from mafl.backends import backend_class
+
+            options = dict(self.cfg.backend)
+            name = options.pop("name")
+            self._backend = backend_class(name)(
+                self.base_path, dtype=self.cfg.model.dtype, device=self.cfg.device,
+                chat_template=self.cfg.model.get("chat_template"),
+                trust_remote_code=bool(self.cfg.model.get("trust_remote_code", False)),
+                progress=self.progress, **options,
+            )
+            self._loaded = {}
+        for name in [n for n in self._loaded if n not in society.weights]:
+            self._backend.unload(name)
+            del self._loaded[name]
+        for name, path in society.weights.items():
+            if self._loaded.get(name) != path:
+                self._backend.load_adapter(name, path)
+                self._loaded[name] = path
+        return self._backend
+
+    def release_backend(self) -> None:
+        """Free the backend's memory (fine-tuning loads its own copy of the base model)."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend, self._loaded = None, {}
+            import gc
+
+            gc.collect()
+
+    # -- measurement -----------------------------------------------------------------------------------------
+    def measure(self, transcripts, society: Society, *, iteration: int, split: str) -> list:
+        """Every metric of one iteration's debate, computed once and kept in ``iter_k/<split>/metrics.json``."""
+        from mafl.metrics.iteration import compute_iteration_metrics
+        from mafl.metrics.stats import MetricRecord
+
+        path = self.run_dir / f"iter_{iteration}" / split / "metrics.json"
+        if path.exists():
+            records = [MetricRecord.from_json(d) for d in json.loads(path.read_text())]
+        else:
+            backend = self.backend(society) if self.cfg.metrics.get("diversity", True) else None
+            records = compute_iteration_metrics(
+                transcripts, self.task, backend=backend, metrics_cfg=self.cfg.metrics, iteration=iteration,
+                split=split, seed=int(self.cfg.seed))
+            atomic_write_json(path, [r.to_json() for r in records])
+        self.records = [r for r in self.records if not (r.iteration == iteration and r.split == split)] + records
+        self.tracker.log_metrics(records, step=iteration)
+        self.write_results()
+        return records
+
+    def record_finetune(self, iteration: int, sets: dict, models: dict) -> None:
+        self.finetune_log[str(iteration)] = {"sets": sets, "models": models}
+
+    def write_results(self):
+        from mafl.metrics.results import Results, write_results
+
+        results = Results.from_config(OmegaConf.to_container(self.cfg, resolve=True), self.records,
+                                      finetune=self.finetune_log)
+        write_results(self.run_dir, results)
+        return results
+
+
+@contextlib.contextmanager
+def open_session(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetune: FinetuneSettings,
+                 progress: bool = True) -> Iterator[Session]:
+    """Load the task and the base model's path, start the tracker; always finish the tracker."""
+    from mafl.models import resolve_model_path
+    from mafl.tasks import get_task, load_splits
+    from mafl.tracking import make_tracker
+
+    task = get_task(cfg.dataset.task, **_task_options(cfg.dataset))
+    train, eval_ = load_splits(cfg.dataset)
+    base_path = resolve_model_path(cfg.model, progress=progress)
+    tracker = make_tracker(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True))
+    session = Session(cfg=cfg, run_dir=run_dir, debate=debate, finetune=finetune,
+                      prompts=Prompts.from_cfg(cfg.dataset.prompts), task=task, train=train, eval=eval_,
+                      base_path=base_path, tracker=tracker, progress=progress)
+    log.info("run folder %s: %s on %s (%d train, %d eval problems), model %s", run_dir, cfg.method.name,
+             cfg.dataset.name, len(train), len(eval_), base_path)
+    try:
+        yield session
+    finally:
+        session.release_backend()
+        tracker.finish()
+
+
+def _task_options(dataset_cfg) -> dict:
+    """Task options named in the dataset config (e.g. the jsonl task's answer_type)."""
+    return {k: dataset_cfg[k] for k in ("answer_type",) if k in dataset_cfg}

@@ -1,0 +1,50 @@
+"""Helpers shared by tests: composing the real config tree, and a scripted backend."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+import mafl.cli  # noqa: F401  (registers the run-name resolver)
+from mafl.backends.base import Completion, Score
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_cfg(overrides=(), return_hydra_config: bool = False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+class ScriptedBackend:
+    """Answers every request with ``answer_fn(request)``, and records what it was asked."""
+
+    def __init__(self, answer_fn):
+        self.answer_fn = answer_fn
+        self.calls: list[list] = []
+        self.loaded: dict[str, str] = {}
+
+    def generate(self, requests):
+        self.calls.append(list(requests))
+        return [Completion(text=self.answer_fn(r), num_tokens=5) for r in requests]
+
+    def score(self, requests):
+        return [Score(logprob=-1.0 * (1 + len(r.response) % 3), num_tokens=3) for r in requests]
+
+    def load_adapter(self, name, path):
+        self.loaded[name] = path
+
+    def unload(self, name):
+        self.loaded.pop(name, None)
+
+    def adapters(self):
+        return sorted(self.loaded)
+
+    def close(self):
+        pass
+
+
+def question_numbers(text: str) -> list[int]:
+    m = re.search(r"What is the result of ([0-9+*\-]+)\?", text)
+    return [int(x) for x in re.findall(r"\d+", m.group(1))] if m else []

@@ -1,0 +1,86 @@
+"""The Hydra config tree: every option of every group composes, and bad values are refused before any work."""
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from helpers import CONF, compose_cfg
+from mafl.config import ConfigError, validate
+from mafl.pipeline import run
+
+GROUPS = ["model", "dataset", "backend", "debate", "finetune", "method", "logger", "metrics", "debug", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_default_config_is_the_tiny_multiagent_experiment():
+    cfg = compose_cfg()
+    assert (cfg.model.name, cfg.dataset.name, cfg.method.name) == ("tiny", "arithmetic", "multiagent_ft")
+    assert (cfg.debate.agents, cfg.debate.rounds, cfg.finetune.iterations) == (3, 2, 2)
+    debate, finetune = validate(cfg)
+    assert debate.agents == 3 and finetune.mode == "lora"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(group, option, monkeypatch, tmp_path):
+    monkeypatch.setenv("MAFL_DATA_DIR", str(tmp_path))  # data files are only checked by validate()
+    cfg = compose_cfg([f"{group}={option}"])
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    assert cfg.method.name and cfg.dataset.task
+
+
+def test_launchers_compose():
+    cfg = compose_cfg(["hydra/launcher=slurm"], return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_.lower()
+    assert "BasicLauncher" in compose_cfg(return_hydra_config=True).hydra.launcher._target_
+
+
+@pytest.mark.parametrize("override,key", [
+    ("debate.agents=0", "debate.agents"),
+    ("debate.rounds=0", "debate.rounds"),
+    ("debate.temperature=-1", "debate.temperature"),
+    ("debate.topology=star", "debate.topology"),
+    ("finetune.train.learning_rate=-0.1", "finetune.train.learning_rate"),
+    ("finetune.iterations=-1", "finetune.iterations"),
+    ("finetune.mode=half", "finetune.mode"),
+    ("finetune.critic_w=1.5", "finetune.critic_w"),
+    ("dataset.task=chess", "dataset.task"),
+    ("dataset.n_eval=0", "dataset.n_eval"),
+    ("method.name=nope", "method.name"),
+    ("device=tpu", "device"),
+    ("model.path=./no/such/model", "model.path"),
+    ("seed=-3", "seed"),
+    ("dataset.prompts.round1='{nope}'", "dataset.prompts.round1"),
+])
+def test_bad_values_are_refused_naming_the_key(override, key, tmp_path):
+    cfg = compose_cfg([override, f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    message = str(err.value)
+    assert message.startswith(key + ":"), message
+    assert "\n" not in message
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_missing_data_file_is_refused(tmp_path):
+    cfg = compose_cfg(["dataset=gsm8k", f"dataset.data_dir={tmp_path}", f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"^dataset.train_file: no such file"):
+        run(cfg)
+
+
+def test_custom_topology_needs_valid_adjacency(tmp_path):
+    cfg = compose_cfg(["debate.topology=custom", "debate.adjacency=[[1],[0],[3]]"])
+    with pytest.raises(ConfigError, match=r"debate.adjacency\[2\]"):
+        validate(cfg)
+
+
+def test_bad_value_from_the_command_line_exits_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mafl", "debate.agents=0", f"run_dir={tmp_path}/r",
+                           f"hydra.run.dir={tmp_path}/h"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "mafl: bad config: debate.agents: must be >= 1 (got 0)" in proc.stderr

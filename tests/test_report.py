@@ -1,0 +1,91 @@
+"""`mafl report` on hand-made results files: Table 1, the iteration curve, diversity, seeds, plots, errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mafl.metrics import MetricRecord, Results, write_results
+from mafl.report import report_main
+
+
+def rec(k, metric, value, se=0.02):
+    return MetricRecord(k, "eval", metric, value, se, 50)
+
+
+def make_run(root, method, dataset, accuracies, seed=0, diversity=False):
+    config = {"method": {"name": method}, "dataset": {"name": dataset}, "model": {"name": "tiny"}, "seed": seed}
+    records = [rec(k, "accuracy/debate", v) for k, v in enumerate(accuracies)]
+    records.append(MetricRecord(len(accuracies) - 1, "eval", "accuracy/agent_final", 0.99, 0.0, 50, agent=0))
+    records.append(MetricRecord(0, "train", "accuracy/debate", 0.77, 0.01, 50))
+    if diversity:
+        records += [rec(k, "consensus", 0.9 - 0.1 * k) for k in range(len(accuracies))]
+        records += [rec(k, "kl/agents", 0.01 + 0.1 * k, 0.005) for k in range(len(accuracies))]
+    path = root / f"{method}_{dataset}_s{seed}"
+    write_results(path, Results.from_config(config, records))
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "multirun" / "2025-05-01"
+    make_run(root, "debate", "gsm8k", [0.40])
+    make_run(root, "debate", "math", [0.20])
+    make_run(root, "multiagent_ft", "gsm8k", [0.40, 0.50, 0.60], seed=0, diversity=True)
+    make_run(root, "multiagent_ft", "gsm8k", [0.40, 0.52, 0.64], seed=1, diversity=True)
+    make_run(root, "multiagent_ft", "math", [0.20, 0.30, 0.35])
+    return tmp_path / "multirun"
+
+
+def row(text, *cells):
+    return next(line for line in text.splitlines() if line.startswith("| " + " | ".join(cells) + " |"))
+
+
+def test_table_one_and_iteration_curve(sweep, capsys):
+    text = report_main([str(sweep)])
+    assert capsys.readouterr().out == text
+    assert "| model | method | gsm8k | math |" in text
+    # one run: value ± its own stderr, in percent
+    assert row(text, "tiny", "debate") == "| tiny | debate | 40.0 ± 2.0 | 20.0 ± 2.0 |"
+    # two seeds: the mean of the final iterations and the standard error across seeds
+    finals = [0.60, 0.64]
+    se = math.sqrt(sum((x - 0.62) ** 2 for x in finals) / 1) / math.sqrt(2)
+    assert row(text, "tiny", "multiagent_ft").startswith(f"| tiny | multiagent_ft | 62.0 ± {100 * se:.1f} (n=2) | 35.0 ± 2.0 |")
+    assert "across k runs (seeds)" in text
+    # the paper's method order: debate before multiagent_ft
+    assert text.index("| tiny | debate |") < text.index("| tiny | multiagent_ft |")
+    # iteration curve for gsm8k: three iterations, debate only at iteration 0
+    curve = text[text.index("by iteration: gsm8k"):]
+    assert "| model | method | iter 0 | iter 1 | iter 2 |" in curve
+    assert row(curve, "tiny", "debate") == "| tiny | debate | 40.0 ± 2.0 | – | – |"
+    assert "| tiny | multiagent_ft | 40.0 ± 0.0 (n=2) | 51.0 ± 1.0 (n=2) | 62.0 ± 2.0 (n=2) |" in curve
+
+
+def test_diversity_table_and_other_split(sweep):
+    text = report_main([str(sweep)])
+    div = text[text.index("## diversity on eval by iteration: gsm8k"):]
+    assert "| model | method | iteration | consensus (%) | kl/agents |" in div
+    assert "| tiny | multiagent_ft | 2 | 70.0 ± 0.0 (n=2) | 0.210 ± 0.000 (n=2) |" in div
+    assert "diversity on eval by iteration: math" not in text  # no diversity measured on math
+    train = report_main([str(sweep), "--split", "train"])
+    assert row(train, "tiny", "debate") == "| tiny | debate | 77.0 ± 1.0 | 77.0 ± 1.0 |"
+    agent = report_main([str(sweep), "--metric", "accuracy/agent_final"])
+    assert "| tiny | debate | – | – |" in agent  # only society-level records (agent=None) are tabulated
+
+
+def test_plots_are_written(sweep, tmp_path):
+    out = tmp_path / "plots"
+    text = report_main([str(sweep), "--plot", str(out)])
+    pngs = sorted(out.glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"eval_accuracy_debate_gsm8k.png", "eval_accuracy_debate_math.png", "eval_consensus_gsm8k.png",
+            "eval_kl_agents_gsm8k.png"} == names
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+        assert f"plot: {p}" in text
+
+
+def test_a_folder_without_results_is_a_clear_error(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(SystemExit, match="no results.json under"):
+        report_main([str(tmp_path / "run")])
