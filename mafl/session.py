@@ -107,10 +107,10 @@ def open_session(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetun
                  progress: bool = True) -> Iterator[Session]:
     """Load the task and the base model's path, start the tracker; always finish the tracker."""
     from mafl.models import resolve_model_path
-    from mafl.tasks import get_task, load_splits
+    from mafl.tasks import load_splits, task_from_config
     from mafl.tracking import make_tracker
 
-    task = get_task(cfg.dataset.task, **_task_options(cfg.dataset))
+    task = task_from_config(cfg.dataset)
     train, eval_ = load_splits(cfg.dataset)
     base_path = resolve_model_path(cfg.model, progress=progress)
     tracker = make_tracker(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True))
@@ -125,7 +125,3 @@ def open_session(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetun
         session.release_backend()
         tracker.finish()
 
-
-def _task_options(dataset_cfg) -> dict:
-    """Task options named in the dataset config (e.g. the jsonl task's answer_type)."""
-    return {k: dataset_cfg[k] for k in ("answer_type",) if k in dataset_cfg}

@@ -10,6 +10,7 @@ One API is used everywhere (debate votes, fine-tuning sets, metrics)::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +30,17 @@ class Problem:
         return cls(id=d["id"], question=d["question"], answer=d["answer"], meta=d.get("meta") or {})
 
 
+class BadRow(ValueError):
+    """A raw dataset row that cannot become a Problem; ``field`` names the offending field."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"field {field!r}: {reason}")
+        self.field = field
+
+
 class Task(ABC):
     name: str
+    question_field: str = "question"
 
     @abstractmethod
     def extract_answer(self, response: str) -> str | None:
@@ -43,3 +53,21 @@ class Task(ABC):
     @abstractmethod
     def gold_answer(self, row: dict) -> str:
         """The gold final answer of one raw dataset row."""
+
+    def equivalent_many(self, pairs: Iterable[tuple[str | None, str]]) -> list[bool]:
+        """``is_equivalent(pred, gold)`` for every (pred, gold) pair, in order (tasks may run them in parallel)."""
+        return [self.is_equivalent(pred, gold) for pred, gold in pairs]
+
+    def row_meta(self, row: dict) -> dict[str, Any]:
+        """What a Problem keeps of a raw row besides question and answer (reference solution, level, ...)."""
+        return {}
+
+    def problem(self, row: dict, id: str) -> Problem:
+        """The Problem of one raw row; raises BadRow naming the field that is missing or empty."""
+        question = row.get(self.question_field)
+        if not isinstance(question, str) or not question.strip():
+            raise BadRow(self.question_field, "missing" if question is None else "empty or not text")
+        answer = self.gold_answer(row)
+        if not answer:
+            raise BadRow(getattr(self, "answer_field", "answer"), "no gold answer")
+        return Problem(id=id, question=question, answer=answer, meta=self.row_meta(row))
