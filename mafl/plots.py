@@ -20,10 +20,7 @@ def write_plots(results: Sequence[Results], out_dir: str | Path, *, split: str =
     """One PNG per metric and dataset that the runs measured; returns the files written."""
     if importlib.util.find_spec("matplotlib") is None:
         raise ImportError("plots need matplotlib: pip install matplotlib")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. a notebook's) is left alone
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -36,23 +33,21 @@ def write_plots(results: Sequence[Results], out_dir: str | Path, *, split: str =
             lines = {k: c for k, c in lines.items() if c}
             if not lines:
                 continue
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            try:
-                for (model, method), c in lines.items():
-                    xs = list(c)
-                    ys = [c[k].value * scale for k in xs]
-                    err = [(c[k].stderr or 0.0) * scale for k in xs]
-                    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{method} ({model})")
-                ax.set_xlabel("iteration")
-                ax.set_ylabel(f"{metric} ({unit(metric)})" if unit(metric) else metric)
-                ax.set_title(f"{dataset}, {split}")
-                ax.xaxis.get_major_locator().set_params(integer=True)
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize="small")
-                fig.tight_layout()
-                path = out_dir / plot_file_name(metric, dataset, split)
-                fig.savefig(path, dpi=120)
-                written.append(path)
-            finally:
-                plt.close(fig)
+            fig = Figure(figsize=(5, 3.5))
+            ax = fig.subplots()
+            for (model, method), c in lines.items():
+                xs = list(c)
+                ys = [c[k].value * scale for k in xs]
+                err = [(c[k].stderr or 0.0) * scale for k in xs]
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{method} ({model})")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(f"{metric} ({unit(metric)})" if unit(metric) else metric)
+            ax.set_title(f"{dataset}, {split}")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+            fig.tight_layout()
+            path = out_dir / plot_file_name(metric, dataset, split)
+            fig.savefig(path, dpi=120)
+            written.append(path)
     return written
