@@ -1,9 +1,12 @@
-"""Methods: each is a way to run the shared loop (debate -> sets -> fine-tunes -> evaluation).
+"""Methods: each is a way to run the shared loop (mafl/methods/society_loop.py: debate -> sets -> fine-tunes ->
+evaluation), chosen by ``method.name``; ``method.label`` names the method's row in reports.
 
-``single``, ``majority`` and ``debate`` evaluate the untuned society (``finetune.iterations=0``) with 1 agent x 1
-round, N agents x 1 round, and N agents x R rounds. ``multiagent_ft`` fine-tunes each agent's generator and critic
-on its own slice of the debate; ``majority_ft`` fine-tunes one shared model on its own majority-voted samples;
-``star`` fine-tunes one model on its rationales that reach the ground truth.
+``single``, ``majority`` and ``debate`` evaluate the untuned society with 1 agent x 1 round, N agents x 1 round,
+and N agents x R rounds (they never fine-tune, whatever ``finetune.iterations`` says). ``multiagent_ft`` fine-tunes
+each agent's generator and critic on its own slice of the debate (its ablations are presets of it:
+conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model on its own majority-voted samples;
+``star`` fine-tunes one model on its rationales that reach the ground truth (mafl/methods/star.py).
+``method.weights`` starts any society from saved fine-tuned weights (zero-shot transfer).
 """
 from __future__ import annotations
 

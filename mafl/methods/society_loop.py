@@ -1,32 +1,57 @@
-"""The iteration loop shared by every society method.
+"""The iteration loop shared by every method.
 
-Iteration 0 evaluates the untuned society. Iteration k >= 1: the society of iteration k-1 debates the train
-problems; each model's fine-tuning set is built from those transcripts (no ground truth); each model is
-fine-tuned on its own set, independently; the new society debates the eval problems and is measured.
+Iteration 0 evaluates the untuned society (or the society of ``method.weights``). Iteration k >= 1: the method's
+``train_sets`` builds each model's fine-tuning set with the society of iteration k-1 (by default: it debates the
+train problems, and each model's set is cut from those transcripts, with no ground truth); the sets are optionally
+mixed with general data (``finetune.mix_general``); each model is fine-tuned on its own set, independently (with
+``finetune.global_first``: after one shared fine-tune on all the sets, which every model then starts from); the
+new society debates the eval problems and is measured.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from mafl.config import DebateSettings, FinetuneSettings
+from mafl.config import ConfigError, DebateSettings, FinetuneSettings
 from mafl.debate.engine import derive_seed, run_debate
-from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
-from mafl.rundir import Stages, atomic_write_json, read_jsonl
+from mafl.rundir import Stages, atomic_write_json
 from mafl.summary import print_iteration, print_summary
 from mafl.session import Session, open_session
 
 log = logging.getLogger("mafl")
 
+GLOBAL = "global"  # the shared model of global-to-local fine-tuning (finetune.global_first)
+SHARED_METHODS = ("majority_ft", "star")
+UNTUNED_METHODS = ("single", "majority", "debate")  # evaluate the untuned society only
+
+# (session, society of iteration k-1, k) -> {model: its fine-tuning set}
+TrainSets = Callable[[Session, Society, int], dict[str, FinetuneSet]]
+
 
 def make_society(cfg: DictConfig, debate: DebateSettings) -> Society:
-    """multiagent_ft: 2N models (N without critics); majority_ft and the single-model ablation: one shared model."""
-    shared = cfg.method.name == "majority_ft" or bool(cfg.method.get("single_model", False))
+    """multiagent_ft: 2N models (N without critics); majority_ft, star and the single-model ablation: one shared
+    model."""
+    shared = cfg.method.name in SHARED_METHODS or bool(cfg.method.get("single_model", False))
     return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=shared)
+
+
+def start_weights(cfg: DictConfig, society: Society) -> dict[str, str]:
+    """``method.weights``: a folder of fine-tuned weights (e.g. ``<run>/iter_2/models``) holding every model of the
+    society, which it starts from (zero-shot transfer: fine-tune on one dataset, evaluate on another)."""
+    folder = cfg.method.get("weights")
+    if not folder:
+        return {}
+    folder = Path(str(folder)).expanduser().resolve()
+    missing = [m for m in society.models if not (folder / m).is_dir()]
+    if missing:
+        raise ConfigError(f"method.weights: {folder} holds no weights for {', '.join(missing)}")
+    return {m: str(folder / m) for m in society.models}
 
 
 def build_sets(session: Session, society: Society, transcripts, seed: int) -> dict[str, FinetuneSet]:
@@ -38,22 +63,80 @@ def build_sets(session: Session, society: Society, transcripts, seed: int) -> di
     return sets
 
 
+def debate_train_sets(session: Session, society: Society, iteration: int) -> dict[str, FinetuneSet]:
+    """The society debates the train problems (``iter_k/train``); each model's set is its slice of the debate."""
+    cfg = session.cfg
+    transcripts = run_debate(
+        session.backend(society), session.task, session.train, society, session.debate, session.prompts,
+        seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run_dir / f"iter_{iteration}" / "train",
+        progress=session.progress, desc=f"iteration {iteration}: debate (train)")
+    return build_sets(session, society, transcripts, seed=derive_seed(cfg.seed, "sets", iteration))
+
+
+def global_first(session: Session, society: Society) -> bool:
+    return bool(session.cfg.finetune.get("global_first", False)) and not society.shared
+
+
+def set_names(session: Session, society: Society) -> list[str]:
+    """The models fine-tuned in one iteration, in order (the shared global model first)."""
+    return ([GLOBAL] if global_first(session, society) else []) + society.models
+
+
+def iteration_sets(session: Session, society: Society, iteration: int, train_sets: TrainSets,
+                   stages: Stages) -> dict[str, FinetuneSet]:
+    """Every model's set of ``iteration``, kept in ``iter_k/sets`` (read back when a run resumes)."""
+    from mafl.finetune.mixing import MixSettings, load_general, mix_general
+
+    cfg = session.cfg
+    sets_dir = session.run_dir / f"iter_{iteration}" / "sets"
+    names = set_names(session, society)
+    if stages.done(f"iter_{iteration}.sets"):
+        return {m: FinetuneSet.load(sets_dir / f"{m}.jsonl", name=m) for m in names}
+    sets = train_sets(session, society, iteration)
+    if global_first(session, society):
+        sets = {GLOBAL: merge_sets(sets.values(), name=GLOBAL, seed=derive_seed(cfg.seed, "sets", iteration),
+                                   max_examples=session.finetune.max_examples), **sets}
+    mix = MixSettings.from_cfg(cfg.finetune.get("mix_general"))
+    if mix is not None:
+        general = load_general(mix.path)
+        sets = {n: mix_general(s, general, mix.eta, seed=derive_seed(cfg.seed, "mix", iteration))
+                for n, s in sets.items()}
+    for name, s in sets.items():
+        s.save(sets_dir / f"{name}.jsonl")
+    atomic_write_json(sets_dir / "report.json", {n: {**s.report(), "kinds": dict(Counter(e.kind for e in s.examples))}
+                                                 for n, s in sets.items()})
+    stages.mark(f"iter_{iteration}.sets")
+    return sets
+
+
+def init_weights(session: Session, society: Society, model: str, iteration: int) -> str | None:
+    """The weights ``model``'s fine-tune starts from (None: the base model)."""
+    models_dir = session.run_dir / f"iter_{iteration}" / "models"
+    if model == GLOBAL:
+        previous = session.run_dir / f"iter_{iteration - 1}" / "models" / GLOBAL
+        return str(previous) if session.finetune.init == "previous" and previous.is_dir() else None
+    if global_first(session, society):
+        return str(models_dir / GLOBAL)
+    return society.weights.get(model) if session.finetune.init == "previous" else None
+
+
 def finetune_society(session: Session, society: Society, sets: dict[str, FinetuneSet], iteration: int) -> dict:
-    """Fine-tune every model of the society on its own set; returns {model: result json}."""
+    """Fine-tune every model of the society on its own set (the global model first); returns {model: result}."""
     from mafl.finetune.trainer import finetune_model
 
     ft, cfg = session.finetune, session.cfg
     it_dir = session.run_dir / f"iter_{iteration}"
+    names = set_names(session, society)
     results = {}
-    for k, model in enumerate(society.models):
+    for k, model in enumerate(names):
         out = it_dir / "models" / model
         record = it_dir / "models" / f"{model}.json"
         if out.exists() and record.exists():
             results[model] = OmegaConf.to_container(OmegaConf.load(record))
             continue
         session.release_backend()  # fine-tuning loads its own copy of the base model
-        init = society.weights.get(model) if ft.init == "previous" else None
-        log.info("fine-tuning %s (%d examples, %d/%d)", model, len(sets[model]), k + 1, len(society.models))
+        init = init_weights(session, society, model, iteration)
+        log.info("fine-tuning %s (%d examples, %d/%d)", model, len(sets[model]), k + 1, len(names))
         res = finetune_model(
             session.base_path, sets[model], out, mode=ft.mode, lora=ft.lora, train=ft.train, init_adapter=init,
             seed=derive_seed(cfg.seed, iteration, model), device=cfg.device, dtype=cfg.model.dtype,
@@ -62,31 +145,30 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
         results[model] = res.to_json()
         atomic_write_json(record, results[model])
         session.tracker.log_metrics({f"finetune/{model}/examples": len(sets[model]),
-                             f"finetune/{model}/final_loss": (res.losses[-1] if res.losses else None)},
-                            step=iteration)
+                                     f"finetune/{model}/final_loss": (res.losses[-1] if res.losses else None)},
+                                    step=iteration)
     return results
 
 
-def run_society_loop(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetune: FinetuneSettings) -> dict:
+def run_society_loop(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetune: FinetuneSettings, *,
+                     train_sets: TrainSets = debate_train_sets) -> dict:
+    society = make_society(cfg, debate)
+    society.weights = start_weights(cfg, society)
+    iterations = finetune.iterations
+    if cfg.method.name in UNTUNED_METHODS and iterations:
+        log.info("method %s evaluates the untuned society: finetune.iterations=%d ignored", cfg.method.name,
+                 iterations)
+        iterations = 0
+    if iterations:
+        from mafl.finetune.mixing import MixSettings
+
+        MixSettings.from_cfg(cfg.finetune.get("mix_general"))  # a bad file or eta fails before any work
     with open_session(cfg, run_dir, debate, finetune) as session:
-        society = make_society(cfg, debate)
         stages = Stages(run_dir)
-        for k in range(finetune.iterations + 1):
+        for k in range(iterations + 1):
             it_dir = run_dir / f"iter_{k}"
             if k > 0:
-                train_tx = run_debate(
-                    session.backend(society), session.task, session.train, society, debate, session.prompts,
-                    seed=derive_seed(cfg.seed, "train", k), out_dir=it_dir / "train",
-                    progress=session.progress, desc=f"iteration {k}: debate (train)")
-                sets_dir = it_dir / "sets"
-                if stages.done(f"iter_{k}.sets"):
-                    sets = {m: FinetuneSet.load(sets_dir / f"{m}.jsonl", name=m) for m in society.models}
-                else:
-                    sets = build_sets(session, society, train_tx, seed=derive_seed(cfg.seed, "sets", k))
-                    for name, s in sets.items():
-                        s.save(sets_dir / f"{name}.jsonl")
-                    atomic_write_json(sets_dir / "report.json", {n: s.report() for n, s in sets.items()})
-                    stages.mark(f"iter_{k}.sets")
+                sets = iteration_sets(session, society, k, train_sets, stages)
                 ft_results = finetune_society(session, society, sets, k)
                 session.record_finetune(k, {n: s.report() for n, s in sets.items()}, ft_results)
                 society.weights = {m: str(it_dir / "models" / m) for m in society.models}

@@ -41,7 +41,8 @@ class Results:
                     finetune: dict[str, dict] | None = None) -> "Results":
         """Method, dataset, model and seed named by the resolved config (``method.name``, ``dataset.name``, ...)."""
         name = lambda group: str((config.get(group) or {}).get("name", "?"))  # noqa: E731
-        return cls(config=config, method=name("method"), dataset=name("dataset"), model=name("model"),
+        method = config.get("method") or {}
+        return cls(config=config, method=str(method.get("label") or method.get("name", "?")), dataset=name("dataset"), model=name("model"),
                    records=list(records), finetune=dict(finetune or {}), seed=config.get("seed"))
 
     def to_json(self) -> dict:

@@ -1,0 +1,131 @@
+"""The paper presets (conf/experiment) and the scripts that reproduce the tables (experiments/*.sh): every preset
+composes, alone and on every setup; the sweeps name real methods; and (slow) one multirun over the methods runs
+end to end and reports one row per method."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from helpers import CONF, compose_cfg
+
+REPO = CONF.parent
+SCRIPTS = sorted((REPO / "experiments").glob("*.sh"))
+HUB_MODELS = ("phi3", "mistral", "llama3")
+DATASETS = ("arithmetic", "gsm8k", "math")
+SETUPS = [f"{d}_{m}" for d in DATASETS for m in (*HUB_MODELS, "tiny")]
+TABLES = ["table1", "table2_ablations", "iterations_curve", "agents5", "agents_sweep"]
+METHOD_OPTIONS = {p.stem for p in (CONF / "method").glob("*.yaml")}
+
+
+def test_every_table_cell_has_a_setup_and_every_preset_is_listed():
+    presets = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
+    assert presets == set(SETUPS) | set(TABLES) | {"transfer_gsm8k"}
+    for p in (CONF / "experiment").glob("*.yaml"):
+        assert p.read_text().startswith("# @package _global_\n"), p.name
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_a_setup_chooses_its_model_and_dataset(setup, monkeypatch, tmp_path):
+    monkeypatch.setenv("MAFL_DATA_DIR", str(tmp_path))
+    dataset, model = setup.split("_")
+    cfg = compose_cfg([f"experiment={setup}"])
+    assert (cfg.dataset.name, cfg.model.name) == (dataset, model)
+    if model in HUB_MODELS:
+        assert cfg.model.dtype == "bfloat16" and cfg.finetune.train.gradient_checkpointing is True
+        assert cfg.debate.max_new_tokens >= 256
+        assert OmegaConf.load(CONF / "experiment" / f"{setup}.yaml").device == "auto"
+    else:
+        assert cfg.model.path == "tiny"
+
+
+def test_hub_setups_choose_the_gpu_when_there_is_one():
+    assert compose_cfg(["experiment=gsm8k_phi3"]).device == "auto"
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_a_table_sweeps_real_methods_on_any_setup(table, monkeypatch, tmp_path):
+    monkeypatch.setenv("MAFL_DATA_DIR", str(tmp_path))
+    for setup in ("arithmetic_tiny", "math_mistral"):
+        cfg = compose_cfg([f"experiment=[{setup},{table}]"], return_hydra_config=True)
+        params = dict(cfg.hydra.sweeper.params)
+        methods = params["method"].split(",")
+        assert methods and set(methods) <= METHOD_OPTIONS
+        assert cfg.dataset.name == setup.split("_")[0]
+        OmegaConf.to_container(compose_cfg([f"experiment=[{setup},{table}]"]), resolve=True)
+        # every job of the sweep composes, and its row in the report is distinct
+        labels = set()
+        for method in methods:
+            job = compose_cfg([f"experiment=[{setup},{table}]", f"method={method}",
+                               *(f"{k}={v.split(',')[0]}" for k, v in params.items() if k != "method")])
+            labels.add(job.method.label)
+        assert len(labels) == len(methods)
+
+
+def test_table2_holds_every_ablation_and_tuned_tables_fine_tune():
+    params = compose_cfg(["experiment=table2_ablations"], return_hydra_config=True).hydra.sweeper.params
+    assert {m for m in METHOD_OPTIONS if m.startswith("multiagent_ft")} <= set(params.method.split(","))
+    curve = compose_cfg(["experiment=iterations_curve", "method=multiagent_ft"])
+    assert curve.finetune.iterations == 5
+    five = compose_cfg(["experiment=agents5", "method=multiagent_ft"])
+    assert five.debate.agents == 5 and five.method.label == "multiagent_ft_5_agents"
+    sizes = {compose_cfg(["experiment=agents_sweep", f"debate.agents={n}"]).method.label for n in range(1, 6)}
+    assert len(sizes) == 5
+
+
+def test_transfer_evaluates_on_gsm8k_without_fine_tuning(monkeypatch, tmp_path):
+    monkeypatch.setenv("MAFL_DATA_DIR", str(tmp_path))
+    cfg = compose_cfg(["experiment=[math_phi3,transfer_gsm8k]", "method=majority_ft", "method.weights=/w"])
+    assert (cfg.dataset.name, cfg.finetune.iterations, cfg.method.weights) == ("gsm8k", 0, "/w")
+    assert cfg.method.label == "majority_ft_transfer" and cfg.model.name == "phi3"
+
+
+def test_slurm_launcher_composes_with_a_table():
+    cfg = compose_cfg(["hydra/launcher=slurm", "experiment=[gsm8k_llama3,table1]"], return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_.lower()
+    assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_scripts_are_valid_bash_and_name_real_presets(script):
+    assert os.access(script, os.X_OK)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    presets = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
+    for name in re.findall(r"sweep\.sh\" (\w+)", text) + re.findall(r",(\w+)\]", text):
+        assert name in presets, f"{script.name}: no preset {name}"
+
+
+@pytest.mark.slow
+def test_a_multirun_over_the_methods_reports_one_row_per_method(tiny_model_dir, tmp_path):
+    methods = ["single", "majority", "debate", "star", "majority_ft", "multiagent_ft"]
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "mafl", "-m", f"method={','.join(methods)}", "debug=smoke",
+           f"model.path={tiny_model_dir}", f"hydra.sweep.dir={sweep}", "dataset.n_train=4", "dataset.n_eval=4",
+           "debate.max_new_tokens=12", "metrics.diversity=false"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    runs = {json.loads((p / "results.json").read_text())["method"]: p for p in sweep.iterdir() if p.is_dir()}
+    assert sorted(runs) == sorted(methods)
+    for method, run in runs.items():
+        iterations = {r["iteration"] for r in json.loads((run / "results.json").read_text())["records"]}
+        tuned = method in ("star", "majority_ft", "multiagent_ft")
+        assert iterations == ({0, 1} if tuned else {0}), method
+        if tuned:
+            models = sorted(p.name for p in (run / "iter_1" / "models").iterdir() if p.is_dir())
+            assert models == (["model"] if method != "multiagent_ft" else
+                              sorted([f"generator_{n}" for n in range(3)] + [f"critic_{n}" for n in range(3)]))
+
+    report = subprocess.run([sys.executable, "-m", "mafl", "report", str(sweep)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    first_table = report.stdout.split("\n\n")[1]
+    rows = [line.split("|")[2].strip() for line in first_table.splitlines()[2:]]
+    assert rows == methods  # one row per method, in the paper's order
