@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mafl.metrics import MetricRecord, Results, finetune_summary, load_results, write_json_atomic, write_results
+from mafl.metrics import MetricRecord, Results, load_results, write_json_atomic, write_results
 
 
 def make_results(method="multiagent_ft", dataset="gsm8k", seed=0, values=(0.5, 0.6)) -> Results:
@@ -58,16 +58,3 @@ def test_missing_results_is_a_clear_error(tmp_path):
     (tmp_path / "bad" / "results.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a mafl results file"):
         load_results(tmp_path / "bad")
-
-
-def test_finetune_summary_reads_set_sizes_and_losses(tmp_path):
-    (tmp_path / "iter_0" / "eval").mkdir(parents=True)
-    sets = tmp_path / "iter_1" / "sets"
-    sets.mkdir(parents=True)
-    (sets / "report.json").write_text(json.dumps({"generator_0": 12, "critic_0": 7}))
-    adapter = tmp_path / "iter_1" / "adapters" / "generator_0"
-    adapter.mkdir(parents=True)
-    (adapter / "trainer_state.json").write_text(json.dumps(
-        {"log_history": [{"loss": 2.0, "step": 1}, {"loss": 1.5, "step": 2}, {"train_runtime": 3.0}]}))
-    summary = finetune_summary(tmp_path)
-    assert summary == {"1": {"sets": {"generator_0": 12, "critic_0": 7}, "losses": {"generator_0": [2.0, 1.5]}}}

@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
+from mafl.rundir import atomic_write_json, atomic_write_jsonl
 from mafl.tasks.base import Task
 
 GENERATOR, D_MINUS, D_PLUS = "generator", "d_minus", "d_plus"
@@ -104,8 +104,8 @@ class FinetuneSet:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"duplicates_removed": self.duplicates_removed, "dropped_by_cap": self.dropped_by_cap}
-        _write_atomic(report_path(path), json.dumps({**self.report(), **meta}, indent=2) + "\n")
-        _write_atomic(path, "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in self.examples))
+        atomic_write_json(report_path(path), {**self.report(), **meta})
+        atomic_write_jsonl(path, (e.to_json() for e in self.examples))
         return path
 
     @classmethod
@@ -125,19 +125,6 @@ class FinetuneSet:
 def report_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(path.stem + ".report.json")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _rng(seed: int, name: str, purpose: str) -> random.Random:

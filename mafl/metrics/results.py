@@ -6,7 +6,7 @@ Schema::
       "config": {...},                 # the resolved config
       "method": "multiagent_ft", "dataset": "gsm8k", "model": "tiny", "seed": 0,
       "records": [MetricRecord, ...],  # see mafl.metrics.iteration for the metric names
-      "finetune": {"1": {"sets": {"generator_0": 123, ...}, "losses": {"generator_0": [2.1, 1.7, ...], ...}}, ...}
+      "finetune": {"1": {"sets": {<model>: set report}, "models": {<model>: fine-tuning result}}, ...}
     }
 
 The file is written atomically (temp file + ``os.replace``), so a reader never sees half a file.
@@ -14,13 +14,12 @@ The file is written atomically (temp file + ``os.replace``), so a reader never s
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from mafl.metrics.stats import MetricRecord
+from mafl.rundir import atomic_write_text
 
 RESULTS_FILE = "results.json"
 
@@ -67,20 +66,8 @@ class Results:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` as strict JSON (no NaN) to ``path`` atomically (see :mod:`mafl.rundir`)."""
+    return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 def write_results(run_dir: str | Path, results: Results) -> Path:
@@ -117,28 +104,4 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> list[Results]:
             out.append(Results.from_json(json.loads(f.read_text()), path=f))
         except (json.JSONDecodeError, TypeError, KeyError) as e:
             raise ValueError(f"{f} is not a mafl results file: {e}") from e
-    return out
-
-
-def finetune_summary(run_dir: str | Path) -> dict[str, dict]:
-    """The ``finetune`` entry from a run folder: per iteration ``k >= 1``, the set sizes of
-    ``iter_<k>/sets/report.json`` and the training losses in ``iter_<k>/adapters/<model>/trainer_state.json``
-    (the ``loss`` entries of its ``log_history``), where those files exist."""
-    out: dict[str, dict] = {}
-    iterations = sorted((int(p.name[5:]), p) for p in Path(run_dir).glob("iter_*") if p.name[5:].isdigit())
-    for k, it in iterations:
-        if k < 1:
-            continue
-        entry: dict[str, Any] = {}
-        report = it / "sets" / "report.json"
-        if report.exists():
-            entry["sets"] = json.loads(report.read_text())
-        losses = {}
-        for state in sorted((it / "adapters").glob("*/trainer_state.json")):
-            history = json.loads(state.read_text()).get("log_history", [])
-            losses[state.parent.name] = [h["loss"] for h in history if "loss" in h]
-        if losses:
-            entry["losses"] = losses
-        if entry:
-            out[str(k)] = entry
     return out
