@@ -89,3 +89,21 @@ def test_a_killed_run_resumes_to_the_same_numbers(finished_run, tiny_model_dir, 
     assert records(run_dir) == records(finished_run)
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # iteration 0 was not recomputed
     assert (run_dir / "iter_1/models/generator_0/adapter_model.safetensors").stat().st_mtime_ns == generator_0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["gsm8k", "math"])
+def test_the_loop_runs_on_the_real_benchmarks(dataset, shared_data, tiny_model_dir, tmp_path):
+    run_dir = tmp_path / dataset
+    results = run(compose_cfg(FAST + [f"dataset={dataset}", f"dataset.data_dir={shared_data}", "dataset.n_train=4",
+                                      "dataset.n_eval=4", f"model.path={tiny_model_dir}", f"run_dir={run_dir}",
+                                      "metrics.diversity=false"]))
+    assert results.dataset == dataset
+    transcripts = (run_dir / "iter_1/eval/transcripts.jsonl").read_text().splitlines()
+    assert len(transcripts) == 4
+    first = json.loads(transcripts[0])
+    gold = first["problem"]["answer"]
+    assert gold and all(gold not in m["content"] for rnd in first["rounds"] for t in rnd for m in t["messages"]
+                        if len(gold) > 3)
+    accuracy = [r for r in results.records if r.metric == "accuracy/debate" and r.agent is None]
+    assert [r.iteration for r in accuracy] == [0, 1] and all(0.0 <= r.value <= 1.0 for r in accuracy)

@@ -72,23 +72,22 @@ def debate_chunk(backend: Backend, task: Task, problems: Sequence[Problem], soci
             messages.append(msgs)
             requests.append(GenerationRequest(msgs, adapter=society.adapter(model), sampling=sampling(r)))
         completions = backend.generate(requests)
+        answers = [task.extract_answer(c.text) for c in completions]
+        # graded against the gold answer for analysis only; nothing the agents see or learn from uses it
+        correct = task.equivalent_many([(a, problems[p].answer) for a, (p, _) in zip(answers, slots)])
         for p in range(len(problems)):
             rounds[p].append([])
-        for (p, n), msgs, c in zip(slots, messages, completions):
-            answer = task.extract_answer(c.text)
+        for (p, n), msgs, c, answer, ok in zip(slots, messages, completions, answers, correct):
             rounds[p][r].append(Turn(
                 agent=n, round=r, model=society.speaker(n, r), messages=msgs, response=c.text, answer=answer,
-                correct=task.is_equivalent(answer, problems[p].answer), num_tokens=c.num_tokens,
-                summary=summaries[p][n],
+                correct=ok, num_tokens=c.num_tokens, summary=summaries[p][n],
             ))
-    out = []
-    for problem, rnds in zip(problems, rounds):
-        vote = majority_vote(task, [t.answer for t in rnds[-1]])
-        out.append(Transcript(
-            problem=problem, rounds=rnds, final_answer=vote.winner, votes=list(vote.clusters),
-            correct=task.is_equivalent(vote.winner, problem.answer),
-        ))
-    return out
+    votes = [majority_vote(task, [t.answer for t in rnds[-1]]) for rnds in rounds]
+    correct = task.equivalent_many([(v.winner, p.answer) for v, p in zip(votes, problems)])
+    return [
+        Transcript(problem=problem, rounds=rnds, final_answer=vote.winner, votes=list(vote.clusters), correct=ok)
+        for problem, rnds, vote, ok in zip(problems, rounds, votes, correct)
+    ]
 
 
 def run_debate(backend: Backend, task: Task, problems: Sequence[Problem], society: Society,
