@@ -167,6 +167,13 @@ def validate(cfg: Mapping[str, Any]) -> tuple[DebateSettings, FinetuneSettings]:
     check_dataset(cfg["dataset"])
     debate = DebateSettings.from_cfg(cfg["debate"])
     finetune = FinetuneSettings.from_cfg(cfg["finetune"])
+    if cfg["backend"]["name"] == "vllm":
+        if finetune.mode == "full":
+            raise ConfigError("finetune.mode: full fine-tuning makes whole models, which backend=vllm cannot serve "
+                              "beside the base model; use backend=hf or finetune=lora")
+        rank, limit = finetune.lora.get("r"), cfg["backend"].get("max_lora_rank")
+        if isinstance(rank, int) and isinstance(limit, int) and rank > limit:
+            raise ConfigError(f"finetune.lora.r: {rank} is above backend.max_lora_rank ({limit})")
     from mafl.debate.prompts import Prompts
 
     Prompts.from_cfg(cfg["dataset"].get("prompts") or {})

@@ -52,10 +52,12 @@ def test_launchers_compose():
     ("device=tpu", "device"),
     ("model.path=./no/such/model", "model.path"),
     ("seed=-3", "seed"),
+    ("backend=vllm finetune=full", "finetune.mode"),
+    ("backend=vllm finetune.lora.r=128", "finetune.lora.r"),
     ("dataset.prompts.round1='{nope}'", "dataset.prompts.round1"),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key, tmp_path):
-    cfg = compose_cfg([override, f"run_dir={tmp_path / 'run'}"])
+    cfg = compose_cfg([*override.split(), f"run_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError) as err:
         run(cfg)
     message = str(err.value)
