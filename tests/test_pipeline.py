@@ -107,3 +107,18 @@ def test_the_loop_runs_on_the_real_benchmarks(dataset, shared_data, tiny_model_d
                         if len(gold) > 3)
     accuracy = [r for r in results.records if r.metric == "accuracy/debate" and r.agent is None]
     assert [r.iteration for r in accuracy] == [0, 1] and all(0.0 <= r.value <= 1.0 for r in accuracy)
+
+
+def test_the_default_model_is_built_on_first_use_and_cached(tmp_path, monkeypatch):
+    """`model=tiny` pretrains the embedded model into $MAFL_HOME once, then runs like any model folder."""
+    monkeypatch.setenv("MAFL_HOME", str(tmp_path / "home"))
+    small = ["model.tiny.hidden_size=32", "model.tiny.intermediate_size=64", "model.tiny.num_hidden_layers=1",
+             "model.tiny.num_attention_heads=2", "model.tiny.steps=5", "model.tiny.batch_size=4",
+             "finetune.iterations=0", "metrics.diversity=false", "dataset.n_eval=4"]
+    run(compose_cfg(FAST + small + [f"run_dir={tmp_path / 'a'}"]))
+    built = list((tmp_path / "home" / "tiny").glob("*/config.json"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    run(compose_cfg(FAST + small + [f"run_dir={tmp_path / 'b'}"]))
+    assert built[0].stat().st_mtime_ns == stamp  # cached: not pretrained again
+    assert (tmp_path / "b" / "iter_0" / "eval" / "transcripts.jsonl").exists()
