@@ -1,8 +1,10 @@
 """The embedded model's tokenizer, built in code with the `tokenizers` library.
 
 Byte-level BPE (so any text round-trips), every digit its own token (so numbers are spelled the same way
-wherever they stand), trained on a sample of the pretraining corpus; wrapped as a transformers fast tokenizer
-with a chat template, a pad token distinct from eos, and left padding for batched generation.
+wherever they stand), trained on a sample of the pretraining corpus; words are not split apart before the
+merges, so the fixed prompt phrases of a debate become a few tokens each (shorter sequences train faster).
+Wrapped as a transformers fast tokenizer with a chat template, a pad token distinct from eos, and left
+padding for batched generation.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [pre_tokenizers.Digits(individual_digits=True),
+         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

@@ -1,0 +1,50 @@
+"""``python -m mafl.tiny [--rebuild] [--steps N] [key=value ...]``: build the embedded model, print its folder
+and its Arithmetic accuracy (greedy, round-1 prompt, 500 held-out problems)."""
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> None:
+    from omegaconf import OmegaConf
+
+    from mafl.tiny import ensure_tiny_model, read_recipe
+    from mafl.tiny.corpus import conf_dir
+
+    parser = argparse.ArgumentParser(prog="python -m mafl.tiny", description=__doc__)
+    parser.add_argument("--rebuild", action="store_true", help="pretrain again even when cached")
+    parser.add_argument("--steps", type=int, default=None, help="pretraining steps (recipe key `steps`)")
+    parser.add_argument("--n-eval", type=int, default=500, help="held-out problems to evaluate (0: none)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="other recipe keys")
+    args = parser.parse_args(argv)
+    recipe = dict(OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / "tiny.yaml").tiny))
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"expected key=value, got {item!r}")
+        recipe[key] = value
+    if args.steps is not None:
+        recipe["steps"] = args.steps
+    path = ensure_tiny_model(recipe, rebuild=args.rebuild)
+    print(f"tiny model: {path}")
+    print(f"pretraining: {read_recipe(path)['pretrain_seconds']} s")
+    if args.n_eval > 0:
+        evaluate(path, args.n_eval)
+
+
+def evaluate(path, n: int) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mafl.tiny.corpus import eval_problems
+    from mafl.tiny.evaluate import accuracy
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    acc = accuracy(model, tokenizer, eval_problems(n))
+    print(f"greedy accuracy on {acc.n} Arithmetic problems: {acc.accuracy:.1%} (± {acc.stderr:.1%})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The embedded model's pretraining corpus: Arithmetic problems in every conversation format of a debate.
+
+A problem is ``What is the result of a+b*c+d-e*f?`` (a..f drawn from [low, high]). Its worked answer is a
+short chain of thought that a tiny model can follow one small step at a time: the expression is rewritten
+with one operation done per step (products first, then the sums left to right), and the response ends with
+exactly ``The answer is N.``.
+
+Conversations are rendered with the prompts of ``conf/dataset/arithmetic.yaml`` (loaded from the file, so
+the corpus always matches what the debate sends):
+
+* round 1: ``system_generator`` + ``round1`` -> a correct worked answer;
+* debate: ``system_critic`` + ``debate`` with 1-2 other agents' worked answers (some wrong by one slipped
+  step) -> a correct worked answer;
+* summarize: ``summarize`` with the others' answers -> ``Agent 1 says 12. Agent 2 says -3.``;
+* debate after a summary: ``debate`` whose {others} is the ``summary`` template -> a correct worked answer.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+# Bump when the corpus, the chain of thought or the tokenizer changes: it is part of the cache key.
+CORPUS_VERSION = 2
+
+QUESTION = "What is the result of {a}+{b}*{c}+{d}-{e}*{f}?"
+ANSWER = "The answer is {answer}."
+SUMMARY_LINE = "Agent {agent} says {answer}."
+KINDS = ("round1", "debate", "summarize", "debate_summary")
+
+
+@dataclass(frozen=True)
+class ArithmeticProblem:
+    a: int
+    b: int
+    c: int
+    d: int
+    e: int
+    f: int
+
+    @property
+    def question(self) -> str:
+        return QUESTION.format(a=self.a, b=self.b, c=self.c, d=self.d, e=self.e, f=self.f)
+
+    @property
+    def answer(self) -> int:
+        return self.a + self.b * self.c + self.d - self.e * self.f
+
+
+def conf_dir() -> Path:
+    import mafl
+
+    return Path(mafl.__file__).resolve().parents[1] / "conf"
+
+
+@lru_cache(maxsize=None)
+def _load_prompts(path: str) -> tuple[tuple[str, str], ...]:
+    from omegaconf import OmegaConf
+
+    prompts = OmegaConf.to_container(OmegaConf.load(path).prompts, resolve=False)
+    return tuple(sorted((str(k), str(v)) for k, v in prompts.items()))
+
+
+def load_prompts(path: str | Path | None = None) -> dict[str, str]:
+    """The Arithmetic prompts of ``conf/dataset/arithmetic.yaml`` (system_generator, round1, debate, ...)."""
+    return dict(_load_prompts(str(path or conf_dir() / "dataset" / "arithmetic.yaml")))
+
+
+def random_problem(rng: random.Random, low: int = 0, high: int = 29) -> ArithmeticProblem:
+    return ArithmeticProblem(*(rng.randint(low, high) for _ in range(6)))
+
+
+def eval_problems(n: int = 500, seed: int = 0, low: int = 0, high: int = 29) -> list[ArithmeticProblem]:
+    """Held-out problems, drawn from a seed stream that the corpus never uses."""
+    rng = random.Random(f"mafl-tiny-eval-{seed}")
+    return [random_problem(rng, low, high) for _ in range(n)]
+
+
+# --- the chain of thought -------------------------------------------------------------------------------
+
+def solve(p: ArithmeticProblem, slip: tuple[int, int] | None = None) -> tuple[str, int]:
+    """The worked answer and its final number; ``slip=(step, delta)`` adds ``delta`` to one step's result
+    and carries the error on consistently (an agent that slipped once).
+
+    The expression is rewritten once per step, each time with one operation done in place
+    (``3+4*5+6-7*8=3+20+6-7*8=3+20+6-56=23+6-56=29-56=-27``): every step copies the line before it and
+    changes one spot, which a tiny model learns far faster than looking operands up in the question.
+    """
+    def step(i: int, value: int) -> int:
+        return value + slip[1] if slip is not None and slip[0] == i else value
+
+    p1 = step(0, p.b * p.c)
+    p2 = step(1, p.e * p.f)
+    s1 = step(2, p.a + p1)
+    s2 = step(3, s1 + p.d)
+    result = step(4, s2 - p2)
+    lines = [f"{p.a}+{p.b}*{p.c}+{p.d}-{p.e}*{p.f}", f"{p.a}+{p1}+{p.d}-{p.e}*{p.f}", f"{p.a}+{p1}+{p.d}-{p2}",
+             f"{s1}+{p.d}-{p2}", f"{s2}-{p2}", f"{result}"]
+    return "=".join(lines) + ". " + ANSWER.format(answer=result), result
+
+
+N_STEPS = 5
+
+
+def slipped(p: ArithmeticProblem, rng: random.Random) -> tuple[str, int]:
+    """A plausible wrong worked answer: one step off by a small or a carry-sized amount."""
+    while True:
+        slip = (rng.randrange(N_STEPS), rng.choice([-20, -10, -2, -1, 1, 2, 10, 20]))
+        text, answer = solve(p, slip)
+        if answer != p.answer:
+            return text, answer
+
+
+# --- conversations ---------------------------------------------------------------------------------------
+
+def _others(p: ArithmeticProblem, rng: random.Random, prompts: Mapping[str, str]) -> tuple[str, str]:
+    """1-2 other agents' worked answers (each wrong with probability 1/2), as the {others} block and as a
+    summary of their final answers."""
+    k = rng.choice([1, 2])
+    agents = sorted(rng.sample(range(1, k + 2), k))
+    blocks, lines = [], []
+    for agent in agents:
+        text, answer = slipped(p, rng) if rng.random() < 0.5 else solve(p)
+        blocks.append(prompts["other"].format(agent=agent, response=text))
+        lines.append(SUMMARY_LINE.format(agent=agent, answer=answer))
+    return "\n".join(blocks), " ".join(lines)
+
+
+def conversation(kind: str, p: ArithmeticProblem, rng: random.Random,
+                 prompts: Mapping[str, str]) -> list[dict[str, str]]:
+    """One chat (system, user, assistant) of the given kind about problem ``p``."""
+    if kind == "round1":
+        system, user = prompts["system_generator"], prompts["round1"].format(question=p.question)
+        reply = solve(p)[0]
+    else:
+        others, summary = _others(p, rng, prompts)
+        system = prompts["system_critic"]
+        if kind == "summarize":
+            user, reply = prompts["summarize"].format(others=others), summary
+        else:
+            if kind == "debate_summary":
+                others = prompts["summary"].format(summary=summary)
+            elif kind != "debate":
+                raise ValueError(f"unknown conversation kind {kind!r}; expected one of {KINDS}")
+            user, reply = prompts["debate"].format(question=p.question, others=others), solve(p)[0]
+    return [{"role": "system", "content": system}, {"role": "user", "content": user},
+            {"role": "assistant", "content": reply}]
+
+
+def drill(rng: random.Random, facts: int, low: int = 0, high: int = 29) -> list[tuple[str, str]]:
+    """Bare practice of the operations a worked answer needs, as (``"12*24="``, ``"288"``) pairs: the products,
+    then the running sums and the difference of random problems, in the order a worked answer does them."""
+    out: list[tuple[str, str]] = []
+    while len(out) < facts:
+        p = random_problem(rng, low, high)
+        p1, p2 = p.b * p.c, p.e * p.f
+        s1 = p.a + p1
+        s2 = s1 + p.d
+        out += [(f"{p.b}*{p.c}=", f"{p1}"), (f"{p.e}*{p.f}=", f"{p2}"), (f"{p.a}+{p1}=", f"{s1}"),
+                (f"{s1}+{p.d}=", f"{s2}"), (f"{s2}-{p2}=", f"{s2 - p2}")]
+    return out[:facts]
+
+
+def sample_conversations(n: int, rng: random.Random, mix: Mapping[str, float],
+                         prompts: Mapping[str, str], low: int = 0, high: int = 29) -> list[list[dict[str, str]]]:
+    """``n`` conversations whose kinds are drawn with the weights of ``mix``."""
+    kinds = [k for k in KINDS if mix.get(k, 0) > 0]
+    weights = [mix[k] for k in kinds]
+    return [conversation(kind, random_problem(rng, low, high), rng, prompts)
+            for kind in rng.choices(kinds, weights, k=n)]

@@ -1,0 +1,179 @@
+"""The embedded model: its corpus, its tokenizer, and the build-once cache of ensure_tiny_model."""
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from mafl.tiny import ensure_tiny_model, read_recipe, tiny_model_key
+from mafl.tiny.corpus import (ArithmeticProblem, conversation, eval_problems, load_prompts, random_problem,
+                              slipped, solve)
+from mafl.tiny.evaluate import final_answer
+
+SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+             steps=20, batch_size=8, warmup_steps=5)
+ENDING = re.compile(r"The answer is (-?\d+)\.$")
+
+
+def _value(expr: str) -> int:
+    """The value of a chain-of-thought expression of ints with + - * (parsed by hand, no eval)."""
+    assert re.fullmatch(r"-?\d+([-+*]\d+)*", expr), expr
+    total, sign = 0, 1
+    for term in re.findall(r"[-+]?[\d*]+", expr):
+        sign = -1 if term[0] == "-" else 1
+        factors = [int(x) for x in term.lstrip("+-").split("*")]
+        prod = 1
+        for x in factors:
+            prod *= x
+        total += sign * prod
+    return total
+
+
+def _check_steps(text: str) -> None:
+    """Every step of a worked answer is a true chain of equalities."""
+    for step in text.split(". ")[:-1]:
+        sides = [_value(side) for side in step.split("=")]
+        assert len(set(sides)) == 1, step
+
+
+def test_correct_worked_answers_are_true_and_end_with_the_answer():
+    rng = random.Random(1)
+    problems = [random_problem(rng) for _ in range(300)] + [ArithmeticProblem(0, 0, 0, 0, 29, 29)]
+    for p in problems:
+        text, answer = solve(p)
+        assert answer == p.answer == p.a + p.b * p.c + p.d - p.e * p.f
+        assert ENDING.search(text) and int(ENDING.search(text)[1]) == p.answer
+        assert final_answer(text) == p.answer
+        _check_steps(text)
+    assert ENDING.search(solve(ArithmeticProblem(0, 0, 0, 0, 29, 29))[0])[1] == "-841"
+
+
+def test_slipped_answers_are_wrong_by_one_step():
+    rng = random.Random(2)
+    for _ in range(200):
+        p = random_problem(rng)
+        text, answer = slipped(p, rng)
+        assert answer != p.answer and final_answer(text) == answer and ENDING.search(text)
+        gold = solve(p)[0].split(". ")
+        first_diff = next(i for i, (g, s) in enumerate(zip(gold, text.split(". "))) if g != s)
+        assert first_diff == 0  # the worked steps differ, not only the closing sentence
+
+
+def test_question_and_prompts_come_from_the_dataset_config():
+    prompts = load_prompts()
+    p = ArithmeticProblem(3, 4, 5, 6, 7, 8)
+    assert p.question == "What is the result of 3+4*5+6-7*8?"
+    chat = conversation("round1", p, random.Random(0), prompts)
+    assert [m["role"] for m in chat] == ["system", "user", "assistant"]
+    assert chat[0]["content"] == prompts["system_generator"]
+    assert chat[1]["content"] == prompts["round1"].format(question=p.question)
+    assert final_answer(chat[2]["content"]) == -27
+
+
+def test_debate_and_summary_conversations_carry_the_others_answers():
+    prompts, rng = load_prompts(), random.Random(3)
+    head = prompts["other"].split("{agent}")[0]
+    wrong_seen = 0
+    for _ in range(100):
+        p = random_problem(rng)
+        debate = conversation("debate", p, rng, prompts)
+        assert debate[0]["content"] == prompts["system_critic"]
+        user = debate[1]["content"]
+        assert user.startswith(p.question) and user.endswith(prompts["debate"].split("{others}")[1])
+        others = re.findall(rf"^{re.escape(head)}(\d+): (.*)$", user, flags=re.M)
+        assert 1 <= len(others) <= 2 and all(final_answer(text) is not None for _, text in others)
+        wrong_seen += sum(final_answer(text) != p.answer for _, text in others)
+        assert final_answer(debate[2]["content"]) == p.answer
+
+        summarize = conversation("summarize", p, rng, prompts)
+        others = re.findall(rf"^{re.escape(head)}(\d+): (.*)$", summarize[1]["content"], flags=re.M)
+        expected = " ".join(f"Agent {agent} says {final_answer(text)}." for agent, text in others)
+        assert summarize[2]["content"] == expected
+
+        after = conversation("debate_summary", p, rng, prompts)
+        assert prompts["summary"].split("{summary}")[0] in after[1]["content"]
+        assert re.search(r"Agent \d says -?\d+\.", after[1]["content"])
+        assert final_answer(after[2]["content"]) == p.answer
+    assert 20 < wrong_seen < 150
+
+
+def test_eval_problems_differ_from_the_corpus_stream():
+    a, b = eval_problems(50, seed=0), eval_problems(50, seed=0)
+    assert a == b and len(set(a)) == 50
+    assert all(0 <= v <= 29 for p in a for v in (p.a, p.b, p.c, p.d, p.e, p.f))
+    assert eval_problems(50, seed=1) != a
+
+
+def test_final_answer_reads_the_last_stated_integer():
+    assert final_answer("12*2=24. The answer is 3. No: The answer is -27.") == -27
+    assert final_answer("no answer here 42") is None
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    home = tmp_path_factory.mktemp("mafl_home")
+    return home, ensure_tiny_model(SMALL, home=home, progress=False)
+
+
+def test_tokenizer_round_trips_text_and_renders_the_chat(built):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(built[1])
+    for text in ["What is the result of 3+4*5+6-7*8?", "héllo wörld — 数学 🚀\n\ttabs  and  spaces", "-841"]:
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    assert tok.pad_token_id != tok.eos_token_id and tok.eos_token == "<|end|>" and tok.pad_token == "<|pad|>"
+    rendered = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}],
+                                       add_generation_prompt=True, tokenize=False)
+    assert rendered == "<|system|>S<|end|><|user|>Q<|end|><|assistant|>"
+    batch = tok(["a", "a much longer text 123"], padding=True, add_special_tokens=False)
+    assert tok.padding_side == "left"
+    assert batch["input_ids"][0][0] == tok.pad_token_id and batch["attention_mask"][0][0] == 0
+    assert batch["input_ids"][1][0] != tok.pad_token_id
+
+
+def test_ensure_tiny_model_builds_once_and_loads_like_any_model(built, tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    import mafl.tiny.pretrain as pretrain_module
+
+    home, path = built
+    assert path.parent.name == "tiny" and path.name == tiny_model_key(SMALL)
+    info = read_recipe(path)
+    assert info["pretrain_seconds"] > 0 and info["recipe"]["steps"] == 20
+    stamp = (path / "recipe.json").stat().st_mtime_ns
+
+    calls = []
+    real = pretrain_module.pretrain
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert ensure_tiny_model(dict(SMALL), home=home, progress=False) == path
+    assert calls == [] and (path / "recipe.json").stat().st_mtime_ns == stamp
+
+    gen = GenerationConfig.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert gen.eos_token_id == tok.eos_token_id and gen.pad_token_id == tok.pad_token_id
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    ids = tok(["What is the result of 1+2*3+4-5*6?"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits
+    model.save_pretrained(tmp_path / "copy")
+    with torch.no_grad():
+        again = AutoModelForCausalLM.from_pretrained(tmp_path / "copy").eval()(ids).logits
+    assert torch.equal(logits, again)
+
+    assert ensure_tiny_model(SMALL, home=home, rebuild=True, progress=False) == path
+    assert calls == [1] and not list(path.parent.glob(f".{path.name}*"))
+
+
+def test_same_recipe_gives_identical_weights_and_another_recipe_another_model(built, tmp_path):
+    from safetensors.torch import load_file
+
+    home, path = built
+    twin = ensure_tiny_model(SMALL, home=tmp_path, progress=False)
+    first, second = load_file(path / "model.safetensors"), load_file(twin / "model.safetensors")
+    assert first.keys() == second.keys() and all((first[k] == second[k]).all() for k in first)
+    other = {**SMALL, "seed": 1}
+    assert tiny_model_key(other) != tiny_model_key(SMALL)
+    with pytest.raises(ValueError, match="unknown tiny recipe keys"):
+        tiny_model_key({**SMALL, "hiden_size": 8})
