@@ -50,7 +50,8 @@ def setup(args):
     from mafl.models import resolve_model_path
     from mafl.tasks import get_task, load_splits
 
-    cfg = compose_cfg([f"model={args.model}", f"debate.agents={args.agents}", f"dataset.n_eval={args.problems}",
+    extra = [f"model.path={args.model_path}"] if args.model_path else []
+    cfg = compose_cfg(extra + [f"model={args.model}", f"debate.agents={args.agents}", f"dataset.n_eval={args.problems}",
                        "dataset.n_train=1", f"debate.chunk_size={args.problems}"])
     debate, _ = validate(cfg)
     _, problems = load_splits(cfg.dataset)
@@ -102,7 +103,8 @@ def run_one(args) -> dict:
 
 def child(args, **flags) -> dict:
     cmd = [sys.executable, __file__, "--child", "--problems", str(flags.get("problems", args.problems)),
-           "--agents", str(args.agents), "--model", args.model, "--batch-size", str(args.batch_size),
+           "--agents", str(args.agents), "--model", args.model,
+           *(["--model-path", args.model_path] if args.model_path else []), "--batch-size", str(args.batch_size),
            "--mode", flags["mode"], "--workdir", args.workdir] + (["--society"] if flags.get("society") else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -113,7 +115,8 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=60)
     ap.add_argument("--loop-problems", type=int, default=10, help="problems for the (slow) one-call loop")
     ap.add_argument("--agents", type=int, default=3)
-    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--model", default="tiny", help="a conf/model preset")
+    ap.add_argument("--model-path", default=None, help="a model folder instead of the preset's")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--mode", default="batched", choices=["batched", "loop"])
     ap.add_argument("--society", action="store_true")
