@@ -1,9 +1,9 @@
 """The embedded model's pretraining corpus: Arithmetic problems in every conversation format of a debate.
 
 A problem is ``What is the result of a+b*c+d-e*f?`` (a..f drawn from [low, high]). Its worked answer is a
-short chain of thought that a tiny model can follow one small step at a time: the expression is rewritten
-with one operation done per step (products first, then the sums left to right), and the response ends with
-exactly ``The answer is N.``.
+short chain of thought that a tiny model can follow one small step at a time: one operation per step
+(the two products, a+d, the running sum, the difference), and the response ends with exactly
+``The answer is N.``.
 
 Conversations are rendered with the prompts of ``conf/dataset/arithmetic.yaml`` (loaded from the file, so
 the corpus always matches what the debate sends):
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Mapping
 
 # Bump when the corpus, the chain of thought or the tokenizer changes: it is part of the cache key.
-CORPUS_VERSION = 2
+CORPUS_VERSION = 4
 
 QUESTION = "What is the result of {a}+{b}*{c}+{d}-{e}*{f}?"
 ANSWER = "The answer is {answer}."
@@ -84,21 +84,21 @@ def solve(p: ArithmeticProblem, slip: tuple[int, int] | None = None) -> tuple[st
     """The worked answer and its final number; ``slip=(step, delta)`` adds ``delta`` to one step's result
     and carries the error on consistently (an agent that slipped once).
 
-    The expression is rewritten once per step, each time with one operation done in place
-    (``3+4*5+6-7*8=3+20+6-7*8=3+20+6-56=23+6-56=29-56=-27``): every step copies the line before it and
-    changes one spot, which a tiny model learns far faster than looking operands up in the question.
+    One operation per step, products first: ``4*5=20, 7*8=56, 3+6=9, 9+20=29, 29-56=-27. The answer is -27.``
+    Every number 0..999 is one token (see mafl.tiny.tokenizer), so every answer has the same token layout:
+    each operand is copied from a fixed offset (the question or an earlier step), and each step is a function
+    of two number tokens (whose embeddings start as place-value sums, see mafl.tiny.pretrain).
     """
     def step(i: int, value: int) -> int:
         return value + slip[1] if slip is not None and slip[0] == i else value
 
     p1 = step(0, p.b * p.c)
     p2 = step(1, p.e * p.f)
-    s1 = step(2, p.a + p1)
-    s2 = step(3, s1 + p.d)
-    result = step(4, s2 - p2)
-    lines = [f"{p.a}+{p.b}*{p.c}+{p.d}-{p.e}*{p.f}", f"{p.a}+{p1}+{p.d}-{p.e}*{p.f}", f"{p.a}+{p1}+{p.d}-{p2}",
-             f"{s1}+{p.d}-{p2}", f"{s2}-{p2}", f"{result}"]
-    return "=".join(lines) + ". " + ANSWER.format(answer=result), result
+    q = step(2, p.a + p.d)
+    t = step(3, q + p1)
+    r = step(4, t - p2)
+    text = f"{p.b}*{p.c}={p1}, {p.e}*{p.f}={p2}, {p.a}+{p.d}={q}, {q}+{p1}={t}, {t}-{p2}={r}. "
+    return text + ANSWER.format(answer=r), r
 
 
 N_STEPS = 5
@@ -108,6 +108,9 @@ def slipped(p: ArithmeticProblem, rng: random.Random) -> tuple[str, int]:
     """A plausible wrong worked answer: one step off by a small or a carry-sized amount."""
     while True:
         slip = (rng.randrange(N_STEPS), rng.choice([-20, -10, -2, -1, 1, 2, 10, 20]))
+        intermediate = [p.b * p.c, p.e * p.f, p.a + p.d, p.a + p.d + p.b * p.c]
+        if slip[0] < len(intermediate) and intermediate[slip[0]] + slip[1] < 0:
+            continue  # only the difference may be negative
         text, answer = solve(p, slip)
         if answer != p.answer:
             return text, answer
@@ -150,16 +153,14 @@ def conversation(kind: str, p: ArithmeticProblem, rng: random.Random,
 
 
 def drill(rng: random.Random, facts: int, low: int = 0, high: int = 29) -> list[tuple[str, str]]:
-    """Bare practice of the operations a worked answer needs, as (``"12*24="``, ``"288"``) pairs: the products,
-    then the running sums and the difference of random problems, in the order a worked answer does them."""
+    """Bare practice of the steps of a worked answer, as (``"12*24="``, ``"288"``) pairs: the two products, the
+    small sum, the running sum and the difference of random problems, in the order a worked answer does them."""
     out: list[tuple[str, str]] = []
     while len(out) < facts:
         p = random_problem(rng, low, high)
-        p1, p2 = p.b * p.c, p.e * p.f
-        s1 = p.a + p1
-        s2 = s1 + p.d
-        out += [(f"{p.b}*{p.c}=", f"{p1}"), (f"{p.e}*{p.f}=", f"{p2}"), (f"{p.a}+{p1}=", f"{s1}"),
-                (f"{s1}+{p.d}=", f"{s2}"), (f"{s2}-{p2}=", f"{s2 - p2}")]
+        p1, p2, q = p.b * p.c, p.e * p.f, p.a + p.d
+        out += [(f"{p.b}*{p.c}=", f"{p1}"), (f"{p.e}*{p.f}=", f"{p2}"), (f"{p.a}+{p.d}=", f"{q}"),
+                (f"{q}+{p1}=", f"{q + p1}"), (f"{q + p1}-{p2}=", f"{q + p1 - p2}")]
     return out[:facts]
 
 

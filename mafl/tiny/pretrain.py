@@ -2,6 +2,9 @@
 
 Conversations are batched whole (each from position 0, as at generation time), the loss is taken on the
 assistant turns only, and the schedule is AdamW with a linear warm-up and a cosine decay, budgeted in steps.
+The number tokens 0..999 start from place-value embeddings (one random vector per place and digit, summed),
+so a number's digits can be read off its embedding, and written back through the tied output layer, from the
+first step on: a product becomes a look-up and a sum a function of the operands' digits.
 Everything is seeded: the same recipe gives the same weights.
 """
 from __future__ import annotations
@@ -39,6 +42,9 @@ class Recipe:
     # share of the corpus spent on bare practice of the operations ("12*24=288"), facts per practice row
     mix_drill: float = 0.0
     drill_facts: int = 16
+    # start the number tokens 0..999 with a sum of one random vector per (place, digit), so that their digits
+    # can be read off (and written back) linearly from the first step
+    place_value_init: bool = True
     low: int = 0
     high: int = 29
     seed: int = 0
@@ -143,10 +149,27 @@ def build_model(recipe: Recipe, tokenizer):
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg)
+    if recipe.place_value_init:
+        _place_value_init(model, tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = None
     return model
+
+
+def _place_value_init(model, tokenizer) -> None:
+    """Embedding of the number token n (0..999) = place[0][hundreds] + place[1][tens] + place[2][ones]."""
+    import torch
+
+    from mafl.tiny.tokenizer import NUMBERS
+
+    emb = model.get_input_embeddings().weight
+    std = model.config.initializer_range
+    place = torch.randn(3, 10, emb.shape[1]) * std
+    with torch.no_grad():
+        for n in range(NUMBERS):
+            h, t, o = (int(c) for c in f"{n:03d}")
+            emb[tokenizer.convert_tokens_to_ids(str(n))] = place[0, h] + place[1, t] + place[2, o]
 
 
 def _lr_factor(step: int, recipe: Recipe) -> float:

@@ -1,8 +1,10 @@
 """The embedded model's tokenizer, built in code with the `tokenizers` library.
 
-Byte-level BPE (so any text round-trips), every digit its own token (so numbers are spelled the same way
-wherever they stand), trained on a sample of the pretraining corpus; words are not split apart before the
-merges, so the fixed prompt phrases of a debate become a few tokens each (shorter sequences train faster).
+Byte-level BPE (so any text round-trips), trained on a sample of the pretraining corpus; words are not split
+apart before the merges, so the fixed prompt phrases of a debate become a few tokens each (shorter sequences
+train faster). Every integer 0..999 is one token: a run of digits is cut into pieces of up to three digits
+from the left (``1234`` -> ``123`` ``4``; ``0 4 4`` stays three digits), so the operands of an Arithmetic
+question stand at fixed token offsets and a product is a one-token look-up.
 Wrapped as a transformers fast tokenizer with a chat template, a pad token distinct from eos, and left
 padding for batched generation.
 """
@@ -13,6 +15,7 @@ from typing import Iterable
 PAD, EOS = "<|pad|>", "<|end|>"
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
 SPECIAL_TOKENS = [PAD, EOS, *ROLE_TOKENS.values()]
+NUMBERS = 1000  # "0".."999" are tokens
 
 # Each message is <|role|>content<|end|>; a generation prompt ends with <|assistant|>, and the model's
 # answer ends with <|end|> (eos), so generation stops by itself.
@@ -25,8 +28,9 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
-    """Train a byte-level BPE tokenizer on ``corpus`` and wrap it for transformers (deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Train a byte-level BPE tokenizer on ``corpus`` (``vocab_size`` tokens), add the number tokens and wrap
+    it for transformers (deterministic)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -42,6 +46,8 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    # matched in the raw text before the BPE, longest first: every digit run becomes number tokens
+    tok.add_tokens([AddedToken(str(i), normalized=False) for i in range(NUMBERS)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,
