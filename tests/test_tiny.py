@@ -103,9 +103,14 @@ def test_eval_problems_differ_from_the_corpus_stream():
     assert eval_problems(50, seed=1) != a
 
 
-def test_final_answer_reads_the_last_stated_integer():
+def test_final_answer_reads_the_last_stated_integer_like_the_arithmetic_task():
+    from mafl.tasks.arithmetic import ArithmeticTask
+
     assert final_answer("12*2=24. The answer is 3. No: The answer is -27.") == -27
-    assert final_answer("no answer here 42") is None
+    assert final_answer("The answer is 1,234.") == 1234
+    assert final_answer("no answer here") is None and final_answer("The answer is 2.5") is None
+    text = "4*5=20, 7*8=56. The answer is -36, I think"
+    assert str(final_answer(text)) == ArithmeticTask().extract_answer(text)
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +209,50 @@ def test_number_embeddings_start_as_place_value_sums():
     assert not torch.allclose(emb(model, 123) - emb(model, 124), emb(model, 123) - emb(model, 133), atol=1e-3)
     plain = build_model(Recipe(**{**SMALL, "place_value_init": False}), tok)
     assert not torch.allclose(emb(plain, 123) - emb(plain, 124), emb(plain, 873) - emb(plain, 874), atol=1e-3)
+
+
+def test_frozen_number_embeddings_keep_their_place_value_start_while_the_rest_learns(tmp_path):
+    from safetensors.torch import load_file
+
+    from mafl.tiny.pretrain import Recipe, build_model, pretrain
+    from mafl.tiny.tokenizer import NUMBERS
+
+    recipe = Recipe(**{**SMALL, "steps": 3, "freeze_numbers": True})
+    pretrain(recipe, tmp_path, progress=False)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    start = build_model(recipe, tok).get_input_embeddings().weight.detach()
+    trained = load_file(tmp_path / "model.safetensors")["model.embed_tokens.weight"]
+    numbers = [tok.convert_tokens_to_ids(str(n)) for n in range(NUMBERS)]
+    others = [i for i in range(len(tok)) if i not in set(numbers)]
+    assert (trained[numbers] == start[numbers]).all()
+    assert not (trained[others] == start[others]).all()
+
+
+def test_drills_can_practise_only_the_two_multi_digit_steps():
+    from mafl.tiny.corpus import drill
+
+    facts = drill(random.Random(0), 40, big_share=1.0)
+    sums, differences = facts[0::2], facts[1::2]
+    assert all("+" in q and "*" not in q for q, _ in sums) and any(int(r) >= 100 for _, r in sums)
+    for (s, s_result), (d, d_result) in zip(sums, differences):
+        x, y = (int(v) for v in s[:-1].split("+"))
+        assert int(s_result) == x + y and d.startswith(f"{x + y}-")
+        assert int(d_result) == x + y - int(d[:-1].split("-")[1])
+    mixed = drill(random.Random(0), 40)
+    assert any("*" in q for q, _ in mixed)
+
+
+def test_place_value_scale_stretches_the_digit_vectors():
+    import torch
+
+    from mafl.tiny.pretrain import Recipe, build_model
+    from mafl.tiny.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(["What is the result of 3+4*5+6-7*8?"] * 20, vocab_size=300)
+    step = lambda m: (m.get_input_embeddings().weight[tok.convert_tokens_to_ids("123")]  # noqa: E731
+                      - m.get_input_embeddings().weight[tok.convert_tokens_to_ids("124")])
+    one = build_model(Recipe(**{**SMALL, "place_value_scale": 1.0}), tok)
+    three = build_model(Recipe(**{**SMALL, "place_value_scale": 3.0}), tok)
+    assert torch.allclose(step(three), 3 * step(one), atol=1e-6)

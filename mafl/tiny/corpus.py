@@ -152,15 +152,22 @@ def conversation(kind: str, p: ArithmeticProblem, rng: random.Random,
             {"role": "assistant", "content": reply}]
 
 
-def drill(rng: random.Random, facts: int, low: int = 0, high: int = 29) -> list[tuple[str, str]]:
+def drill(rng: random.Random, facts: int, low: int = 0, high: int = 29,
+          big_share: float = 0.0) -> list[tuple[str, str]]:
     """Bare practice of the steps of a worked answer, as (``"12*24="``, ``"288"``) pairs: the two products, the
-    small sum, the running sum and the difference of random problems, in the order a worked answer does them."""
+    small sum, the running sum and the difference of random problems, in the order a worked answer does them.
+
+    ``big_share`` of the facts (on average) are only the two multi-digit steps of a problem (the running sum and
+    the difference), the ones a small model learns last."""
     out: list[tuple[str, str]] = []
     while len(out) < facts:
         p = random_problem(rng, low, high)
         p1, p2, q = p.b * p.c, p.e * p.f, p.a + p.d
-        out += [(f"{p.b}*{p.c}=", f"{p1}"), (f"{p.e}*{p.f}=", f"{p2}"), (f"{p.a}+{p.d}=", f"{q}"),
-                (f"{q}+{p1}=", f"{q + p1}"), (f"{q + p1}-{p2}=", f"{q + p1 - p2}")]
+        big = [(f"{q}+{p1}=", f"{q + p1}"), (f"{q + p1}-{p2}=", f"{q + p1 - p2}")]
+        if big_share > 0 and rng.random() < big_share:
+            out += big
+        else:
+            out += [(f"{p.b}*{p.c}=", f"{p1}"), (f"{p.e}*{p.f}=", f"{p2}"), (f"{p.a}+{p.d}=", f"{q}")] + big
     return out[:facts]
 
 

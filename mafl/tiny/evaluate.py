@@ -1,24 +1,23 @@
 """How good and how fast the embedded model is: Arithmetic accuracy (round-1 prompt) and generation speed.
 
-Kept independent of the product's Arithmetic task: the final answer is the last integer after
-"The answer is" in the response, and it is graded against the exact value.
+Responses are read with the product's Arithmetic extractor (the same the debate uses) and graded against the
+exact value.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from mafl.tiny.corpus import ArithmeticProblem, load_prompts
 
-_ANSWER = re.compile(r"The answer is\s*(-?\d+)")
-
-
 def final_answer(response: str) -> int | None:
-    """The integer of the last "The answer is N" in a response; None when there is none."""
-    found = _ANSWER.findall(response)
-    return int(found[-1]) if found else None
+    """The integer a response ends with (the Arithmetic task's extraction); None when there is none."""
+    from mafl.tasks.answers import numeric_answer, parse_number
+
+    answer = numeric_answer(response)
+    value = None if answer is None else parse_number(answer)
+    return int(value) if value is not None and value.denominator == 1 else None
 
 
 def round1_prompts(tokenizer, problems: Sequence[ArithmeticProblem],

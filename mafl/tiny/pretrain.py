@@ -42,9 +42,15 @@ class Recipe:
     # share of the corpus spent on bare practice of the operations ("12*24=288"), facts per practice row
     mix_drill: float = 0.0
     drill_facts: int = 16
+    # share of practice rows given to the two multi-digit steps only (the running sum and the difference)
+    drill_big_share: float = 0.0
     # start the number tokens 0..999 with a sum of one random vector per (place, digit), so that their digits
     # can be read off (and written back) linearly from the first step
     place_value_init: bool = True
+    # standard deviation of those digit vectors, in units of the model's initializer_range
+    place_value_scale: float = 1.0
+    # keep the number tokens' embeddings (tied to the output layer) at their place-value start
+    freeze_numbers: bool = False
     low: int = 0
     high: int = 29
     seed: int = 0
@@ -94,7 +100,8 @@ class Batches:
     def _drill(self) -> tuple[list[int], list[int]]:
         """One practice row: the loss is on each result (and the newline after it), not on the operands."""
         ids, labels = [], []
-        for question, result in drill(self.rng, self.recipe.drill_facts, self.recipe.low, self.recipe.high):
+        for question, result in drill(self.rng, self.recipe.drill_facts, self.recipe.low, self.recipe.high,
+                                           self.recipe.drill_big_share):
             q = self.tokenizer(question, add_special_tokens=False)["input_ids"]
             a = self.tokenizer(result + "\n", add_special_tokens=False)["input_ids"]
             ids += q + a
@@ -150,26 +157,36 @@ def build_model(recipe: Recipe, tokenizer):
     )
     model = LlamaForCausalLM(cfg)
     if recipe.place_value_init:
-        _place_value_init(model, tokenizer)
+        _place_value_init(model, tokenizer, recipe.place_value_scale)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = None
     return model
 
 
-def _place_value_init(model, tokenizer) -> None:
+def _place_value_init(model, tokenizer, scale: float = 1.0) -> None:
     """Embedding of the number token n (0..999) = place[0][hundreds] + place[1][tens] + place[2][ones]."""
     import torch
 
     from mafl.tiny.tokenizer import NUMBERS
 
     emb = model.get_input_embeddings().weight
-    std = model.config.initializer_range
+    std = model.config.initializer_range * scale
     place = torch.randn(3, 10, emb.shape[1]) * std
     with torch.no_grad():
         for n in range(NUMBERS):
             h, t, o = (int(c) for c in f"{n:03d}")
             emb[tokenizer.convert_tokens_to_ids(str(n))] = place[0, h] + place[1, t] + place[2, o]
+
+
+def _number_rows(model, tokenizer):
+    """(ids, embeddings) of the number tokens 0..999, to put back after each optimizer step."""
+    import torch
+
+    from mafl.tiny.tokenizer import NUMBERS
+
+    ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(n)) for n in range(NUMBERS)])
+    return ids, model.get_input_embeddings().weight.detach()[ids].clone()
 
 
 def _lr_factor(step: int, recipe: Recipe) -> float:
@@ -205,6 +222,7 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe))
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if recipe.autocast_bf16
                 else contextlib.nullcontext())
+    frozen = _number_rows(model, tokenizer) if recipe.freeze_numbers else None
     model.train()
     start, losses = time.perf_counter(), []
     bar = tqdm(range(recipe.steps), desc="pretraining the tiny model", disable=not progress)
@@ -215,6 +233,9 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if frozen is not None:
+            with torch.no_grad():
+                model.get_input_embeddings().weight[frozen[0]] = frozen[1]
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
