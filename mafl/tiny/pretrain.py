@@ -4,7 +4,10 @@ Conversations are batched whole (each from position 0, as at generation time), t
 assistant turns only, and the schedule is AdamW with a linear warm-up and a cosine decay, budgeted in steps.
 The number tokens 0..999 start from place-value embeddings (one random vector per place and digit, summed),
 so a number's digits can be read off its embedding, and written back through the tied output layer, from the
-first step on: a product becomes a look-up and a sum a function of the operands' digits.
+first step on: a product becomes a look-up and a sum a function of the operands' digits. By default they stay
+frozen there (``freeze_numbers``), so the model only has to put the right digit vectors into its last hidden
+state; the digit vectors are drawn at ``place_value_scale`` times the usual initial scale, so that the number
+logits can be sharp (at the usual scale the model copies numbers badly when sampling at T=1).
 Everything is seeded: the same recipe gives the same weights.
 """
 from __future__ import annotations
