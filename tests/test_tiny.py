@@ -215,7 +215,7 @@ def test_frozen_number_embeddings_keep_their_place_value_start_while_the_rest_le
     from safetensors.torch import load_file
 
     from mafl.tiny.pretrain import Recipe, build_model, pretrain
-    from mafl.tiny.tokenizer import NUMBERS
+    from mafl.tiny.tokenizer import number_token_ids
 
     recipe = Recipe(**{**SMALL, "steps": 3, "freeze_numbers": True})
     pretrain(recipe, tmp_path, progress=False)
@@ -224,7 +224,7 @@ def test_frozen_number_embeddings_keep_their_place_value_start_while_the_rest_le
     tok = AutoTokenizer.from_pretrained(tmp_path)
     start = build_model(recipe, tok).get_input_embeddings().weight.detach()
     trained = load_file(tmp_path / "model.safetensors")["model.embed_tokens.weight"]
-    numbers = [tok.convert_tokens_to_ids(str(n)) for n in range(NUMBERS)]
+    numbers = number_token_ids(tok)
     others = [i for i in range(len(tok)) if i not in set(numbers)]
     assert (trained[numbers] == start[numbers]).all()
     assert not (trained[others] == start[others]).all()

@@ -157,8 +157,8 @@ def drill(rng: random.Random, facts: int, low: int = 0, high: int = 29,
     """Bare practice of the steps of a worked answer, as (``"12*24="``, ``"288"``) pairs: the two products, the
     small sum, the running sum and the difference of random problems, in the order a worked answer does them.
 
-    ``big_share`` of the facts (on average) are only the two multi-digit steps of a problem (the running sum and
-    the difference), the ones a small model learns last."""
+    A share ``big_share`` of the drilled problems give only their two multi-digit steps (the running sum and the
+    difference), the ones a small model learns last."""
     out: list[tuple[str, str]] = []
     while len(out) < facts:
         p = random_problem(rng, low, high)

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 from mafl.tiny.corpus import ArithmeticProblem, load_prompts
 
+
 def final_answer(response: str) -> int | None:
     """The integer a response ends with (the Arithmetic task's extraction); None when there is none."""
     from mafl.tasks.answers import numeric_answer, parse_number

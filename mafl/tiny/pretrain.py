@@ -45,7 +45,7 @@ class Recipe:
     # share of the corpus spent on bare practice of the operations ("12*24=288"), facts per practice row
     mix_drill: float = 0.0
     drill_facts: int = 16
-    # share of practice rows given to the two multi-digit steps only (the running sum and the difference)
+    # share of the drilled problems that give only their two multi-digit steps (the running sum and the difference)
     drill_big_share: float = 0.0
     # start the number tokens 0..999 with a sum of one random vector per (place, digit), so that their digits
     # can be read off (and written back) linearly from the first step
@@ -103,8 +103,8 @@ class Batches:
     def _drill(self) -> tuple[list[int], list[int]]:
         """One practice row: the loss is on each result (and the newline after it), not on the operands."""
         ids, labels = [], []
-        for question, result in drill(self.rng, self.recipe.drill_facts, self.recipe.low, self.recipe.high,
-                                           self.recipe.drill_big_share):
+        r = self.recipe
+        for question, result in drill(self.rng, r.drill_facts, r.low, r.high, r.drill_big_share):
             q = self.tokenizer(question, add_special_tokens=False)["input_ids"]
             a = self.tokenizer(result + "\n", add_special_tokens=False)["input_ids"]
             ids += q + a
@@ -171,24 +171,24 @@ def _place_value_init(model, tokenizer, scale: float = 1.0) -> None:
     """Embedding of the number token n (0..999) = place[0][hundreds] + place[1][tens] + place[2][ones]."""
     import torch
 
-    from mafl.tiny.tokenizer import NUMBERS
+    from mafl.tiny.tokenizer import number_token_ids
 
     emb = model.get_input_embeddings().weight
     std = model.config.initializer_range * scale
     place = torch.randn(3, 10, emb.shape[1]) * std
     with torch.no_grad():
-        for n in range(NUMBERS):
+        for n, token in enumerate(number_token_ids(tokenizer)):
             h, t, o = (int(c) for c in f"{n:03d}")
-            emb[tokenizer.convert_tokens_to_ids(str(n))] = place[0, h] + place[1, t] + place[2, o]
+            emb[token] = place[0, h] + place[1, t] + place[2, o]
 
 
 def _number_rows(model, tokenizer):
     """(ids, embeddings) of the number tokens 0..999, to put back after each optimizer step."""
     import torch
 
-    from mafl.tiny.tokenizer import NUMBERS
+    from mafl.tiny.tokenizer import number_token_ids
 
-    ids = torch.tensor([tokenizer.convert_tokens_to_ids(str(n)) for n in range(NUMBERS)])
+    ids = torch.tensor(number_token_ids(tokenizer))
     return ids, model.get_input_embeddings().weight.detach()[ids].clone()
 
 
@@ -249,5 +249,6 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return {"pretrain_seconds": round(seconds, 1), "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4),
+    tail = losses[-20:]
+    return {"pretrain_seconds": round(seconds, 1), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
             "parameters": sum(p.numel() for p in model.parameters())}

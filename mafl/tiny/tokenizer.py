@@ -57,3 +57,8 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
         chat_template=CHAT_TEMPLATE,
         clean_up_tokenization_spaces=False,
     )
+
+
+def number_token_ids(tokenizer) -> list[int]:
+    """The token ids of "0".."999", in numeric order."""
+    return tokenizer.convert_tokens_to_ids([str(n) for n in range(NUMBERS)])
