@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One table on one setup: the table's multirun (conf/experiment/<table>.yaml) on the setup
-# (conf/experiment/<dataset>_<model>.yaml), then `mafl report` on the sweep folder.
+# One table on one setup: the table's multirun (mafl/mafl/conf/experiment/<table>.yaml) on the setup
+# (mafl/mafl/conf/experiment/<dataset>_<model>.yaml), then `mafl report` on the sweep folder.
 #   experiments/sweep.sh TABLE SETUP [key=value ...]
 #   e.g. experiments/sweep.sh table1 gsm8k_phi3 ; experiments/sweep.sh table2_ablations arithmetic_tiny debug=smoke
 # The sweep folder is $MAFL_OUT, or multirun/<table>/<setup>. $MAFL is the command (default: mafl).

@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mafl.config import ConfigError
 
-# the config tree at the top of the repository (an editable install keeps it there)
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# the config tree ships inside the package (mafl/conf), so an installed mafl runs from any folder
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def run_name(override_dirname: str) -> str:

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 import mafl.cli  # noqa: F401  (registers the run-name resolver)
 from mafl.backends.base import Completion, Score
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "mafl" / "conf"
 
 
 def compose_cfg(overrides=(), return_hydra_config: bool = False):

@@ -188,7 +188,7 @@ def test_failed_finetune_leaves_no_partial_folder(tiny_model_dir, tmp_path, monk
 def test_shipped_finetune_configs_are_accepted(name, tiny_model_dir, tmp_path):
     from omegaconf import OmegaConf
 
-    folder = Path(__file__).resolve().parents[1] / "conf" / "finetune"
+    folder = Path(__file__).resolve().parents[1] / "mafl" / "conf" / "finetune"
     conf = OmegaConf.load(folder / "lora.yaml")
     if name == "full":
         full = OmegaConf.load(folder / "full.yaml")

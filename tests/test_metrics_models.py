@@ -120,7 +120,7 @@ def test_the_default_metrics_config_drives_the_packaged_embedder():
     from mafl.metrics import compute_iteration_metrics
     from mafl.tasks import get_task
 
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "metrics" / "default.yaml")
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "mafl" / "conf" / "metrics" / "default.yaml")
     debates = [transcript("a", ["7", "7", "7"]), transcript("b", ["The answer is 7.", "I like turtles.", "Blue sky."])]
     recs = compute_iteration_metrics(debates, get_task("arithmetic"), metrics_cfg=cfg, iteration=0, split="eval", seed=0)
     [emb] = [r for r in recs if r.metric == "embedding_dissimilarity"]

@@ -12,7 +12,7 @@ from mafl.tasks import get_task, load_splits
 from mafl.tasks.answers import last_boxed
 from mafl.tasks.math_task import presentation_free
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "mafl" / "conf"
 
 
 def dataset_cfg(data_dir, *overrides):

@@ -169,7 +169,7 @@ def test_the_jsonl_config_group(tmp_path):
 
     write_jsonl(tmp_path / "t.jsonl", [{"prompt": f"Capital number {i}?", "label": f"\\frac{{{i}}}{{2}}"}
                                        for i in range(1, 9)])
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[1] / "mafl" / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
             "dataset=jsonl", f"dataset.train_file={tmp_path / 't.jsonl'}", f"dataset.eval_file={tmp_path / 't.jsonl'}",

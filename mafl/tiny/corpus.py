@@ -52,7 +52,7 @@ class ArithmeticProblem:
 def conf_dir() -> Path:
     import mafl
 
-    return Path(mafl.__file__).resolve().parents[1] / "conf"
+    return Path(mafl.__file__).resolve().parent / "conf"
 
 
 @lru_cache(maxsize=None)
