@@ -56,6 +56,8 @@ class DebateSettings:
     rounds: int
     max_others: int | None
     summarize: bool
+    summarizer: str
+    context: str
     topology: str
     adjacency: list | None
     critics: bool
@@ -74,6 +76,8 @@ class DebateSettings:
             rounds=_int(c, "rounds", p, low=1),
             max_others=_int(c, "max_others", p, low=1, none_ok=True),
             summarize=bool(c.get("summarize", False)),
+            summarizer=_choice(c, "summarizer", p, ("base", "self")),
+            context=_choice(c, "context", p, ("conversation", "others")),
             topology=_choice(c, "topology", p, ("full", "ring", "custom")),
             adjacency=list(c["adjacency"]) if c.get("adjacency") is not None else None,
             critics=bool(c.get("critics", True)),
@@ -96,6 +100,7 @@ class FinetuneSettings:
     iterations: int
     init: str
     critic_w: float | None
+    min_agreement: float | None
     max_examples: int | None
     lora: dict
     train: dict
@@ -115,6 +120,7 @@ class FinetuneSettings:
             iterations=_int(c, "iterations", p, low=0),
             init=_choice(c, "init", p, ("previous", "base")),
             critic_w=_float(c, "critic_w", p, low=0.0, high=1.0, none_ok=True),
+            min_agreement=_float(c, "min_agreement", p, low=0.0, high=1.0, none_ok=True),
             max_examples=_int(c, "max_examples", p, low=1, none_ok=True),
             lora=dict(c.get("lora") or {}),
             train=train,
@@ -126,6 +132,9 @@ def check_dataset(c: Mapping) -> None:
     _choice(c, "task", p, TASKS)
     _int(c, "n_train", p, low=1, none_ok=True)
     _int(c, "n_eval", p, low=1, none_ok=True)
+    _int(c, "eval_seed", p, low=0)
+    _int(c, "train_seed", p, low=0)
+    _choice(c, "protocol", p, ("heldout", "official"))
     if c["task"] == "arithmetic":
         low = _int(c, "low", p)
         _int(c, "high", p, low=low)

@@ -4,7 +4,8 @@ Reads every ``results.json`` under the given folders and prints Markdown:
 
 1. a table shaped like the paper's Table 1: rows = model and method, columns = dataset, cells = the metric at
    each run's final iteration ± its standard error (over problems). Several runs of the same method, dataset
-   and model (seeds) are averaged: mean ± standard error across runs, marked ``(n=k)``;
+   and model (seeds) are averaged: mean ± standard error across runs; every cell says how many seeds it
+   averages (``n=k``), and every row how many answers its method generated per problem;
 2. the iteration curve per dataset: rows = model and method, columns = iteration 0..L;
 3. the diversity metrics per dataset and iteration, when the runs measured them.
 
@@ -79,12 +80,19 @@ def format_cell(cell: Cell | None, metric: str) -> str:
     text = f"{cell.value * scale:.{digits}f}"
     if cell.stderr is not None:
         text += f" ± {cell.stderr * scale:.{digits}f}"
-    return text + (f" (n={cell.runs})" if cell.runs > 1 else "")
+    return text + f" (n={cell.runs})"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def answers_per_problem(runs: Sequence[Results], split: str) -> str:
+    """The answers generated per problem at the runs' final iteration ("–" for runs that did not record it)."""
+    values = sorted({round(recs[-1].value, 1) for recs in (r.select("answers_per_problem", split) for r in runs)
+                     if recs})
+    return "/".join(f"{v:g}" for v in values) if values else "–"
 
 
 def unit(metric: str) -> str:
@@ -98,13 +106,15 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
     u = f" ({unit(metric)})" if unit(metric) else ""
     out = [f"## {metric}{u} on {split} at the final iteration", ""]
     out.append(markdown_table(
-        ["model", "method", *datasets],
-        [[model, method, *(format_cell(final_cell(groups[(model, method, d)], metric, split), metric)
-                           if (model, method, d) in groups else "–" for d in datasets)]
+        ["model", "method", "answers/problem", *datasets],
+        [[model, method, answers_per_problem([r for d in datasets for r in groups.get((model, method, d), [])], split),
+          *(format_cell(final_cell(groups[(model, method, d)], metric, split), metric)
+            if (model, method, d) in groups else "–" for d in datasets)]
          for model, method in rows_of],
     ))
-    out += ["", f"± is the standard error over problems (sd/sqrt(n), ddof=1) of one run; (n=k): the mean ± standard "
-                f"error across k runs (seeds) of the same model, method and dataset. {len(results)} run(s)."]
+    out += ["", f"± is the standard error over problems (sd/sqrt(n), ddof=1) of one run (n=1); (n=k): the mean ± "
+                f"standard error across k runs (seeds) of the same model, method and dataset. answers/problem: "
+                f"the answers each method generated per problem. {len(results)} run(s)."]
 
     for d in datasets:
         curves = {(m, meth): curve(runs, metric, split) for (m, meth, ds), runs in groups.items() if ds == d}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -57,7 +58,8 @@ def start_weights(cfg: DictConfig, society: Society) -> dict[str, str]:
 def build_sets(session: Session, society: Society, transcripts, seed: int) -> dict[str, FinetuneSet]:
     ft = session.finetune
     sets = build_society_sets(transcripts, session.task, society.agents, ft.critic_w, seed=seed,
-                              critics=society.critics, max_examples=ft.max_examples)
+                              critics=society.critics, max_examples=ft.max_examples,
+                              min_agreement=ft.min_agreement)
     if society.shared:
         return {"model": merge_sets(sets.values(), name="model", seed=seed, max_examples=ft.max_examples)}
     return sets
@@ -150,8 +152,21 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     return results
 
 
+def majority_samples(cfg: DictConfig, debate: DebateSettings) -> DebateSettings:
+    """``method=majority``: ``method.samples`` independent answers per problem in one round (default N x R, the
+    debate's number of answers per problem, so the baseline is compute-matched), then their majority vote."""
+    samples = cfg.method.get("samples")
+    if samples is None:
+        samples = debate.agents * debate.rounds
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError(f"method.samples: must be an integer >= 1 or null (got {samples!r})")
+    return replace(debate, agents=samples, rounds=1)
+
+
 def run_society_loop(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetune: FinetuneSettings, *,
                      train_sets: TrainSets = debate_train_sets) -> dict:
+    if cfg.method.name == "majority":
+        debate = majority_samples(cfg, debate)
     society = make_society(cfg, debate)
     society.weights = start_weights(cfg, society)
     iterations = finetune.iterations

@@ -167,22 +167,33 @@ def _sample(problems: list[Problem], n: int | None, seed: object, split: str) ->
 
 
 def load_splits(dataset_cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
-    """(train, eval) problems of a dataset config group; see the module doc."""
+    """(train, eval) problems of a dataset config group; see the module doc.
+
+    The eval problems are drawn with ``eval_seed`` and the train problems with ``train_seed`` (both default 0,
+    whatever the run's seed). ``protocol: official`` (the public code's protocol) returns the eval problems as
+    the train problems too: the society then fine-tunes on debates of the questions it is evaluated on."""
+    cfg = _plain(dataset_cfg)
+    train_problems, eval_problems = _heldout_splits(cfg)
+    if cfg.get("protocol", "heldout") == "official":
+        return list(eval_problems), eval_problems
+    return train_problems, eval_problems
+
+
+def _heldout_splits(cfg: dict) -> tuple[list[Problem], list[Problem]]:
     from mafl.tasks import task_from_config
 
-    cfg = _plain(dataset_cfg)
-    seed = cfg.get("seed", 0)
+    eval_seed, train_seed = cfg.get("eval_seed", 0), cfg.get("train_seed", 0)
     if cfg.get("task") == "arithmetic":
-        return arithmetic_problems(cfg.get("n_train"), cfg.get("n_eval"), seed=seed,
-                                   low=cfg.get("low", 0), high=cfg.get("high", 29))
+        return arithmetic_problems(cfg.get("n_train"), cfg.get("n_eval"), eval_seed=eval_seed,
+                                   train_seed=train_seed, low=cfg.get("low", 0), high=cfg.get("high", 29))
     task = task_from_config(cfg)
     eval_pool = _problems(task, cfg, "eval")
-    eval_problems = _sample(eval_pool, cfg.get("n_eval"), seed, "eval")
+    eval_problems = _sample(eval_pool, cfg.get("n_eval"), eval_seed, "eval")
     # train never sees an eval problem, even if both come from one file
     held_out = {p.id for p in eval_problems} | {" ".join(p.question.split()) for p in eval_problems}
     train_all = _problems(task, cfg, "train")
     train_pool = [p for p in train_all if p.id not in held_out and " ".join(p.question.split()) not in held_out]
     if len(train_pool) < len(train_all):
         log.info("left %d eval problems out of the train split", len(train_all) - len(train_pool))
-    train_problems = _sample(train_pool, cfg.get("n_train"), seed, "train")
+    train_problems = _sample(train_pool, cfg.get("n_train"), train_seed, "train")
     return train_problems, eval_problems
