@@ -7,7 +7,8 @@ Reads every ``results.json`` under the given folders and prints Markdown:
    and model (seeds) are averaged: mean ± standard error across runs; every cell says how many seeds it
    averages (``n=k``), and every row how many answers its method generated per problem;
 2. the iteration curve per dataset: rows = model and method, columns = iteration 0..L;
-3. the diversity metrics per dataset and iteration, when the runs measured them.
+3. the diversity metrics per dataset and iteration, when the runs measured them;
+4. the answers generated per problem and the shares of answers and summaries cut off by their token budgets.
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration.
 """
@@ -27,7 +28,9 @@ DIVERSITY_METRICS = [
     "consensus", "consensus/round1", "kl/agents", "kl/base", "nll", "embedding_dissimilarity",
     "kl/agents_final", "kl/base_final", "nll_final", "embedding_dissimilarity_final",
 ]
-PERCENT_PREFIXES = ("accuracy", "consensus")
+# what the answers cost and what their token budgets cut off (mafl.metrics.cutoff)
+BUDGET_METRICS = ["answers_per_problem", "cutoff/round1", "cutoff/round2", "cutoff/round3", "cutoff/summary"]
+PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff")
 
 Group = tuple[str, str, str]  # (model, method, dataset)
 
@@ -127,21 +130,22 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
             [[m, meth, *(format_cell(c.get(k), metric) for k in iterations)] for (m, meth), c in curves.items()],
         ))
 
-    for d in datasets:
-        present = [x for x in DIVERSITY_METRICS
-                   if any(r.select(x, split) for (_, _, ds), runs in groups.items() if ds == d for r in runs)]
-        if not present:
-            continue
-        rows = []
-        for (m, meth, ds), runs in groups.items():
-            if ds != d:
+    for title, metrics in (("diversity", DIVERSITY_METRICS), ("answers and cut-offs", BUDGET_METRICS)):
+        for d in datasets:
+            present = [x for x in metrics
+                       if any(r.select(x, split) for (_, _, ds), runs in groups.items() if ds == d for r in runs)]
+            if not present:
                 continue
-            curves = {x: curve(runs, x, split) for x in present}
-            for k in sorted({k for c in curves.values() for k in c}):
-                rows.append([m, meth, str(k), *(format_cell(curves[x].get(k), x) for x in present)])
-        out += ["", f"## diversity on {split} by iteration: {d}", ""]
-        out.append(markdown_table(["model", "method", "iteration",
-                                   *(f"{x}{' (%)' if unit(x) == '%' else ''}" for x in present)], rows))
+            rows = []
+            for (m, meth, ds), runs in groups.items():
+                if ds != d:
+                    continue
+                curves = {x: curve(runs, x, split) for x in present}
+                for k in sorted({k for c in curves.values() for k in c}):
+                    rows.append([m, meth, str(k), *(format_cell(curves[x].get(k), x) for x in present)])
+            out += ["", f"## {title} on {split} by iteration: {d}", ""]
+            out.append(markdown_table(["model", "method", "iteration",
+                                       *(f"{x}{' (%)' if unit(x) == '%' else ''}" for x in present)], rows))
     return "\n".join(out) + "\n"
 
 
