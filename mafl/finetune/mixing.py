@@ -31,7 +31,7 @@ class MixSettings:
     @classmethod
     def from_cfg(cls, c: Mapping | None, key: str = "finetune.mix_general") -> "MixSettings | None":
         """None when mixing is off; a ConfigError naming the key for a missing file or an eta outside (0, 1]."""
-        from mafl.config import ConfigError
+        from mafl.errors import ConfigError
 
         if not c:
             return None
