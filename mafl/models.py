@@ -26,9 +26,14 @@ def resolve_model_path(model_cfg: Mapping[str, Any], *, progress: bool = True) -
 
 
 def torch_dtype(name: str):
+    """The torch dtype called ``name`` (``DTYPES``); ``"auto"`` is passed on as it is (the checkpoint's dtype)."""
     import torch
 
-    return "auto" if name == "auto" else getattr(torch, name)
+    if name == "auto":
+        return "auto"
+    if not isinstance(getattr(torch, str(name), None), torch.dtype):
+        raise ValueError(f"unknown dtype {name!r} ({', '.join(DTYPES)})")
+    return getattr(torch, name)
 
 
 def load_tokenizer(path: str, *, chat_template: str | None = None, trust_remote_code: bool = False):

@@ -18,13 +18,13 @@ order; a smaller n gives a subset of a larger one. Train never holds an eval pro
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from mafl.errors import ConfigError
+from mafl.rundir import iter_jsonl
 from mafl.tasks.base import BadRow, Problem, Task
 
 log = logging.getLogger(__name__)
@@ -32,28 +32,6 @@ log = logging.getLogger(__name__)
 
 class DatasetError(ValueError):
     """Data that cannot be loaded as configured: a missing file, a malformed row, an impossible sample."""
-
-
-def read_jsonl(path: Path, skip_bad_rows: bool = False, bad: list[str] | None = None) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for every row of a JSONL file; a malformed line raises DatasetError, or is recorded
-    in ``bad`` and skipped when ``skip_bad_rows``. Blank lines are ignored."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as err:
-                reason = f"{path}:{lineno}: invalid JSON ({err})"
-            else:
-                if isinstance(row, dict):
-                    yield lineno, row
-                    continue
-                reason = f"{path}:{lineno}: a row must be a JSON object, got {type(row).__name__}"
-            if not skip_bad_rows:
-                raise DatasetError(reason)
-            if bad is not None:
-                bad.append(reason)
 
 
 def _rows(cfg: Mapping, split: str) -> tuple[str, Iterator[tuple[int, dict, str]], list[str]] | None:
@@ -78,7 +56,12 @@ def _rows(cfg: Mapping, split: str) -> tuple[str, Iterator[tuple[int, dict, str]
         where = f"dataset.data_dir={data_dir!r} + " if data_dir is not None else ""
         raise DatasetError(f"{path} does not exist ({where}dataset.{key}={name!r}); set dataset.data_dir, "
                            f"or MAFL_DATA_DIR, to the folder holding the data")
-    rows = ((lineno - 1, row, f"{path}:{lineno}") for lineno, row in read_jsonl(path, skip, bad))
+    def malformed(reason: str) -> None:
+        if not skip:
+            raise DatasetError(reason)
+        bad.append(reason)
+
+    rows = ((lineno - 1, row, f"{path}:{lineno}") for lineno, row in iter_jsonl(path, malformed))
     return path.stem, rows, bad
 
 
