@@ -1,7 +1,8 @@
 """Typed settings at the boundary: :func:`validate` builds every component's settings from the Hydra config
 before any work starts. Each component owns its settings and their checks (``mafl/debate/settings.py``,
 ``mafl/finetune/settings.py``, ``mafl/metrics/settings.py``, ``LoggerSettings`` in ``mafl/tracking.py``,
-``BackendSettings`` in ``mafl/backends``, ``MethodSettings`` in ``mafl/methods``, the dataset's checks in its task);
+``BackendSettings`` in ``mafl/backends``, ``MethodSettings`` in ``mafl/methods``, ``ModelSettings`` in
+``mafl/models.py``, ``DatasetSettings`` in ``mafl/tasks``, whose task checks the dataset's keys);
 this module checks what belongs to the run as a whole and what crosses components.
 
 A bad value raises :class:`ConfigError` with a one-line message that names the key, e.g.
@@ -10,16 +11,17 @@ A bad value raises :class:`ConfigError` with a one-line message that names the k
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 from mafl.backends import BackendSettings
 from mafl.debate.settings import DebateSettings
-from mafl.errors import ConfigError, choice
+from mafl.errors import ConfigError
 from mafl.finetune.settings import FinetuneSettings
 from mafl.methods import MethodSettings
 from mafl.metrics.settings import MetricsSettings
+from mafl.models import ModelSettings
 from mafl.registry import load
+from mafl.tasks import DatasetSettings
 from mafl.tracking import LoggerSettings
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -31,30 +33,14 @@ class Settings:
 
     seed: int
     device: str
+    model: ModelSettings
+    dataset: DatasetSettings
     debate: DebateSettings
     finetune: FinetuneSettings
     method: MethodSettings
     backend: BackendSettings
     metrics: MetricsSettings
     logger: LoggerSettings
-
-
-def check_dataset(c: Mapping) -> None:
-    """The dataset's task is registered, and the task accepts the dataset's keys."""
-    from mafl.errors import plain
-    from mafl.tasks import task_from_config
-
-    c = plain(c)
-    task_from_config(c).check_config(c)
-
-
-def check_model(c: Mapping) -> None:
-    path = str(c.get("path"))
-    if path != "tiny" and (path.startswith((".", "/", "~")) and not Path(path).expanduser().exists()):
-        raise ConfigError(f"model.path: no such folder {path}")
-    from mafl.models import DTYPES
-
-    choice(c, "dtype", "model", DTYPES)
 
 
 def validate(cfg: Mapping[str, Any]) -> Settings:
@@ -71,8 +57,8 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     finetune = FinetuneSettings.from_cfg(cfg["finetune"])
     method = MethodSettings.from_cfg(cfg["method"], finetune.iterations)
     backend = BackendSettings.from_cfg(cfg["backend"])
-    check_model(cfg["model"])
-    check_dataset(cfg["dataset"])
+    model = ModelSettings.from_cfg(cfg["model"])
+    dataset = DatasetSettings.from_cfg(cfg["dataset"])
     debate = DebateSettings.from_cfg(cfg["debate"])
     if backend.name == "vllm":
         if finetune.mode == "full":
@@ -81,10 +67,7 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
         rank, limit = finetune.lora.get("r"), backend.options.get("max_lora_rank")
         if isinstance(rank, int) and isinstance(limit, int) and rank > limit:
             raise ConfigError(f"finetune.lora.r: {rank} is above backend.max_lora_rank ({limit})")
-    from mafl.debate.prompts import Prompts
-
-    Prompts.from_cfg(cfg["dataset"].get("prompts") or {})
-    settings = Settings(seed=cfg["seed"], device=cfg["device"], debate=debate, finetune=finetune, method=method,
+    settings = Settings(seed=cfg["seed"], device=cfg["device"], model=model, dataset=dataset, debate=debate, finetune=finetune, method=method,
                         backend=backend, metrics=MetricsSettings.from_cfg(cfg.get("metrics")),
                         logger=LoggerSettings.from_cfg(cfg.get("logger")))
     if method.spec.check:

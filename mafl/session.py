@@ -54,9 +54,9 @@ class Session:
 
             backend = self.settings.backend
             self._backend = backend_class(backend.name)(
-                self.base_path, dtype=self.cfg.model.dtype, device=self.cfg.device,
-                chat_template=self.cfg.model.get("chat_template"),
-                trust_remote_code=bool(self.cfg.model.get("trust_remote_code", False)),
+                self.base_path, dtype=self.settings.model.dtype, device=self.settings.device,
+                chat_template=self.settings.model.chat_template,
+                trust_remote_code=self.settings.model.trust_remote_code,
                 progress=self.progress, **backend.options,
             )
             self._loaded = {}
@@ -115,18 +115,16 @@ class Session:
 def open_session(cfg: DictConfig, run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
     """Load the task and the base model's path, start the tracker; always finish the tracker."""
     from mafl.models import resolve_model_path
-    from mafl.tasks import load_splits, task_from_config
     from mafl.tracking import make_tracker
 
-    task = task_from_config(cfg.dataset)
-    train, eval_ = load_splits(cfg.dataset)
-    base_path = resolve_model_path(cfg.model, progress=progress)
+    train, eval_ = settings.dataset.load_problems()
+    base_path = resolve_model_path(settings.model, progress=progress)
     tracker = make_tracker(settings.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
     session = Session(cfg=cfg, run_dir=run_dir, settings=settings,
-                      prompts=Prompts.from_cfg(cfg.dataset.prompts), task=task, train=train, eval=eval_,
+                      prompts=settings.dataset.prompts, task=settings.dataset.task, train=train, eval=eval_,
                       base_path=base_path, tracker=tracker, progress=progress)
     log.info("run folder %s: %s on %s (%d train, %d eval problems), model %s", run_dir, settings.method.name,
-             cfg.dataset.name, len(train), len(eval_), base_path)
+             settings.dataset.name, len(train), len(eval_), base_path)
     try:
         yield session
     finally:

@@ -74,6 +74,8 @@ def test_launchers_compose():
     ("method.weights=/no/such/models", "method.weights"),
     ("finetune.mix_general={path:/no/such.jsonl,eta:0.5}", "finetune.mix_general.path"),
     ("dataset.high=-1", "dataset.high"),
+    ("+model.dtyp=float32", "model.dtyp"),
+    ("model.dtype=float8", "model.dtype"),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key, tmp_path):
     cfg = compose_cfg([*override.split(), f"run_dir={tmp_path / 'run'}"])

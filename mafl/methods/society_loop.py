@@ -64,7 +64,7 @@ def build_sets(session: Session, society: Society, transcripts, seed: int) -> di
 
 def debate_train_sets(session: Session, society: Society, iteration: int) -> dict[str, FinetuneSet]:
     """The society debates the train problems (``iter_k/train``); each model's set is its slice of the debate."""
-    cfg = session.cfg
+    cfg = session.settings
     transcripts = run_debate(
         session.backend(society), session.task, session.train, society, session.debate, session.prompts,
         seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run_dir / f"iter_{iteration}" / "train",
@@ -86,7 +86,7 @@ def iteration_sets(session: Session, society: Society, iteration: int, train_set
     """Every model's set of ``iteration``, kept in ``iter_k/sets`` (read back when a run resumes)."""
     from mafl.finetune.mixing import load_general, mix_general
 
-    cfg = session.cfg
+    cfg = session.settings
     sets_dir = session.run_dir / f"iter_{iteration}" / "sets"
     names = set_names(session, society)
     if stages.done(f"iter_{iteration}.sets"):
@@ -123,7 +123,7 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     """Fine-tune every model of the society on its own set (the global model first); returns {model: result}."""
     from mafl.finetune.trainer import finetune_model
 
-    ft, cfg = session.finetune, session.cfg
+    ft, cfg = session.finetune, session.settings
     it_dir = session.run_dir / f"iter_{iteration}"
     names = set_names(session, society)
     results = {}
@@ -138,8 +138,8 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
         log.info("fine-tuning %s (%d examples, %d/%d)", model, len(sets[model]), k + 1, len(names))
         res = finetune_model(
             session.base_path, sets[model], out, mode=ft.mode, lora=ft.lora, train=ft.train, init_adapter=init,
-            seed=derive_seed(cfg.seed, iteration, model), device=session.settings.device, dtype=cfg.model.dtype,
-            chat_template=cfg.model.get("chat_template"),
+            seed=derive_seed(cfg.seed, iteration, model), device=cfg.device, dtype=cfg.model.dtype,
+            chat_template=cfg.model.chat_template,
         )
         results[model] = res.to_json()
         atomic_write_json(record, results[model])
@@ -165,7 +165,7 @@ def run_society_loop(cfg: DictConfig, run_dir: Path, settings: Settings, *,
                 society.weights = {m: str(it_dir / "models" / m) for m in society.models}
             eval_tx = run_debate(
                 session.backend(society), session.task, session.eval, society, debate, session.prompts,
-                seed=derive_seed(cfg.seed, "eval"), out_dir=it_dir / "eval",
+                seed=derive_seed(settings.seed, "eval"), out_dir=it_dir / "eval",
                 progress=session.progress, desc=f"iteration {k}: debate (eval)")
             records = session.measure(eval_tx, society, iteration=k, split="eval")
             print_iteration(k, records)

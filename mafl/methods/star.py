@@ -82,7 +82,7 @@ def star_set(rationales: Sequence[Transcript], rationalized: Sequence[Transcript
 
 
 def star_train_sets(session: Session, society: Society, iteration: int) -> dict[str, FinetuneSet]:
-    cfg = session.cfg
+    cfg = session.settings
     template = session.settings.method.rationalize
     it_dir = session.run_dir / f"iter_{iteration}"
     backend = session.backend(society)

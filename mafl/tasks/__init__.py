@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mafl.errors import plain
 from mafl.registry import Registry
 from mafl.tasks.base import BadRow, Problem, Task
 from mafl.tasks.loading import DatasetError
 from mafl.tasks.vote import Vote, majority_vote
+
+if TYPE_CHECKING:
+    from mafl.debate.prompts import Prompts
 
 TASKS: Registry[str] = Registry("task", "dataset.task")
 TASKS.register("arithmetic", "mafl.tasks.arithmetic:ArithmeticTask")
@@ -50,5 +54,30 @@ def load_splits(dataset_cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
     return task_from_config(cfg).load_problems(cfg)
 
 
-__all__ = ["TASKS", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",
+@dataclass(frozen=True)
+class DatasetSettings:
+    """``conf/dataset/*.yaml``: the task (which owns the checks of the other keys and loads the problems) and the
+    prompt templates of the debate."""
+
+    name: str
+    task: Task
+    prompts: "Prompts"
+    options: dict  # every dataset.* key, as the task reads them
+
+    @classmethod
+    def from_cfg(cls, c: Mapping) -> "DatasetSettings":
+        from mafl.debate.prompts import Prompts
+
+        options = plain(c)
+        task = task_from_config(options)
+        task.check_config(options)
+        return cls(name=str(options.get("name") or options["task"]), task=task,
+                   prompts=Prompts.from_cfg(options.get("prompts") or {}), options=options)
+
+    def load_problems(self) -> tuple[list[Problem], list[Problem]]:
+        """(train, eval) problems, as the task loads them."""
+        return self.task.load_problems(self.options)
+
+
+__all__ = ["TASKS", "DatasetSettings", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",
            "majority_vote", "task_from_config"]
