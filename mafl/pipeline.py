@@ -22,7 +22,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mafl.config import ConfigError, validate
+from mafl.config import validate
+from mafl.errors import ConfigError
 from mafl.rundir import atomic_write_text
 
 log = logging.getLogger("mafl")
@@ -79,9 +80,9 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Run the experiment ``cfg`` describes; returns the results (as saved in ``results.json``)."""
-    debate, finetune = validate(cfg)
+    settings = validate(cfg)
     run_dir = resolve_run_dir(cfg)
     prepare_run_dir(cfg, run_dir)
     from mafl.methods import run_method
 
-    return run_method(cfg, run_dir, debate, finetune)
+    return run_method(cfg, run_dir, settings)

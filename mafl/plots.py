@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from mafl.metrics.aggregate import curve, group_runs, is_percent, unit
 from mafl.metrics.results import Results
-from mafl.report import PERCENT_PREFIXES, curve, group_runs, unit
 
 
 def plot_file_name(metric: str, dataset: str, split: str) -> str:
@@ -27,7 +27,7 @@ def write_plots(results: Sequence[Results], out_dir: str | Path, *, split: str =
     groups = group_runs(results)
     written: list[Path] = []
     for metric in dict.fromkeys(metrics):
-        scale = 100.0 if metric.startswith(PERCENT_PREFIXES) else 1.0
+        scale = 100.0 if is_percent(metric) else 1.0
         for dataset in sorted({g[2] for g in groups}):
             lines = {(m, meth): curve(runs, metric, split) for (m, meth, d), runs in groups.items() if d == dataset}
             lines = {k: c for k, c in lines.items() if c}

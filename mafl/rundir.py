@@ -1,17 +1,20 @@
-"""Atomic files and stage markers in a run folder, so a stopped run resumes and a finished stage is never redone.
+"""Atomic files and folders, JSONL reading, and stage markers in a run folder, so a stopped run resumes and a
+finished stage is never redone.
 
 Every file is written to a temporary name in the same folder and renamed into place: a reader sees either the
-old file or the whole new one. A stage is done when its marker ``.done/<name>`` exists; the marker is written
-last, after every output of the stage.
+old file or the whole new one; a folder (a fine-tuned model, the tiny model) is built in a temporary folder beside
+its place and renamed onto it when complete. A stage is done when its marker ``.done/<name>`` exists; the marker
+is written last, after every output of the stage.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 
 def atomic_write_text(path: Path | str, text: str) -> Path:
@@ -30,39 +33,62 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
     return path
 
 
-def atomic_write_json(path: Path | str, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+def atomic_write_json(path: Path | str, data: Any, *, strict: bool = False) -> Path:
+    """``data`` as indented JSON; ``strict``: standard JSON only (no NaN, nothing converted with ``str``)."""
+    text = (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) if strict
+            else json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    return atomic_write_text(path, text + "\n")
 
 
 def atomic_write_jsonl(path: Path | str, rows: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def read_jsonl(path: Path | str) -> list[dict]:
-    rows = []
+def iter_jsonl(path: Path | str, on_error: Callable[[str], None] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for every row of a JSONL file; blank lines are ignored. A line that is not a JSON object
+    raises ValueError naming ``path:line``, or, with ``on_error``, is handed to it (as that message) and skipped."""
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return rows
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                reason = f"{path}:{lineno}: invalid JSON ({err})"
+            else:
+                if isinstance(row, dict):
+                    yield lineno, row
+                    continue
+                reason = f"{path}:{lineno}: a row must be a JSON object, got {type(row).__name__}"
+            if on_error is None:
+                raise ValueError(reason)
+            on_error(reason)
 
 
-def atomic_folder(final: Path | str) -> Path:
-    """A fresh temporary folder beside ``final``; hand it to :func:`commit_folder` when it is complete."""
+def read_jsonl(path: Path | str) -> list[dict]:
+    """Every row of a JSONL file (see :func:`iter_jsonl`)."""
+    return [row for _, row in iter_jsonl(path)]
+
+
+@contextlib.contextmanager
+def atomic_folder(final: Path | str) -> Iterator[Path]:
+    """A fresh temporary folder beside ``final`` to build in; when the block ends without an error it replaces
+    ``final`` (an older ``final`` is moved aside, then deleted). The temporary folder never outlives the block."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-
-
-def commit_folder(tmp: Path, final: Path | str) -> Path:
-    final = Path(final)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Stages:
@@ -74,8 +100,5 @@ class Stages:
     def done(self, name: str) -> bool:
         return (self.dir / name).exists()
 
-    def mark(self, name: str, info: dict | None = None) -> None:
-        atomic_write_json(self.dir / name, info or {})
-
-    def info(self, name: str) -> dict:
-        return json.loads((self.dir / name).read_text())
+    def mark(self, name: str) -> None:
+        atomic_write_json(self.dir / name, {})

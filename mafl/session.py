@@ -11,7 +11,9 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from mafl.config import DebateSettings, FinetuneSettings
+from mafl.config import Settings
+from mafl.debate.settings import DebateSettings
+from mafl.finetune.settings import FinetuneSettings
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.rundir import atomic_write_json
@@ -23,8 +25,7 @@ log = logging.getLogger("mafl")
 class Session:
     cfg: DictConfig
     run_dir: Path
-    debate: DebateSettings
-    finetune: FinetuneSettings
+    settings: Settings
     prompts: Prompts
     task: Any
     train: list
@@ -37,19 +38,26 @@ class Session:
     _backend: Any = field(default=None, repr=False)
     _loaded: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def debate(self) -> DebateSettings:
+        return self.settings.debate
+
+    @property
+    def finetune(self) -> FinetuneSettings:
+        return self.settings.finetune
+
     # -- the backend -----------------------------------------------------------------------------------------
     def backend(self, society: Society):
         """The generation backend, holding exactly ``society``'s fine-tuned weights."""
         if self._backend is None:
             from mafl.backends import backend_class
 
-            options = dict(self.cfg.backend)
-            name = options.pop("name")
-            self._backend = backend_class(name)(
-                self.base_path, dtype=self.cfg.model.dtype, device=self.cfg.device,
-                chat_template=self.cfg.model.get("chat_template"),
-                trust_remote_code=bool(self.cfg.model.get("trust_remote_code", False)),
-                progress=self.progress, **options,
+            backend = self.settings.backend
+            self._backend = backend_class(backend.name)(
+                self.base_path, dtype=self.settings.model.dtype, device=self.settings.device,
+                chat_template=self.settings.model.chat_template,
+                trust_remote_code=self.settings.model.trust_remote_code,
+                progress=self.progress, **backend.options,
             )
             self._loaded = {}
         for name in [n for n in self._loaded if n not in society.weights]:
@@ -80,10 +88,11 @@ class Session:
         if path.exists():
             records = [MetricRecord.from_json(d) for d in json.loads(path.read_text())]
         else:
-            backend = self.backend(society) if self.cfg.metrics.get("diversity", True) else None
+            metrics = self.settings.metrics
+            backend = self.backend(society) if metrics.diversity else None
             records = compute_iteration_metrics(
-                transcripts, self.task, backend=backend, metrics_cfg=self.cfg.metrics, iteration=iteration,
-                split=split, seed=int(self.cfg.seed))
+                transcripts, self.task, backend=backend, metrics_cfg=metrics, iteration=iteration,
+                split=split, seed=self.settings.seed)
             atomic_write_json(path, [r.to_json() for r in records])
         self.records = [r for r in self.records if not (r.iteration == iteration and r.split == split)] + records
         self.tracker.log_metrics(records, step=iteration)
@@ -103,22 +112,19 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetune: FinetuneSettings,
-                 progress: bool = True) -> Iterator[Session]:
+def open_session(cfg: DictConfig, run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
     """Load the task and the base model's path, start the tracker; always finish the tracker."""
     from mafl.models import resolve_model_path
-    from mafl.tasks import load_splits, task_from_config
     from mafl.tracking import make_tracker
 
-    task = task_from_config(cfg.dataset)
-    train, eval_ = load_splits(cfg.dataset)
-    base_path = resolve_model_path(cfg.model, progress=progress)
-    tracker = make_tracker(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True))
-    session = Session(cfg=cfg, run_dir=run_dir, debate=debate, finetune=finetune,
-                      prompts=Prompts.from_cfg(cfg.dataset.prompts), task=task, train=train, eval=eval_,
+    train, eval_ = settings.dataset.load_problems()
+    base_path = resolve_model_path(settings.model, progress=progress)
+    tracker = make_tracker(settings.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
+    session = Session(cfg=cfg, run_dir=run_dir, settings=settings,
+                      prompts=settings.dataset.prompts, task=settings.dataset.task, train=train, eval=eval_,
                       base_path=base_path, tracker=tracker, progress=progress)
-    log.info("run folder %s: %s on %s (%d train, %d eval problems), model %s", run_dir, cfg.method.name,
-             cfg.dataset.name, len(train), len(eval_), base_path)
+    log.info("run folder %s: %s on %s (%d train, %d eval problems), model %s", run_dir, settings.method.name,
+             settings.dataset.name, len(train), len(eval_), base_path)
     try:
         yield session
     finally:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from mafl.metrics.aggregate import format_cell, markdown_table, society_record
+
 # (metric, label) of the society-level numbers shown after every iteration
 SHOWN = (
     ("accuracy/debate", "debate"),
@@ -14,26 +16,8 @@ SHOWN = (
 )
 
 
-def _pick(records: Sequence, metric: str, iteration: int | None = None, split: str = "eval"):
-    for r in records:
-        if r.metric == metric and r.agent is None and getattr(r, "other", None) is None and r.split == split \
-                and (iteration is None or r.iteration == iteration):
-            return r
-    return None
-
-
-def fmt(r) -> str:
-    if r is None:
-        return "-"
-    if r.metric.startswith(("accuracy", "consensus")):
-        se = f" ± {100 * r.stderr:.1f}" if r.stderr is not None else ""
-        return f"{100 * r.value:.1f}{se}"
-    se = f" ± {r.stderr:.3f}" if r.stderr is not None else ""
-    return f"{r.value:.3f}{se}"
-
-
 def print_iteration(iteration: int, records: Sequence) -> None:
-    parts = [f"{label} {fmt(_pick(records, m, iteration))}" for m, label in SHOWN if _pick(records, m, iteration)]
+    parts = [f"{label} {format_cell(r, m)}" for m, label in SHOWN if (r := society_record(records, m, iteration))]
     print(f"iteration {iteration}: " + " | ".join(parts), flush=True)
 
 
@@ -51,16 +35,10 @@ def sets_line(iteration: int, reports: dict) -> str:
 def summary_table(results) -> str:
     """A Markdown table: one row per iteration, accuracies in %, ± standard error."""
     iterations = sorted({r.iteration for r in results.records if r.split == "eval"})
-    shown = [(m, label) for m, label in SHOWN if any(_pick(results.records, m, k) for k in iterations)]
-    lines = [
-        f"{results.method} on {results.dataset} ({results.model}), eval accuracy in % ± SE",
-        "",
-        "| iteration | " + " | ".join(label for _, label in shown) + " |",
-        "|---" * (len(shown) + 1) + "|",
-    ]
-    for k in iterations:
-        lines.append(f"| {k} | " + " | ".join(fmt(_pick(results.records, m, k)) for m, _ in shown) + " |")
-    return "\n".join(lines)
+    shown = [(m, label) for m, label in SHOWN if any(society_record(results.records, m, k) for k in iterations)]
+    rows = [[str(k), *(format_cell(society_record(results.records, m, k), m) for m, _ in shown)] for k in iterations]
+    return "\n".join([f"{results.method} on {results.dataset} ({results.model}), eval accuracy in % ± SE", "",
+                      markdown_table(["iteration", *(label for _, label in shown)], rows)])
 
 
 def print_summary(results) -> None:

@@ -16,10 +16,42 @@ from __future__ import annotations
 import importlib.util
 import uuid
 import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mafl.errors import ConfigError, choice, known_keys, number
 from mafl.metrics.stats import MetricRecord
+
+LOGGERS = ("none", "wandb")
+
+
+@dataclass(frozen=True)
+class LoggerSettings:
+    """``conf/logger/*.yaml``: ``name`` (none | wandb) and wandb's run settings."""
+
+    name: str = "none"
+    mode: str = "offline"
+    project: str = "mafl"
+    entity: str | None = None
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+    run_name: str | None = None
+    init_timeout: float = 90.0
+
+    @classmethod
+    def from_cfg(cls, c: Mapping | None) -> "LoggerSettings":
+        """Missing keys take their defaults; an unknown key or a bad value is a ConfigError naming it."""
+        p, c = "logger", dict(c or {})
+        known_keys(c, p, [f.name for f in fields(cls)])
+        tags = c.get("tags") or ()
+        if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+            raise ConfigError(f"{p}.tags: must be a list of strings (got {tags!r})")
+        return cls(name=choice({"name": c.get("name") or "none"}, "name", p, LOGGERS),
+                   mode=str(c.get("mode") or "offline"), project=str(c.get("project") or "mafl"),
+                   entity=c.get("entity"), group=c.get("group"), tags=tuple(tags), run_name=c.get("run_name"),
+                   init_timeout=number({"init_timeout": c.get("init_timeout", 90.0)}, "init_timeout", p, low=0.0,
+                                       strict_low=True))
 
 
 def record_key(r: MetricRecord) -> str:
@@ -120,17 +152,11 @@ class WandbTracker(Tracker):
                 warnings.warn(f"wandb finish failed ({type(e).__name__}: {e})")
 
 
-def make_tracker(logger_cfg: Mapping[str, Any] | None, run_dir: str | Path,
+def make_tracker(logger: LoggerSettings | Mapping[str, Any] | None, run_dir: str | Path,
                  config: Mapping[str, Any] | None = None) -> Tracker:
     """The tracker named by ``logger.name`` (``none`` or ``wandb``); ``config`` is the resolved config."""
-    cfg = dict(logger_cfg or {})
-    name = str(cfg.get("name") or "none")
-    if name == "none":
-        return Tracker()
-    if name == "wandb":
-        return WandbTracker(
-            run_dir, config, mode=str(cfg.get("mode") or "offline"), project=cfg.get("project") or "mafl",
-            entity=cfg.get("entity"), group=cfg.get("group"), tags=cfg.get("tags") or (),
-            name=cfg.get("run_name"), init_timeout=float(cfg.get("init_timeout", 90)),
-        )
-    raise ValueError(f"logger.name={name!r}: choose none or wandb")
+    s = logger if isinstance(logger, LoggerSettings) else LoggerSettings.from_cfg(logger)
+    if s.name == "wandb":
+        return WandbTracker(run_dir, config, mode=s.mode, project=s.project, entity=s.entity, group=s.group,
+                            tags=s.tags, name=s.run_name, init_timeout=s.init_timeout)
+    return Tracker()

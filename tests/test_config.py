@@ -5,7 +5,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import CONF, compose_cfg
-from mafl.config import ConfigError, validate
+from mafl.config import validate
+from mafl.errors import ConfigError
 from mafl.pipeline import run
 
 GROUPS = ["model", "dataset", "backend", "debate", "finetune", "method", "logger", "metrics", "debug", "experiment"]
@@ -19,8 +20,8 @@ def test_default_config_is_the_tiny_multiagent_experiment():
     cfg = compose_cfg()
     assert (cfg.model.name, cfg.dataset.name, cfg.method.name) == ("tiny", "arithmetic", "multiagent_ft")
     assert (cfg.debate.agents, cfg.debate.rounds, cfg.finetune.iterations) == (3, 2, 2)
-    debate, finetune = validate(cfg)
-    assert debate.agents == 3 and finetune.mode == "lora"
+    settings = validate(cfg)
+    assert settings.debate.agents == 3 and settings.finetune.mode == "lora"
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -55,6 +56,26 @@ def test_launchers_compose():
     ("backend=vllm finetune=full", "finetune.mode"),
     ("backend=vllm finetune.lora.r=128", "finetune.lora.r"),
     ("dataset.prompts.round1='{nope}'", "dataset.prompts.round1"),
+    # each component's settings are checked before any work, unknown keys included
+    ("metrics.diversity_rounds=[last]", "metrics.diversity_rounds"),
+    ("metrics.score_chunk_size=0", "metrics.score_chunk_size"),
+    ("+metrics.diversty=false", "metrics.diversty"),
+    ("logger.name=tensorboard", "logger.name"),
+    ("+logger.projet=x", "logger.projet"),
+    ("+backend.batchsize=8", "backend.batchsize"),
+    ("backend=vllm +backend.max_lora=4", "backend.max_lora"),
+    ("backend.name=tgi", "backend.name"),
+    ("+debate.agent=3", "debate.agent"),
+    ("+finetune.iteration=3", "finetune.iteration"),
+    ("+method.single_modle=true", "method.single_modle"),
+    ("method=debate finetune.iterations=3", "finetune.iterations"),
+    ("method=star debate.rounds=2", "debate.rounds"),
+    ("method=star method.rationalize='{question}'", "method.rationalize"),
+    ("method.weights=/no/such/models", "method.weights"),
+    ("finetune.mix_general={path:/no/such.jsonl,eta:0.5}", "finetune.mix_general.path"),
+    ("dataset.high=-1", "dataset.high"),
+    ("+model.dtyp=float32", "model.dtyp"),
+    ("model.dtype=float8", "model.dtype"),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key, tmp_path):
     cfg = compose_cfg([*override.split(), f"run_dir={tmp_path / 'run'}"])

@@ -23,7 +23,7 @@ def problems(n: int) -> list[Problem]:
 def settings(**overrides):
     overrides = {"summarize": "false", **overrides}
     cfg = compose_cfg([f"debate.{k}={v}" for k, v in overrides.items()])
-    return validate(cfg)[0], Prompts.from_cfg(cfg.dataset.prompts)
+    return validate(cfg).debate, Prompts.from_cfg(cfg.dataset.prompts)
 
 
 def agent_answer(request) -> str:

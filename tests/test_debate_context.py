@@ -7,8 +7,9 @@ import pytest
 
 from helpers import ScriptedBackend, compose_cfg
 from mafl.backends.base import Completion
-from mafl.config import DebateSettings
+from mafl.debate.settings import DebateSettings
 from mafl.debate.engine import run_debate
+from mafl.errors import ConfigError
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.finetune.sets import build_society_sets
@@ -219,10 +220,9 @@ def test_majority_is_compute_matched_with_the_debate():
     from mafl.config import validate
     from mafl.methods.society_loop import majority_samples
 
-    cfg = compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2"])
-    s = majority_samples(cfg, validate(cfg)[0])
+    s = majority_samples(validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2"]))).debate
     assert (s.agents, s.rounds) == (6, 1)
-    cfg = compose_cfg(["method=majority", "+method.samples=4"]) if "samples" not in cfg.method else \
-        compose_cfg(["method=majority", "method.samples=4"])
-    s = majority_samples(cfg, validate(cfg)[0])
+    s = majority_samples(validate(compose_cfg(["method=majority", "method.samples=4"]))).debate
     assert (s.agents, s.rounds) == (4, 1)
+    with pytest.raises(ConfigError, match="^method.samples"):
+        validate(compose_cfg(["method=majority", "method.samples=0"]))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from helpers import ScriptedBackend, compose_cfg, question_numbers
-from mafl.config import ConfigError, validate
+from mafl.config import validate
+from mafl.errors import ConfigError
 from mafl.debate.prompts import Prompts
 from mafl.finetune.mixing import GENERAL, general_count, load_general, mix_general
 from mafl.finetune.sets import Example, FinetuneSet
@@ -194,11 +195,12 @@ def test_majority_ft_trains_one_model_on_round_one_samples_that_agree_with_their
 ])
 def test_each_method_preset_makes_its_society(method, models, rounds):
     cfg = compose_cfg([f"method={method}"])
-    debate, _ = validate(cfg)
-    assert make_society(cfg, debate).models == models
-    assert debate.rounds == rounds
+    settings = validate(cfg)
+    assert make_society(settings).models == models
+    assert settings.debate.rounds == rounds
     # the paper's method summarises; "without summary" is its ablation (the one-round methods have nothing to sum)
-    assert debate.summarize == (method in ("multiagent_ft", "multiagent_ft_no_critics", "multiagent_ft_single_model"))
+    assert settings.debate.summarize == (method in ("multiagent_ft", "multiagent_ft_no_critics",
+                                                    "multiagent_ft_single_model"))
 
 
 def test_ablation_labels_are_distinct():
@@ -216,9 +218,28 @@ def test_single_model_ablation_trains_one_model_on_every_agents_generator_and_cr
 
 
 def test_untuned_methods_never_fine_tune(fake_run):
-    results, _, fake, _ = fake_run(voting_answer(), ["method=debate", "finetune.iterations=1"])
+    results, _, fake, _ = fake_run(voting_answer(), ["method=debate", "finetune.iterations=0"])
     assert fake.calls == []
     assert {r.iteration for r in results.records} == {0}
+
+
+@pytest.mark.parametrize("method", ["single", "majority", "debate"])
+def test_an_untuned_method_asked_to_fine_tune_is_refused(fake_run, method, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        fake_run(voting_answer(), [f"method={method}", "finetune.iterations=3"])
+    message = str(err.value)
+    assert message.startswith(f"finetune.iterations: method {method} does not fine-tune (got 3)") and "\n" not in message
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_smoke_gives_one_iteration_to_the_methods_that_fine_tune():
+    from mafl.methods import METHODS
+
+    for name in METHODS:
+        cfg = compose_cfg([f"method={name}", "debug=smoke"])
+        assert cfg.finetune.iterations == (1 if METHODS.get(name).finetunes else 0), name
+        validate(cfg)
+    assert [m for m in METHODS if not METHODS.get(m).finetunes] == ["single", "majority", "debate"]
 
 
 # -- global-to-local -------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from mafl.metrics import MetricRecord, Results, load_results, write_json_atomic, write_results
+from mafl.metrics import MetricRecord, Results, load_results, write_results
+from mafl.rundir import atomic_write_json
 
 
 def make_results(method="multiagent_ft", dataset="gsm8k", seed=0, values=(0.5, 0.6)) -> Results:
@@ -31,9 +32,9 @@ def test_round_trip(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_when_serialising_fails(tmp_path):
-    path = write_json_atomic(tmp_path / "x.json", {"a": 1})
+    path = atomic_write_json(tmp_path / "x.json", {"a": 1}, strict=True)
     with pytest.raises(ValueError):
-        write_json_atomic(path, {"a": math.nan})  # NaN is not JSON
+        atomic_write_json(path, {"a": math.nan}, strict=True)  # NaN is not JSON
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
@@ -58,3 +59,33 @@ def test_missing_results_is_a_clear_error(tmp_path):
     (tmp_path / "bad" / "results.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a mafl results file"):
         load_results(tmp_path / "bad")
+
+
+def test_an_atomic_folder_replaces_the_old_one_only_when_complete(tmp_path):
+    from mafl.rundir import atomic_folder
+
+    final = tmp_path / "model"
+    with atomic_folder(final) as tmp:
+        (tmp / "weights").write_text("1")
+    assert (final / "weights").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(final) as tmp:
+            (tmp / "weights").write_text("2")
+            raise RuntimeError("stopped half-way")
+    assert (final / "weights").read_text() == "1"  # the old folder is untouched
+    with atomic_folder(final) as tmp:
+        (tmp / "other").write_text("3")
+    assert sorted(p.name for p in final.iterdir()) == ["other"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing left beside it
+
+
+def test_jsonl_rows_name_their_bad_line(tmp_path):
+    from mafl.rundir import iter_jsonl, read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n[2]\n{"b": \n')
+    with pytest.raises(ValueError, match=r"rows.jsonl:3: a row must be a JSON object"):
+        read_jsonl(path)
+    bad: list[str] = []
+    assert list(iter_jsonl(path, bad.append)) == [(1, {"a": 1})]
+    assert [b.split(": ", 1)[0] for b in bad] == [f"{path}:3", f"{path}:4"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import compose_cfg
-from mafl.config import ConfigError
+from mafl.errors import ConfigError
 from mafl.pipeline import run
 
 FAST = ["debug=smoke", "dataset.n_train=8", "dataset.n_eval=6", "debate.max_new_tokens=24", "debate.chunk_size=4",

@@ -89,3 +89,29 @@ def test_a_folder_without_results_is_a_clear_error(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(SystemExit, match="no results.json under"):
         report_main([str(tmp_path / "run")])
+
+
+def test_methods_are_ordered_as_registered_with_their_variants():
+    from mafl.metrics.aggregate import group_runs
+
+    def run(name, label):
+        return Results.from_config({"method": {"name": name, "label": label}, "dataset": {"name": "d"},
+                                    "model": {"name": "m"}}, [rec(0, "accuracy/debate", 0.5)])
+
+    runs = [run("multiagent_ft", "multiagent_ft_no_critics"), run("someone_elses", "aaa"),
+            run("majority_ft", "majority_ft_transfer"), run("multiagent_ft", "multiagent_ft"), run("debate", "debate")]
+    assert [g[1] for g in group_runs(runs)] == ["debate", "majority_ft_transfer", "multiagent_ft",
+                                                "multiagent_ft_no_critics", "aaa"]
+
+
+def test_the_console_summary_and_the_report_share_one_cell_format():
+    from mafl.metrics.aggregate import Cell, combine, format_cell
+    from mafl.summary import summary_table
+
+    results = Results.from_config({"method": {"name": "debate"}, "dataset": {"name": "d"}, "model": {"name": "m"}},
+                                  [rec(0, "accuracy/debate", 0.4), rec(0, "kl/agents", 0.01, 0.005)])
+    assert summary_table(results).splitlines()[2:] == ["| iteration | debate | KL(agents) |", "|---|---|---|",
+                                                       "| 0 | 40.0 ± 2.0 | 0.010 ± 0.005 |"]
+    assert format_cell(None, "kl/agents") == "–"
+    assert format_cell(combine([(0.5, 0.1), (0.7, 0.1)]), "accuracy/debate") == "60.0 ± 10.0 (n=2)"
+    assert combine([(0.5, None)]) == Cell(0.5, None, 1)

@@ -150,7 +150,7 @@ def test_jsonl_text_task():
 
 
 def test_get_task_errors_and_config():
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ValueError, match=r"^dataset.task: 'nope' is not one of"):
         get_task("nope")
     with pytest.raises(ValueError, match="answer_type"):
         get_task("jsonl", answer_type="boolean")

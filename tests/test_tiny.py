@@ -106,7 +106,7 @@ def test_debate_and_summary_conversations_carry_the_others_answers():
 def test_the_corpus_renders_what_the_debate_engine_sends(tmp_path):
     """A corpus debate conversation has the same message layout as a round-2 turn of the engine."""
     from helpers import ScriptedBackend, compose_cfg
-    from mafl.config import DebateSettings
+    from mafl.debate.settings import DebateSettings
     from mafl.debate.engine import run_debate
     from mafl.debate.prompts import Prompts
     from mafl.debate.society import Society

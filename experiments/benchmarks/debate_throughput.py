@@ -53,7 +53,7 @@ def setup(args):
     extra = [f"model.path={args.model_path}"] if args.model_path else []
     cfg = compose_cfg(extra + [f"model={args.model}", f"debate.agents={args.agents}", f"dataset.n_eval={args.problems}",
                        "dataset.n_train=1", f"debate.chunk_size={args.problems}"])
-    debate, _ = validate(cfg)
+    debate = validate(cfg).debate
     _, problems = load_splits(cfg.dataset)
     return cfg, debate, Prompts.from_cfg(cfg.dataset.prompts), get_task("arithmetic"), problems, \
         resolve_model_path(cfg.model), OmegaConf

@@ -1,23 +1,42 @@
-"""Generation backends, looked up lazily by name so that a GPU-only module is imported only when chosen."""
+"""Generation backends, registered by name and imported lazily, so that a GPU-only module is imported only when
+chosen; ``backend.*`` holds the chosen backend class's own constructor arguments (checked before any work)."""
 from __future__ import annotations
 
-import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from mafl.backends.base import Backend, Completion, GenerationRequest, Sampling, Score, ScoringRequest
+from mafl.errors import known_keys, plain
+from mafl.registry import Registry
 
-BACKENDS = {
-    "hf": "mafl.backends.hf:HFBackend",
-    "vllm": "mafl.backends.vllm:VLLMBackend",
-}
+BACKENDS: Registry[str] = Registry("backend", "backend.name")
+BACKENDS.register("hf", "mafl.backends.hf:HFBackend")
+BACKENDS.register("vllm", "mafl.backends.vllm:VLLMBackend")
+
+# constructor arguments that come from other sections of the config (model.*, device), not from backend.*
+FROM_RUN = ("model_path", "dtype", "device", "chat_template", "trust_remote_code", "progress")
 
 
 def backend_class(name: str):
-    try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"backend.name: unknown backend {name!r}; choose one of {sorted(BACKENDS)}") from None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return BACKENDS.load(name)
 
 
-__all__ = ["Backend", "Completion", "GenerationRequest", "Sampling", "Score", "ScoringRequest", "BACKENDS", "backend_class"]
+@dataclass(frozen=True)
+class BackendSettings:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)  # backend.* without name: constructor arguments
+
+    @classmethod
+    def from_cfg(cls, c: Mapping) -> "BackendSettings":
+        """A ConfigError naming ``backend.name`` when it is not registered, or a key the class does not take."""
+        options = dict(plain(c))
+        name = options.pop("name", None)
+        params = inspect.signature(backend_class(name)).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            known_keys(options, "backend", ["name", *(p for p in params if p not in FROM_RUN)])
+        return cls(name=name, options=options)
+
+
+__all__ = ["Backend", "BackendSettings", "Completion", "GenerationRequest", "Sampling", "Score", "ScoringRequest",
+           "BACKENDS", "backend_class"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mafl.backends.base import Completion, GenerationRequest, Sampling, Score, ScoringRequest
+from mafl.errors import plain
 from mafl.models import is_adapter_folder, load_tokenizer
 
 INSTALL_HINT = "pip install 'mafl[vllm]'"
@@ -36,15 +37,6 @@ def request_seed(seed: int, index: int) -> int:
     vLLM seeds each request on its own: identical prompts with identical seeds would give identical answers."""
     digest = hashlib.sha256(repr((seed, index)).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def _plain(value: Any) -> Any:
-    """An OmegaConf node as plain Python (engine arguments may nest dicts)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _token_logprob(entry, token: int) -> float:
@@ -84,7 +76,7 @@ class VLLMBackend:
         self.llm = self._vllm.LLM(
             model=model_path, dtype=dtype, enable_lora=True, max_lora_rank=self.max_lora_rank,
             max_loras=int(max_loras), gpu_memory_utilization=float(gpu_memory_utilization), seed=int(seed),
-            trust_remote_code=trust_remote_code, **dict(_plain(engine_kwargs or {})),
+            trust_remote_code=trust_remote_code, **dict(plain(engine_kwargs) or {}),
         )
         self._lora: dict[str, Any] = {}  # adapter name -> its LoRARequest
         self._next_id = 0

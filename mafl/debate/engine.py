@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mafl.backends.base import Backend, Completion, GenerationRequest, Sampling
-from mafl.config import DebateSettings
+from mafl.debate.settings import DebateSettings
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society, readers
 from mafl.debate.transcript import Transcript, Turn

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from mafl.config import ConfigError
+from mafl.errors import ConfigError
 
 FIELDS = {
     "system_generator": (),

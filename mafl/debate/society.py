@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mafl.config import ConfigError
+from mafl.errors import ConfigError
 
 
 @dataclass

@@ -12,13 +12,13 @@ in the saved set with ``kind="general"``.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from mafl.finetune.sets import Example, FinetuneSet
+from mafl.rundir import iter_jsonl
 
 GENERAL = "general"
 
@@ -31,7 +31,7 @@ class MixSettings:
     @classmethod
     def from_cfg(cls, c: Mapping | None, key: str = "finetune.mix_general") -> "MixSettings | None":
         """None when mixing is off; a ConfigError naming the key for a missing file or an eta outside (0, 1]."""
-        from mafl.config import ConfigError
+        from mafl.errors import ConfigError
 
         if not c:
             return None
@@ -67,16 +67,12 @@ def general_example(row: dict, id: str) -> Example:
 
 def load_general(path: str | Path) -> list[Example]:
     """Every row of the general JSONL file; a malformed row raises ValueError naming its line."""
-    path = Path(path)
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(general_example(json.loads(line), id=f"general/{lineno}"))
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
+    for lineno, row in iter_jsonl(path):
+        try:
+            out.append(general_example(row, id=f"general/{lineno}"))
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
     return out
 
 

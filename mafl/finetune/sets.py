@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.rundir import atomic_write_json, atomic_write_jsonl
+from mafl.rundir import atomic_write_json, atomic_write_jsonl, read_jsonl
 from mafl.tasks.base import Task
 from mafl.tasks.vote import public_consensus
 
@@ -120,8 +120,7 @@ class FinetuneSet:
     @classmethod
     def load(cls, path: str | os.PathLike, name: str | None = None) -> "FinetuneSet":
         path = Path(path)
-        with open(path, encoding="utf-8") as f:
-            examples = [Example.from_json(json.loads(line)) for line in f if line.strip()]
+        examples = [Example.from_json(row) for row in read_jsonl(path)]
         meta = json.loads(report_path(path).read_text()) if report_path(path).exists() else {}
         return cls(
             name=name or meta.get("name") or path.stem,

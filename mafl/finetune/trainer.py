@@ -31,7 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from mafl.errors import plain
 from mafl.finetune.sets import Example, FinetuneSet
+from mafl.models import resolve_device, torch_dtype
+from mafl.rundir import atomic_folder
 
 RESULT_FILE = "finetune_result.json"
 MODES = ("lora", "full")
@@ -53,20 +56,6 @@ class FinetuneResult:
         return {**asdict(self), "out_dir": str(self.out_dir)}
 
 
-def _plain(mapping: Mapping | None) -> dict:
-    """A plain dict of ``mapping`` (Hydra/OmegaConf configs included)."""
-    if mapping is None:
-        return {}
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(mapping):
-            return OmegaConf.to_container(mapping, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf comes with hydra
-        pass
-    return dict(mapping)
-
-
 def _records(examples: FinetuneSet | list) -> list[dict]:
     items = examples.examples if isinstance(examples, FinetuneSet) else list(examples)
     out = []
@@ -77,14 +66,6 @@ def _records(examples: FinetuneSet | list) -> list[dict]:
     return out
 
 
-def _torch_dtype(dtype: str):
-    import torch
-
-    if not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r} (float32, bfloat16, float16)")
-    return getattr(torch, dtype)
-
-
 def _load(path: str, dtype: str, chat_template: str | None):
     """The model and tokenizer in ``path``; ``chat_template`` (when given) replaces the tokenizer's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,14 +73,14 @@ def _load(path: str, dtype: str, chat_template: str | None):
     tokenizer = AutoTokenizer.from_pretrained(path)
     if chat_template is not None:
         tokenizer.chat_template = chat_template
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     return model, tokenizer
 
 
 def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str, dtype: str):
     from trl import SFTConfig
 
-    kwargs = _plain(train)
+    kwargs = dict(plain(train) or {})
     kwargs.setdefault("output_dir", str(output_dir))
     kwargs.setdefault("use_cpu", device == "cpu")
     kwargs.setdefault("report_to", "none")
@@ -109,14 +90,6 @@ def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str,
     kwargs.setdefault("fp16", dtype == "float16")
     kwargs["seed"] = seed
     return SFTConfig(**kwargs)
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 @contextlib.contextmanager
@@ -149,7 +122,7 @@ def build_trainer(base_path: str, examples: FinetuneSet | list, work_dir: Path, 
         raise ValueError("no examples to train on")
     with _quiet():
         return _build_trainer(base_path, records, work_dir, mode=mode, lora=lora, train=train,
-                              init_adapter=init_adapter, seed=seed, device=_resolve_device(device), dtype=dtype,
+                              init_adapter=init_adapter, seed=seed, device=resolve_device(device), dtype=dtype,
                               chat_template=chat_template)
 
 
@@ -168,7 +141,7 @@ def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adap
         if init_adapter is not None:  # the adapter's own config applies; `lora` is not used
             model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
         else:
-            peft_config = LoraConfig(**_plain(lora))
+            peft_config = LoraConfig(**dict(plain(lora) or {}))
     args = _sft_config(train, work_dir, seed, device, dtype)
     trainer = _recording_trainer_class(SFTTrainer)(
         model=model, args=args, train_dataset=datasets.Dataset.from_list(records), processing_class=tokenizer,
@@ -206,17 +179,6 @@ def _recording_trainer_class(base):
     return RecordingTrainer
 
 
-def _finalize(tmp: Path, out_dir: Path) -> None:
-    """Move the finished ``tmp`` folder onto ``out_dir`` (replacing an older one)."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-        os.replace(out_dir, old / out_dir.name)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _keep_init(base_path: str, tmp: Path, *, mode: str, lora: Mapping | None, init_adapter: str | None,
                seed: int, dtype: str, chat_template: str | None) -> None:
     """No examples: out_dir gets the init weights (the init adapter, a fresh identity adapter, or the model)."""
@@ -234,7 +196,7 @@ def _keep_init(base_path: str, tmp: Path, *, mode: str, lora: Mapping | None, in
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    get_peft_model(model, LoraConfig(**_plain(lora))).save_pretrained(tmp)  # lora_B = 0: the base model's outputs
+    get_peft_model(model, LoraConfig(**dict(plain(lora) or {}))).save_pretrained(tmp)  # lora_B = 0: the base model's outputs
 
 
 def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | os.PathLike, *, mode: str = "lora",
@@ -250,32 +212,30 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     num_examples = len(_records(examples))
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.trainer-"))
     result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter)
     try:
-        if num_examples == 0:
-            with _quiet():
-                _keep_init(base_path, tmp, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
-                           dtype=dtype, chat_template=chat_template)
-        else:
-            trainer = build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
-                                    init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
-                                    chat_template=chat_template)
-            start = time.perf_counter()
-            output = trainer.train()
-            result.trained = True
-            result.train_runtime = float(output.metrics.get("train_runtime", time.perf_counter() - start))
-            result.global_step = int(trainer.state.global_step)
-            result.losses = trainer.finish_step_losses()
-            result.log_history = [dict(h) for h in trainer.state.log_history]
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            model.save_pretrained(tmp)  # a PeftModel saves only its adapter
-            if mode == "full":
-                trainer.processing_class.save_pretrained(tmp)
-        (tmp / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
-        _finalize(tmp, out_dir)
+        with atomic_folder(out_dir) as tmp:
+            if num_examples == 0:
+                with _quiet():
+                    _keep_init(base_path, tmp, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
+                               dtype=dtype, chat_template=chat_template)
+            else:
+                trainer = build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
+                                        init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
+                                        chat_template=chat_template)
+                start = time.perf_counter()
+                output = trainer.train()
+                result.trained = True
+                result.train_runtime = float(output.metrics.get("train_runtime", time.perf_counter() - start))
+                result.global_step = int(trainer.state.global_step)
+                result.losses = trainer.finish_step_losses()
+                result.log_history = [dict(h) for h in trainer.state.log_history]
+                model = trainer.accelerator.unwrap_model(trainer.model)
+                model.save_pretrained(tmp)  # a PeftModel saves only its adapter
+                if mode == "full":
+                    trainer.processing_class.save_pretrained(tmp)
+            (tmp / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return result

@@ -1,8 +1,12 @@
 """Methods: each is a way to run the shared loop (mafl/methods/society_loop.py: debate -> sets -> fine-tunes ->
 evaluation), chosen by ``method.name``; ``method.label`` names the method's row in reports.
 
+Each method is one registered :class:`Method` that says what it is: whether it fine-tunes, whether one shared
+model speaks for every agent, and the function that runs it (imported only when the method is chosen). Their
+order here is the order of rows in reports (the paper's).
+
 ``single``, ``majority`` and ``debate`` evaluate the untuned society with 1 agent x 1 round, N agents x 1 round,
-and N agents x R rounds (they never fine-tune, whatever ``finetune.iterations`` says). ``multiagent_ft`` fine-tunes
+and N agents x R rounds (they never fine-tune: ``finetune.iterations`` must be 0). ``multiagent_ft`` fine-tunes
 each agent's generator and critic on its own slice of the debate (its ablations are presets of it:
 conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model on its own majority-voted samples;
 ``star`` fine-tunes one model on its rationales that reach the ground truth (mafl/methods/star.py).
@@ -10,23 +14,76 @@ conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model o
 """
 from __future__ import annotations
 
-import importlib
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 from omegaconf import DictConfig
 
-from mafl.config import DebateSettings, FinetuneSettings
+from mafl.errors import ConfigError, integer, known_keys
+from mafl.registry import Registry, load
 
-METHODS = {
-    "single": "mafl.methods.society_loop:run_society_loop",
-    "majority": "mafl.methods.society_loop:run_society_loop",
-    "debate": "mafl.methods.society_loop:run_society_loop",
-    "multiagent_ft": "mafl.methods.society_loop:run_society_loop",
-    "majority_ft": "mafl.methods.society_loop:run_society_loop",
-    "star": "mafl.methods.star:run_star",
-}
+if TYPE_CHECKING:
+    from mafl.config import Settings
+
+LOOP = "mafl.methods.society_loop:run_society_loop"
 
 
-def run_method(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetune: FinetuneSettings) -> dict:
-    module, _, attr = METHODS[cfg.method.name].partition(":")
-    return getattr(importlib.import_module(module), attr)(cfg, run_dir, debate, finetune)
+@dataclass(frozen=True)
+class Method:
+    name: str
+    runner: str  # "module:attr" of run(cfg, run_dir, settings) -> results
+    finetunes: bool  # False: evaluates the untuned society only
+    shared: bool  # one shared model speaks for every agent (else each agent has its own)
+    check: str | None = None  # "module:attr" of check(settings), the method's own checks of the run's settings
+
+    def run(self, cfg: DictConfig, run_dir: Path, settings: "Settings") -> dict:
+        return load(self.runner)(cfg, run_dir, settings)
+
+
+METHODS: Registry[Method] = Registry("method", "method.name")
+for _method in (
+    Method("single", LOOP, finetunes=False, shared=False),
+    Method("majority", LOOP, finetunes=False, shared=False),
+    Method("debate", LOOP, finetunes=False, shared=False),
+    Method("star", "mafl.methods.star:run_star", finetunes=True, shared=True, check="mafl.methods.star:check_star"),
+    Method("majority_ft", LOOP, finetunes=True, shared=True),
+    Method("multiagent_ft", LOOP, finetunes=True, shared=False),
+):
+    METHODS.register(_method.name, _method)
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """``conf/method/*.yaml``: the registered method ``name`` and how this run uses it."""
+
+    name: str
+    label: str
+    spec: Method
+    single_model: bool = False  # one shared model fine-tuned on every agent's data (an ablation)
+    weights: str | None = None  # a folder of fine-tuned weights the society starts from
+    rationalize: str | None = None  # star: the question of a rationalisation request
+    samples: int | None = None  # majority: answers per problem (None: debate.agents x debate.rounds)
+
+    @property
+    def shared(self) -> bool:
+        """One model speaks for every agent."""
+        return self.spec.shared or self.single_model
+
+    @classmethod
+    def from_cfg(cls, c: Mapping, iterations: int) -> "MethodSettings":
+        """A ConfigError for an unregistered name, an unknown key, or fine-tuning asked of a method that cannot."""
+        known_keys(c, "method", [f.name for f in fields(cls) if f.name != "spec"])
+        spec = METHODS.get(c.get("name"))
+        if iterations and not spec.finetunes:
+            tuned = ", ".join(m for m in METHODS if METHODS.get(m).finetunes)
+            raise ConfigError(f"finetune.iterations: method {spec.name} does not fine-tune (got {iterations}); "
+                              f"set finetune.iterations=0, or choose a method that does ({tuned})")
+        weights = c.get("weights")
+        return cls(name=spec.name, label=str(c.get("label") or spec.name), spec=spec,
+                   single_model=bool(c.get("single_model", False)), weights=str(weights) if weights else None,
+                   rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True))
+
+
+def run_method(cfg: DictConfig, run_dir: Path, settings: "Settings") -> dict:
+    return settings.method.spec.run(cfg, run_dir, settings)

@@ -17,7 +17,8 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from mafl.config import ConfigError, DebateSettings, FinetuneSettings
+from mafl.config import Settings
+from mafl.errors import ConfigError
 from mafl.debate.engine import derive_seed, run_debate
 from mafl.debate.society import Society
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
@@ -28,24 +29,22 @@ from mafl.session import Session, open_session
 log = logging.getLogger("mafl")
 
 GLOBAL = "global"  # the shared model of global-to-local fine-tuning (finetune.global_first)
-SHARED_METHODS = ("majority_ft", "star")
-UNTUNED_METHODS = ("single", "majority", "debate")  # evaluate the untuned society only
 
 # (session, society of iteration k-1, k) -> {model: its fine-tuning set}
 TrainSets = Callable[[Session, Society, int], dict[str, FinetuneSet]]
 
 
-def make_society(cfg: DictConfig, debate: DebateSettings) -> Society:
+def make_society(settings: Settings) -> Society:
     """multiagent_ft: 2N models (N without critics); majority_ft, star and the single-model ablation: one shared
     model."""
-    shared = cfg.method.name in SHARED_METHODS or bool(cfg.method.get("single_model", False))
-    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=shared)
+    debate = settings.debate
+    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=settings.method.shared)
 
 
-def start_weights(cfg: DictConfig, society: Society) -> dict[str, str]:
+def start_weights(settings: Settings, society: Society) -> dict[str, str]:
     """``method.weights``: a folder of fine-tuned weights (e.g. ``<run>/iter_2/models``) holding every model of the
     society, which it starts from (zero-shot transfer: fine-tune on one dataset, evaluate on another)."""
-    folder = cfg.method.get("weights")
+    folder = settings.method.weights
     if not folder:
         return {}
     folder = Path(str(folder)).expanduser().resolve()
@@ -67,7 +66,7 @@ def build_sets(session: Session, society: Society, transcripts, seed: int) -> di
 
 def debate_train_sets(session: Session, society: Society, iteration: int) -> dict[str, FinetuneSet]:
     """The society debates the train problems (``iter_k/train``); each model's set is its slice of the debate."""
-    cfg = session.cfg
+    cfg = session.settings
     transcripts = run_debate(
         session.backend(society), session.task, session.train, society, session.debate, session.prompts,
         seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run_dir / f"iter_{iteration}" / "train",
@@ -76,7 +75,7 @@ def debate_train_sets(session: Session, society: Society, iteration: int) -> dic
 
 
 def global_first(session: Session, society: Society) -> bool:
-    return bool(session.cfg.finetune.get("global_first", False)) and not society.shared
+    return session.finetune.global_first and not society.shared
 
 
 def set_names(session: Session, society: Society) -> list[str]:
@@ -87,9 +86,9 @@ def set_names(session: Session, society: Society) -> list[str]:
 def iteration_sets(session: Session, society: Society, iteration: int, train_sets: TrainSets,
                    stages: Stages) -> dict[str, FinetuneSet]:
     """Every model's set of ``iteration``, kept in ``iter_k/sets`` (read back when a run resumes)."""
-    from mafl.finetune.mixing import MixSettings, load_general, mix_general
+    from mafl.finetune.mixing import load_general, mix_general
 
-    cfg = session.cfg
+    cfg = session.settings
     sets_dir = session.run_dir / f"iter_{iteration}" / "sets"
     names = set_names(session, society)
     if stages.done(f"iter_{iteration}.sets"):
@@ -98,7 +97,7 @@ def iteration_sets(session: Session, society: Society, iteration: int, train_set
     if global_first(session, society):
         sets = {GLOBAL: merge_sets(sets.values(), name=GLOBAL, seed=derive_seed(cfg.seed, "sets", iteration),
                                    max_examples=session.finetune.max_examples), **sets}
-    mix = MixSettings.from_cfg(cfg.finetune.get("mix_general"))
+    mix = session.finetune.mix_general
     if mix is not None:
         general = load_general(mix.path)
         sets = {n: mix_general(s, general, mix.eta, seed=derive_seed(cfg.seed, "mix", iteration))
@@ -126,7 +125,7 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     """Fine-tune every model of the society on its own set (the global model first); returns {model: result}."""
     from mafl.finetune.trainer import finetune_model
 
-    ft, cfg = session.finetune, session.cfg
+    ft, cfg = session.finetune, session.settings
     it_dir = session.run_dir / f"iter_{iteration}"
     names = set_names(session, society)
     results = {}
@@ -142,7 +141,7 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
         res = finetune_model(
             session.base_path, sets[model], out, mode=ft.mode, lora=ft.lora, train=ft.train, init_adapter=init,
             seed=derive_seed(cfg.seed, iteration, model), device=cfg.device, dtype=cfg.model.dtype,
-            chat_template=cfg.model.get("chat_template"),
+            chat_template=cfg.model.chat_template,
         )
         results[model] = res.to_json()
         atomic_write_json(record, results[model])
@@ -152,33 +151,22 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     return results
 
 
-def majority_samples(cfg: DictConfig, debate: DebateSettings) -> DebateSettings:
+def majority_samples(settings: Settings) -> Settings:
     """``method=majority``: ``method.samples`` independent answers per problem in one round (default N x R, the
     debate's number of answers per problem, so the baseline is compute-matched), then their majority vote."""
-    samples = cfg.method.get("samples")
-    if samples is None:
-        samples = debate.agents * debate.rounds
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ConfigError(f"method.samples: must be an integer >= 1 or null (got {samples!r})")
-    return replace(debate, agents=samples, rounds=1)
+    debate = settings.debate
+    samples = settings.method.samples or debate.agents * debate.rounds
+    return replace(settings, debate=replace(debate, agents=samples, rounds=1))
 
 
-def run_society_loop(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetune: FinetuneSettings, *,
+def run_society_loop(cfg: DictConfig, run_dir: Path, settings: Settings, *,
                      train_sets: TrainSets = debate_train_sets) -> dict:
-    if cfg.method.name == "majority":
-        debate = majority_samples(cfg, debate)
-    society = make_society(cfg, debate)
-    society.weights = start_weights(cfg, society)
-    iterations = finetune.iterations
-    if cfg.method.name in UNTUNED_METHODS and iterations:
-        log.info("method %s evaluates the untuned society: finetune.iterations=%d ignored", cfg.method.name,
-                 iterations)
-        iterations = 0
-    if iterations:
-        from mafl.finetune.mixing import MixSettings
-
-        MixSettings.from_cfg(cfg.finetune.get("mix_general"))  # a bad file or eta fails before any work
-    with open_session(cfg, run_dir, debate, finetune) as session:
+    if settings.method.name == "majority":
+        settings = majority_samples(settings)
+    society = make_society(settings)
+    society.weights = start_weights(settings, society)
+    debate, iterations = settings.debate, settings.finetune.iterations
+    with open_session(cfg, run_dir, settings) as session:
         stages = Stages(run_dir)
         for k in range(iterations + 1):
             it_dir = run_dir / f"iter_{k}"
@@ -191,7 +179,7 @@ def run_society_loop(cfg: DictConfig, run_dir: Path, debate: DebateSettings, fin
                 society.weights = {m: str(it_dir / "models" / m) for m in society.models}
             eval_tx = run_debate(
                 session.backend(society), session.task, session.eval, society, debate, session.prompts,
-                seed=derive_seed(cfg.seed, "eval"), out_dir=it_dir / "eval",
+                seed=derive_seed(settings.seed, "eval"), out_dir=it_dir / "eval",
                 progress=session.progress, desc=f"iteration {k}: debate (eval)")
             records = session.measure(eval_tx, society, iteration=k, split="eval")
             print_iteration(k, records)

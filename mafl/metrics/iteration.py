@@ -37,14 +37,11 @@ from mafl.backends.base import Backend
 from mafl.debate.transcript import Transcript
 from mafl.metrics.accuracy import accuracy_records
 from mafl.metrics.cutoff import cutoff_records
-from mafl.metrics.diversity import (
-    PACKAGED_EMBEDDING_MODEL, Embedder, consensus_records, diversity_subset, embedding_records, load_embedder,
-)
+from mafl.metrics.diversity import Embedder, consensus_records, diversity_subset, embedding_records, load_embedder
 from mafl.metrics.likelihood import likelihood_records
+from mafl.metrics.settings import ROUNDS, MetricsSettings
 from mafl.metrics.stats import MetricRecord
 from mafl.tasks.base import Task
-
-ROUNDS = {"first": (0, ""), "final": (-1, "_final")}
 
 
 def compute_iteration_metrics(
@@ -52,7 +49,7 @@ def compute_iteration_metrics(
     task: Task,
     *,
     backend: Backend | None = None,
-    metrics_cfg: Mapping[str, Any],
+    metrics_cfg: MetricsSettings | Mapping[str, Any],
     iteration: int,
     split: str,
     seed: int,
@@ -60,31 +57,29 @@ def compute_iteration_metrics(
 ) -> list[MetricRecord]:
     """The records of one iteration and split (see the module docstring for the list).
 
-    ``embedder`` (texts -> unit-norm embeddings) replaces the model named by ``metrics.embedding_model``;
-    ``embedding_model: null`` turns embedding dissimilarity off.
+    ``metrics_cfg``: the checked settings, or a ``metrics`` config (checked here). ``embedder`` (texts ->
+    unit-norm embeddings) replaces the model named by ``metrics.embedding_model``; ``embedding_model: null``
+    turns embedding dissimilarity off.
     """
-    cfg = dict(metrics_cfg or {})
-    common = dict(iteration=iteration, split=split, samples=int(cfg.get("bootstrap_samples", 1000)), seed=seed)
+    cfg = metrics_cfg if isinstance(metrics_cfg, MetricsSettings) else MetricsSettings.from_cfg(metrics_cfg)
+    common = dict(iteration=iteration, split=split, samples=cfg.bootstrap_samples, seed=seed)
     transcripts = [t for t in transcripts if t.rounds]
     records = accuracy_records(transcripts, task, **common) + consensus_records(transcripts, task, **common)
     records += cutoff_records(transcripts, **common)
-    if not cfg.get("diversity", True) or not transcripts:
+    if not cfg.diversity or not transcripts:
         return records
 
-    subset = diversity_subset(transcripts, cfg.get("diversity_problems"))
-    rounds = list(cfg.get("diversity_rounds") or ["first"])
-    if unknown := set(rounds) - set(ROUNDS):
-        raise ValueError(f"metrics.diversity_rounds: unknown {sorted(unknown)}; choose from {sorted(ROUNDS)}")
+    subset = diversity_subset(transcripts, cfg.diversity_problems)
+    rounds = list(cfg.diversity_rounds)
     if len(rounds) == 2 and all(len(t.rounds) == 1 for t in subset):
         rounds = ["first"]  # one round: the last round is the first
     if backend is not None:
         for r in rounds:
             index, suffix = ROUNDS[r]
             records += likelihood_records(subset, backend, round_index=index, suffix=suffix,
-                                          chunk_size=int(cfg.get("score_chunk_size", 64)), **common)
-    if embedder is None and cfg.get("embedding_model", PACKAGED_EMBEDDING_MODEL):
-        embedder = load_embedder(str(cfg.get("embedding_model", PACKAGED_EMBEDDING_MODEL)),
-                                 cfg.get("embedding_device"), int(cfg.get("embedding_batch_size", 64)))
+                                          chunk_size=cfg.score_chunk_size, **common)
+    if embedder is None and cfg.embedding_model:
+        embedder = load_embedder(cfg.embedding_model, cfg.embedding_device, cfg.embedding_batch_size)
     if embedder is not None:
         for r in rounds:
             index, suffix = ROUNDS[r]

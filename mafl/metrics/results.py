@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mafl.metrics.stats import MetricRecord
-from mafl.rundir import atomic_write_text
+from mafl.rundir import atomic_write_json
 
 RESULTS_FILE = "results.json"
 
@@ -68,14 +68,9 @@ class Results:
         return sorted(found, key=lambda r: r.iteration)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as strict JSON (no NaN) to ``path`` atomically (see :mod:`mafl.rundir`)."""
-    return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
-
-
 def write_results(run_dir: str | Path, results: Results) -> Path:
     """Write ``<run_dir>/results.json`` atomically; returns its path."""
-    return write_json_atomic(Path(run_dir) / RESULTS_FILE, results.to_json())
+    return atomic_write_json(Path(run_dir) / RESULTS_FILE, results.to_json(), strict=True)
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:

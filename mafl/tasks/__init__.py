@@ -6,45 +6,84 @@
     pred = task.extract_answer(response)           # str | None
     task.is_equivalent(pred, problem.answer)       # bool; never raises, bounded in time
     majority_vote(task, [a0, a1, a2]).winner       # str | None
+
+Every task is registered below by name (``dataset.task``) and imported only when chosen. A task owns its
+problems (``Task.load_problems``: generated, as Arithmetic's, or read from files and filtered, as MATH's) and the
+checks of its dataset keys (``Task.check_config``). Adding a task: its module, its line here, and its
+``conf/dataset/<name>.yaml``.
 """
 from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from mafl.tasks.arithmetic import ArithmeticTask
+from mafl.errors import plain
+from mafl.registry import Registry
 from mafl.tasks.base import BadRow, Problem, Task
-from mafl.tasks.jsonl import jsonl_task
-from mafl.tasks.loading import DatasetError, load_splits
-from mafl.tasks.math_task import MathTask
-from mafl.tasks.numeric import GSM8KTask
+from mafl.tasks.loading import DatasetError
 from mafl.tasks.vote import Vote, majority_vote
 
-TASKS: dict[str, Callable[..., Task]] = {
-    "arithmetic": ArithmeticTask,
-    "gsm8k": GSM8KTask,
-    "math": MathTask,
-    "jsonl": jsonl_task,
-}
+if TYPE_CHECKING:
+    from mafl.debate.prompts import Prompts
+
+TASKS: Registry[str] = Registry("task", "dataset.task")
+TASKS.register("arithmetic", "mafl.tasks.arithmetic:ArithmeticTask")
+TASKS.register("gsm8k", "mafl.tasks.numeric:GSM8KTask")
+TASKS.register("math", "mafl.tasks.math_task:MathTask")
+TASKS.register("jsonl", "mafl.tasks.jsonl:jsonl_task")
 
 
 def get_task(name: str, **options: Any) -> Task:
     """The task called ``name`` (``TASKS``), built with its options, e.g. ``get_task("jsonl", answer_type="math")``
     or ``get_task("math", check_timeout=5.0)``."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[name](**options)
+    return TASKS.load(name)(**options)
 
 
 def task_from_config(dataset_cfg: Mapping) -> Task:
     """The task of a dataset config group: ``dataset.task`` plus whichever of its keys the task takes."""
-    name = dataset_cfg["task"]
-    if name not in TASKS:
-        raise ValueError(f"dataset.task={name!r} is unknown; choose one of {', '.join(TASKS)}")
-    accepted = inspect.signature(TASKS[name]).parameters
-    return get_task(name, **{k: dataset_cfg[k] for k in accepted if k in dataset_cfg})
+    make = TASKS.load(dataset_cfg["task"])
+    accepted = inspect.signature(make).parameters
+    return make(**{k: dataset_cfg[k] for k in accepted if k in dataset_cfg})
 
 
-__all__ = ["TASKS", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",
+def load_splits(dataset_cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
+    """(train, eval) problems of a dataset config group, as its task loads them (``eval_seed``, ``train_seed``).
+
+    ``protocol: official`` (the public code's protocol) returns the eval problems as the train problems too: the
+    society then fine-tunes on debates of the questions it is evaluated on."""
+    cfg = plain(dataset_cfg)
+    train, eval_ = task_from_config(cfg).load_problems(cfg)
+    if cfg.get("protocol", "heldout") == "official":
+        return list(eval_), eval_
+    return train, eval_
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """``conf/dataset/*.yaml``: the task (which owns the checks of the other keys and loads the problems) and the
+    prompt templates of the debate."""
+
+    name: str
+    task: Task
+    prompts: "Prompts"
+    options: dict  # every dataset.* key, as the task reads them
+
+    @classmethod
+    def from_cfg(cls, c: Mapping) -> "DatasetSettings":
+        from mafl.debate.prompts import Prompts
+
+        options = plain(c)
+        task = task_from_config(options)
+        task.check_config(options)
+        return cls(name=str(options.get("name") or options["task"]), task=task,
+                   prompts=Prompts.from_cfg(options.get("prompts") or {}), options=options)
+
+    def load_problems(self) -> tuple[list[Problem], list[Problem]]:
+        """(train, eval) problems, as the task loads them (see :func:`load_splits`)."""
+        return load_splits(self.options)
+
+
+__all__ = ["TASKS", "DatasetSettings", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",
            "majority_vote", "task_from_config"]

@@ -7,8 +7,10 @@ grows (the first 100 eval problems of ``n_eval=500`` are those of ``n_eval=100``
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 
-from mafl.tasks.base import Problem
+from mafl.errors import integer
+from mafl.tasks.base import Problem, Task
 from mafl.tasks.numeric import NumericTask
 
 QUESTION = "What is the result of {}+{}*{}+{}-{}*{}?"
@@ -19,6 +21,14 @@ class ArithmeticTask(NumericTask):
 
     def __init__(self) -> None:
         super().__init__(question_field="question", answer_field="answer", integer=True)
+
+    def check_config(self, cfg: Mapping) -> None:
+        Task.check_config(self, cfg)  # generated, not read: no files to check
+        integer(cfg, "high", "dataset", low=integer(cfg, "low", "dataset"))
+
+    def load_problems(self, cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
+        return arithmetic_problems(cfg.get("n_train"), cfg.get("n_eval"), eval_seed=cfg.get("eval_seed", 0),
+                                   train_seed=cfg.get("train_seed", 0), low=cfg.get("low", 0), high=cfg.get("high", 29))
 
 
 def arithmetic_value(a: int, b: int, c: int, d: int, e: int, f: int) -> int:

@@ -10,9 +10,11 @@ One API is used everywhere (debate votes, fine-tuning sets, metrics)::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from mafl.errors import choice, integer
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,20 @@ class Task(ABC):
     def equivalent_many(self, pairs: Iterable[tuple[str | None, str]]) -> list[bool]:
         """``is_equivalent(pred, gold)`` for every (pred, gold) pair, in order (tasks may run them in parallel)."""
         return [self.is_equivalent(pred, gold) for pred, gold in pairs]
+
+    def check_config(self, cfg: Mapping) -> None:
+        """Refuse a ``dataset.*`` value that cannot work, with a ConfigError naming the key (before any work)."""
+        integer(cfg, "n_train", "dataset", low=1, none_ok=True)
+        integer(cfg, "n_eval", "dataset", low=1, none_ok=True)
+        integer(cfg, "eval_seed", "dataset", low=0)
+        integer(cfg, "train_seed", "dataset", low=0)
+        choice(cfg, "protocol", "dataset", ("heldout", "official"))
+
+    def load_problems(self, cfg: Mapping) -> tuple[list["Problem"], list["Problem"]]:
+        """The (train, eval) problems of a dataset config group (``conf/dataset/<name>.yaml``): disjoint, the eval
+        problems drawn with ``eval_seed`` and the train problems with ``train_seed``, whatever the run's seed
+        (``dataset.protocol`` is applied on top, by :func:`mafl.tasks.load_splits`)."""
+        raise NotImplementedError(f"the {self.name} task does not load problems from a dataset config")
 
     def row_meta(self, row: dict) -> dict[str, Any]:
         """What a Problem keeps of a raw row besides question and answer (reference solution, level, ...)."""

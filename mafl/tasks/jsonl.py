@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 
 from mafl.tasks.answers import MAX_ANSWER_CHARS, last_boxed, stated_answer
+from mafl.errors import choice
 from mafl.tasks.base import BadRow, Task
+from mafl.tasks.loading import FileTask
 from mafl.tasks.math_task import MathTask
 from mafl.tasks.numeric import NumericTask
 
@@ -28,7 +30,7 @@ def normalize_text(s: str) -> str:
     return s.lower()
 
 
-class TextTask(Task):
+class TextTask(FileTask):
     name = "text"
 
     def __init__(self, question_field: str = "question", answer_field: str = "answer"):
@@ -63,14 +65,13 @@ class TextTask(Task):
 def jsonl_task(answer_type: str = "number", question_field: str = "question", answer_field: str = "answer",
                check_timeout: float = 5.0, check_workers: int | None = None) -> Task:
     """The task for a JSONL file whose rows hold ``question_field`` and ``answer_field``."""
+    choice({"answer_type": answer_type}, "answer_type", "dataset", ANSWER_TYPES)
     if answer_type in ("integer", "number"):
         task: Task = NumericTask(question_field, answer_field, integer=answer_type == "integer")
     elif answer_type == "math":
         task = MathTask(question_field=question_field, answer_field=answer_field, solution_field=answer_field,
                         check_timeout=check_timeout, check_workers=check_workers)
-    elif answer_type == "text":
-        task = TextTask(question_field, answer_field)
     else:
-        raise ValueError(f"dataset.answer_type={answer_type!r}: choose one of {', '.join(ANSWER_TYPES)}")
+        task = TextTask(question_field, answer_field)
     task.name = "jsonl"
     return task

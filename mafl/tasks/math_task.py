@@ -20,10 +20,11 @@ import importlib.util
 import logging
 import re
 from fractions import Fraction
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
 from mafl.tasks.answers import MAX_ANSWER_CHARS, last_boxed, parse_number, stated_answer
-from mafl.tasks.base import BadRow, Task
+from mafl.tasks.base import BadRow
+from mafl.tasks.loading import FileTask
 from mafl.tasks.sandbox import get_sandbox
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,12 @@ def math_level(raw: object) -> int | None:
     return int(m.group(0)) if m else None
 
 
-class MathTask(Task):
+def subject_key(s: object) -> str:
+    """"Counting & Probability", "counting_and_probability" -> "counting_and_probability"."""
+    return re.sub(r"[^a-z0-9]+", "_", str(s).lower().replace("&", "and")).strip("_")
+
+
+class MathTask(FileTask):
     name = "math"
 
     def __init__(self, question_field: str = "problem", answer_field: str = "answer",
@@ -173,3 +179,20 @@ class MathTask(Task):
             "level": math_level(row.get("level")),
             "subject": row.get("type") or row.get("subject"),
         }
+
+    def row_filter(self, cfg: Mapping) -> Callable[[dict], bool]:
+        """Whether a row's meta passes the ``dataset.levels`` and ``dataset.subjects`` filters (null: no filter)."""
+        levels, subjects = cfg.get("levels"), cfg.get("subjects")
+        if isinstance(levels, (str, int)):
+            levels = [levels]
+        if isinstance(subjects, str):
+            subjects = [subjects]
+        wanted_levels = None if levels is None else {math_level(x) for x in levels}
+        wanted_subjects = None if subjects is None else {subject_key(x) for x in subjects}
+
+        def keep(meta: dict) -> bool:
+            if wanted_levels is not None and meta.get("level") not in wanted_levels:
+                return False
+            return wanted_subjects is None or subject_key(meta.get("subject")) in wanted_subjects
+
+        return keep

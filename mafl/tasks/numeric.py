@@ -11,10 +11,11 @@ from __future__ import annotations
 from fractions import Fraction
 
 from mafl.tasks.answers import format_number, numeric_answer, parse_number
-from mafl.tasks.base import BadRow, Task
+from mafl.tasks.base import BadRow
+from mafl.tasks.loading import FileTask
 
 
-class NumericTask(Task):
+class NumericTask(FileTask):
     """One number per answer. ``integer=True`` also requires every gold answer to be a whole number."""
 
     name = "number"

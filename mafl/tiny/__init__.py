@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
+
+from mafl.rundir import atomic_folder
 
 RECIPE_FILE = "recipe.json"
 
@@ -62,24 +62,12 @@ def ensure_tiny_model(recipe: Mapping[str, Any], *, home: str | Path | None = No
     with FileLock(str(final) + ".lock"):
         if (final / RECIPE_FILE).exists() and not rebuild:
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        tmp.chmod(0o755)
-        try:
+        with atomic_folder(final) as tmp:
             if progress:
                 print(f"mafl: pretraining the tiny model into {final} (once; cached afterwards)", flush=True)
             stats = pretrain(Recipe(**description["recipe"]), tmp, prompts=description["prompts"],
                              progress=progress)
             (tmp / RECIPE_FILE).write_text(json.dumps({**description, **stats}, indent=2, sort_keys=True))
-            if final.exists():
-                old = final.with_name(f".{final.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                final.rename(old)
-                tmp.rename(final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

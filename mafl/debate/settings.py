@@ -1,0 +1,52 @@
+"""The debate's settings (``conf/debate/*.yaml``), checked before any work starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+from mafl.errors import choice, integer, known_keys, number
+
+
+@dataclass(frozen=True)
+class DebateSettings:
+    agents: int
+    rounds: int
+    max_others: int | None
+    summarize: bool
+    summarizer: str
+    context: str
+    topology: str
+    adjacency: list | None
+    critics: bool
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int
+    summary_max_new_tokens: int
+    chunk_size: int
+
+    @classmethod
+    def from_cfg(cls, c: Mapping) -> "DebateSettings":
+        p = "debate"
+        known_keys(c, p, [f.name for f in fields(cls)])
+        s = cls(
+            agents=integer(c, "agents", p, low=1),
+            rounds=integer(c, "rounds", p, low=1),
+            max_others=integer(c, "max_others", p, low=1, none_ok=True),
+            summarize=bool(c.get("summarize", False)),
+            summarizer=choice(c, "summarizer", p, ("base", "self")),
+            context=choice(c, "context", p, ("conversation", "others")),
+            topology=choice(c, "topology", p, ("full", "ring", "custom")),
+            adjacency=list(c["adjacency"]) if c.get("adjacency") is not None else None,
+            critics=bool(c.get("critics", True)),
+            temperature=number(c, "temperature", p, low=0.0),
+            top_p=number(c, "top_p", p, low=0.0, high=1.0, strict_low=True),
+            top_k=integer(c, "top_k", p, low=0),
+            max_new_tokens=integer(c, "max_new_tokens", p, low=1),
+            summary_max_new_tokens=integer(c, "summary_max_new_tokens", p, low=1),
+            chunk_size=integer(c, "chunk_size", p, low=1),
+        )
+        from mafl.debate.society import readers
+
+        readers(s.agents, s.topology, s.adjacency)  # checks a custom adjacency
+        return s

@@ -1,0 +1,50 @@
+"""The fine-tuning settings (``conf/finetune/*.yaml``), checked before any work starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Mapping
+
+from mafl.errors import choice, integer, known_keys, number
+
+if TYPE_CHECKING:
+    from mafl.finetune.mixing import MixSettings
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    mode: str
+    iterations: int
+    init: str
+    critic_w: float | None
+    min_agreement: float | None
+    max_examples: int | None
+    lora: dict
+    train: dict
+    mix_general: "MixSettings | None" = None
+    global_first: bool = False
+
+    @classmethod
+    def from_cfg(cls, c: Mapping) -> "FinetuneSettings":
+        from mafl.finetune.mixing import MixSettings
+
+        p = "finetune"
+        known_keys(c, p, [f.name for f in fields(cls)])
+        train = dict(c.get("train") or {})
+        if "learning_rate" in train:
+            number(train, "learning_rate", f"{p}.train", low=0.0, strict_low=True)
+        if "num_train_epochs" in train:
+            number(train, "num_train_epochs", f"{p}.train", low=0.0, strict_low=True)
+        if "per_device_train_batch_size" in train:
+            integer(train, "per_device_train_batch_size", f"{p}.train", low=1)
+        return cls(
+            mode=choice(c, "mode", p, ("lora", "full")),
+            iterations=integer(c, "iterations", p, low=0),
+            init=choice(c, "init", p, ("previous", "base")),
+            critic_w=number(c, "critic_w", p, low=0.0, high=1.0, none_ok=True),
+            min_agreement=number(c, "min_agreement", p, low=0.0, high=1.0, none_ok=True),
+            max_examples=integer(c, "max_examples", p, low=1, none_ok=True),
+            lora=dict(c.get("lora") or {}),
+            train=train,
+            mix_general=MixSettings.from_cfg(c.get("mix_general")),
+            global_first=bool(c.get("global_first", False)),
+        )

@@ -1,0 +1,120 @@
+"""Aggregation and formatting across runs, used by the console summary (``mafl.summary``), ``mafl report``,
+the plots and the notebook: society-level records, runs grouped by model, method and dataset, a metric's curve
+over iterations, seeds combined, and one cell format.
+
+* One run: a metric's value ± its own standard error (over problems).
+* Several runs of one model, method and dataset (seeds): the mean across runs ± its standard error across runs,
+  with the one formula of :func:`mafl.metrics.stats.mean_stderr` (``sd/sqrt(k)``, ``ddof=1``), marked ``(n=k)``.
+* A cell: accuracies and consensus in % with one decimal, anything else with three, ``–`` when not measured.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+from mafl.metrics.results import Results
+from mafl.metrics.stats import MetricRecord, mean_stderr
+
+DIVERSITY_METRICS = [
+    "consensus", "consensus/round1", "kl/agents", "kl/base", "nll", "embedding_dissimilarity",
+    "kl/agents_final", "kl/base_final", "nll_final", "embedding_dissimilarity_final",
+]
+# what the answers cost and what their token budgets cut off (mafl.metrics.cutoff)
+BUDGET_METRICS = ["answers_per_problem", "cutoff/round1", "cutoff/round2", "cutoff/round3", "cutoff/summary"]
+PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff")
+MISSING = "–"
+
+Group = tuple[str, str, str]  # (model, method label, dataset)
+
+
+def is_percent(metric: str) -> bool:
+    return metric.startswith(PERCENT_PREFIXES)
+
+
+def unit(metric: str) -> str:
+    return "%" if is_percent(metric) else "per token" if metric.startswith(("kl", "nll")) else ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    value: float
+    stderr: float | None
+    runs: int  # > 1: mean ± SE across runs; 1: the run's own stderr
+
+    @classmethod
+    def of(cls, record: MetricRecord) -> "Cell":
+        return cls(record.value, record.stderr, 1)
+
+
+def society_record(records: Sequence[MetricRecord], metric: str, iteration: int | None = None,
+                   split: str = "eval") -> MetricRecord | None:
+    """The society-level record (``agent`` and ``other`` None) of ``metric`` at ``iteration`` (None: any)."""
+    for r in records:
+        if r.metric == metric and r.agent is None and r.other is None and r.split == split \
+                and (iteration is None or r.iteration == iteration):
+            return r
+    return None
+
+
+def group_runs(results: Sequence[Results]) -> dict[Group, list[Results]]:
+    """Runs by (model, method label, dataset), methods in the order they are registered (the paper's)."""
+    from mafl.methods import METHODS
+
+    rank = {m: i for i, m in enumerate(METHODS)}
+    groups: dict[Group, list[Results]] = defaultdict(list)
+    names: dict[Group, str] = {}
+    for r in results:
+        group = (r.model, r.method, r.dataset)
+        groups[group].append(r)
+        names[group] = str((r.config.get("method") or {}).get("name", r.method))
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], rank.get(names[kv[0]], len(rank)), kv[0][1],
+                                                        kv[0][2])))
+
+
+def combine(values: Sequence[tuple[float, float | None]]) -> Cell:
+    """One run: its value and stderr. Several: the mean across runs and its standard error."""
+    if len(values) == 1:
+        return Cell(values[0][0], values[0][1], 1)
+    mean, se = mean_stderr([v for v, _ in values])
+    return Cell(mean, se, len(values))
+
+
+def final_cell(runs: Sequence[Results], metric: str, split: str) -> Cell | None:
+    """The metric at each run's last measured iteration, combined across runs."""
+    finals = [recs[-1] for recs in (r.select(metric, split) for r in runs) if recs]
+    return combine([(x.value, x.stderr) for x in finals]) if finals else None
+
+
+def curve(runs: Sequence[Results], metric: str, split: str) -> dict[int, Cell]:
+    """The metric per iteration, combined across the runs that measured that iteration."""
+    by_iteration: dict[int, list[tuple[float, float | None]]] = defaultdict(list)
+    for r in runs:
+        for rec in r.select(metric, split):
+            by_iteration[rec.iteration].append((rec.value, rec.stderr))
+    return {k: combine(v) for k, v in sorted(by_iteration.items())}
+
+
+def format_cell(cell: Cell | MetricRecord | None, metric: str, seeds: bool = False) -> str:
+    """``62.0 ± 1.4``, ``0.210 ± 0.003 (n=3)``, or ``–``; ``seeds``: say ``(n=1)`` for one run too."""
+    if cell is None:
+        return MISSING
+    if isinstance(cell, MetricRecord):
+        cell = Cell.of(cell)
+    scale, digits = (100.0, 1) if is_percent(metric) else (1.0, 3)
+    text = f"{cell.value * scale:.{digits}f}"
+    if cell.stderr is not None:
+        text += f" ± {cell.stderr * scale:.{digits}f}"
+    return text + (f" (n={cell.runs})" if cell.runs > 1 or seeds else "")
+
+
+def answers_per_problem(runs: Sequence[Results], split: str) -> str:
+    """The answers generated per problem at the runs' final iteration (``–`` for runs that did not record it)."""
+    values = sorted({round(recs[-1].value, 1) for recs in (r.select("answers_per_problem", split) for r in runs)
+                     if recs})
+    return "/".join(f"{v:g}" for v in values) if values else MISSING
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
