@@ -29,7 +29,7 @@ from mafl.rundir import atomic_write_text
 log = logging.getLogger("mafl")
 
 # keys that may change between a run and its resumption
-VOLATILE_KEYS = ("resume", "run_dir", "logger")
+VOLATILE_KEYS = ("resume", "run_dir", "logger", "verbose")
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -80,9 +80,13 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Run the experiment ``cfg`` describes; returns the results (as saved in ``results.json``)."""
+    from mafl.progress import check_verbose, console_session
+
+    verbose = check_verbose(cfg)
     settings = validate(cfg)
     run_dir = resolve_run_dir(cfg)
     prepare_run_dir(cfg, run_dir)
     from mafl.methods import run_method
 
-    return run_method(cfg, run_dir, settings)
+    with console_session(verbose):
+        return run_method(cfg, run_dir, settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,8 +16,6 @@ from mafl.finetune.settings import FinetuneSettings
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.rundir import atomic_write_json
-
-log = logging.getLogger("mafl")
 
 
 @dataclass
@@ -88,11 +85,14 @@ class Session:
         if path.exists():
             records = [MetricRecord.from_json(d) for d in json.loads(path.read_text())]
         else:
+            from mafl.progress import stage
+
             metrics = self.settings.metrics
             backend = self.backend(society) if metrics.diversity else None
-            records = compute_iteration_metrics(
-                transcripts, self.task, backend=backend, metrics_cfg=metrics, iteration=iteration,
-                split=split, seed=self.settings.seed)
+            with stage(f"iteration {iteration}: metrics ({split})"):
+                records = compute_iteration_metrics(
+                    transcripts, self.task, backend=backend, metrics_cfg=metrics, iteration=iteration,
+                    split=split, seed=self.settings.seed)
             atomic_write_json(path, [r.to_json() for r in records])
         self.records = [r for r in self.records if not (r.iteration == iteration and r.split == split)] + records
         self.tracker.log_metrics(records, step=iteration)
@@ -115,6 +115,7 @@ class Session:
 def open_session(cfg: DictConfig, run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
     """Load the task and the base model's path, start the tracker; always finish the tracker."""
     from mafl.models import resolve_model_path
+    from mafl.progress import line
     from mafl.tracking import make_tracker
 
     train, eval_ = settings.dataset.load_problems()
@@ -123,8 +124,8 @@ def open_session(cfg: DictConfig, run_dir: Path, settings: Settings, progress: b
     session = Session(cfg=cfg, run_dir=run_dir, settings=settings,
                       prompts=settings.dataset.prompts, task=settings.dataset.task, train=train, eval=eval_,
                       base_path=base_path, tracker=tracker, progress=progress)
-    log.info("run folder %s: %s on %s (%d train, %d eval problems), model %s", run_dir, settings.method.name,
-             settings.dataset.name, len(train), len(eval_), base_path)
+    line(f"{settings.method.name} on {settings.dataset.name} ({len(train)} train, {len(eval_)} eval problems), "
+         f"model {base_path}, run folder {run_dir}")
     try:
         yield session
     finally:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mafl.metrics.aggregate import format_cell, markdown_table, society_record
+from mafl.metrics.aggregate import format_cell, society_record
 
-# (metric, label) of the society-level numbers shown after every iteration
+# (metric, label) of the society-level numbers in the table at the end of a run
 SHOWN = (
     ("accuracy/debate", "debate"),
     ("accuracy/agent_round1", "single agent"),
@@ -16,9 +16,17 @@ SHOWN = (
 )
 
 
+# the society-level numbers of the line printed after every iteration (the table at the end has them all)
+ITERATION_LINE = ("accuracy/debate", "accuracy/agent_round1", "consensus")
+WIDTH = 80  # the final table fits a terminal of this many columns
+
+
 def print_iteration(iteration: int, records: Sequence) -> None:
-    parts = [f"{label} {format_cell(r, m)}" for m, label in SHOWN if (r := society_record(records, m, iteration))]
-    print(f"iteration {iteration}: " + " | ".join(parts), flush=True)
+    from mafl.progress import line
+
+    parts = [f"{label} {format_cell(r, m)}" for m, label in SHOWN
+             if m in ITERATION_LINE and (r := society_record(records, m, iteration))]
+    line(f"iteration {iteration}: " + " | ".join(parts))
 
 
 def sets_line(iteration: int, reports: dict) -> str:
@@ -32,20 +40,37 @@ def sets_line(iteration: int, reports: dict) -> str:
     return f"iteration {iteration} sets: " + ", ".join(parts) + f" | {skipped} problems without a majority"
 
 
-def summary_table(results) -> str:
-    """A Markdown table: one row per iteration, accuracies in %, ± standard error."""
+def summary_table(results, width: int = WIDTH) -> str:
+    """A plain-text table: one row per metric, one column per iteration (accuracies in %, ± standard error); when
+    the iterations do not fit in ``width`` columns, they continue in a second block below."""
     iterations = sorted({r.iteration for r in results.records if r.split == "eval"})
     shown = [(m, label) for m, label in SHOWN if any(society_record(results.records, m, k) for k in iterations)]
-    rows = [[str(k), *(format_cell(society_record(results.records, m, k), m) for m, _ in shown)] for k in iterations]
-    return "\n".join([f"{results.method} on {results.dataset} ({results.model}), eval accuracy in % ± SE", "",
-                      markdown_table(["iteration", *(label for _, label in shown)], rows)])
+    title = (f"{results.method} on {results.dataset} ({results.model}), eval problems\n"
+             "accuracy and consensus in %, ± standard error")
+    if not shown:
+        return title + "\n(no eval metrics)"
+    cells = {k: [format_cell(society_record(results.records, m, k), m) for m, _ in shown] for k in iterations}
+    heads = {k: f"iteration {k}" for k in iterations}
+    label_w = max(len(label) for _, label in shown)
+    col_w = {k: max(len(heads[k]), *(len(c) for c in cells[k])) for k in iterations}
+    blocks, block = [], []
+    for k in iterations:
+        if block and label_w + sum(2 + col_w[j] for j in block + [k]) > width:
+            blocks.append(block)
+            block = []
+        block.append(k)
+    blocks.append(block)
+    lines = [title]
+    for block in blocks:
+        lines.append("")
+        lines.append(" " * label_w + "".join(f"  {heads[k]:>{col_w[k]}}" for k in block))
+        for i, (_, label) in enumerate(shown):
+            lines.append(f"{label:<{label_w}}" + "".join(f"  {cells[k][i]:>{col_w[k]}}" for k in block))
+    return "\n".join(lines)
 
 
 def print_summary(results) -> None:
-    try:
-        from rich.console import Console
-        from rich.markdown import Markdown
+    from mafl.progress import console
 
-        Console().print(Markdown(summary_table(results)))
-    except ImportError:  # pragma: no cover - rich is a dependency
-        print(summary_table(results))
+    console().print()
+    console().print(summary_table(results), markup=False, soft_wrap=True)

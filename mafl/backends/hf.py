@@ -146,11 +146,11 @@ class HFBackend:
         for key, idx in groups.items():
             idx.sort(key=lambda i: (-len(prompts[i]), i))
             batches += [idx[j:j + self.batch_size] for j in range(0, len(idx), self.batch_size)]
-        bar = None
-        if self.progress and len(batches) > 1:
-            from tqdm.auto import tqdm
+        from mafl import progress
 
-            bar = tqdm(total=len(requests), desc="generate", unit="resp", leave=False)
+        bar = None
+        if self.progress and len(batches) > 1 and progress.active():  # a row of the stage's display
+            bar = progress.stage("generate", total=len(requests), unit="response")
         for b, batch in enumerate(batches):
             for i, c in zip(batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch],
                                                         [routes[i] for i in batch], b)):

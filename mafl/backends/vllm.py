@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from mafl.backends.base import Completion, GenerationRequest, Sampling, Score, ScoringRequest
 from mafl.errors import plain
 from mafl.models import is_adapter_folder, load_tokenizer
+from mafl.progress import is_verbose
 
 INSTALL_HINT = "pip install 'mafl[vllm]'"
 NO_TOP_K = -1  # vLLM's "consider every token": required before 0.9, still accepted after (which prefers 0)
@@ -158,7 +159,8 @@ class VLLMBackend:
             prompts = [{"prompt_token_ids": self.prompt_ids(requests[i].messages)} for i in chunk]
             params = [self.sampling_params(requests[i].sampling, request_seed(requests[i].sampling.seed, i))
                       for i in chunk]
-            results = llm.generate(prompts, params, lora_request=[loras[i] for i in chunk], use_tqdm=self.progress)
+            results = llm.generate(prompts, params, lora_request=[loras[i] for i in chunk],
+                                   use_tqdm=self.progress and is_verbose())
             if len(results) != len(prompts):
                 raise RuntimeError(f"vLLM returned {len(results)} outputs for {len(prompts)} prompts")
             for res in results:
@@ -182,7 +184,7 @@ class VLLMBackend:
             pairs = [(self.prompt_ids(requests[i].messages), self.response_ids(requests[i].response)) for i in chunk]
             prompts = [{"prompt_token_ids": p + r} for p, r in pairs]
             results = llm.generate(prompts, [params] * len(prompts), lora_request=[loras[i] for i in chunk],
-                                   use_tqdm=self.progress)
+                                   use_tqdm=self.progress and is_verbose())
             if len(results) != len(prompts):
                 raise RuntimeError(f"vLLM returned {len(results)} outputs for {len(prompts)} prompts")
             for (p, r), res in zip(pairs, results):

@@ -116,11 +116,9 @@ def run_debate(backend: Backend, task: Task, problems: Sequence[Problem], societ
     size = settings.chunk_size
     chunks = [problems[i:i + size] for i in range(0, len(problems), size)]
     transcripts: list[Transcript] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from mafl.progress import stage
 
-        bar = tqdm(total=len(problems), desc=desc, unit="problem")
+    bar = stage(desc, total=len(problems), unit="problem") if progress else None
     for k, chunk in enumerate(chunks):
         path = out_dir / "chunks" / f"chunk_{k:05d}.jsonl"
         ids = [p.id for p in chunk]

@@ -179,6 +179,20 @@ def _recording_trainer_class(base):
     return RecordingTrainer
 
 
+def _stage_callback(shown):
+    """A trainer callback that counts optimizer steps on the console's stage ``shown``."""
+    from transformers import TrainerCallback
+
+    class StageCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            shown.set_total(state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            shown.update(1)
+
+    return StageCallback()
+
+
 def _keep_init(base_path: str, tmp: Path, *, mode: str, lora: Mapping | None, init_adapter: str | None,
                seed: int, dtype: str, chat_template: str | None) -> None:
     """No examples: out_dir gets the init weights (the init adapter, a fresh identity adapter, or the model)."""
@@ -202,13 +216,24 @@ def _keep_init(base_path: str, tmp: Path, *, mode: str, lora: Mapping | None, in
 def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | os.PathLike, *, mode: str = "lora",
                    lora: Mapping | None = None, train: Mapping | None = None, init_adapter: str | None = None,
                    seed: int = 0, device: str = "cpu", dtype: str = "float32",
-                   chat_template: str | None = None) -> FinetuneResult:
+                   chat_template: str | None = None, desc: str | None = None) -> FinetuneResult:
     """Fine-tune ``base_path`` (LoRA: a new adapter, or ``init_adapter`` continued; full: the model itself, or the
     full model in ``init_adapter``) on ``examples`` and write the result atomically to ``out_dir``.
 
-    With no examples nothing is trained and ``out_dir`` gets the init weights (``trained=False``)."""
+    With no examples nothing is trained and ``out_dir`` gets the init weights (``trained=False``). The fine-tune is
+    one stage of the console (``desc``, default ``fine-tune <out_dir's name>``), counting optimizer steps."""
+    from mafl.progress import stage
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    with stage(desc or f"fine-tune {Path(out_dir).name}", unit="step") as shown:
+        return _finetune_model(base_path, examples, out_dir, mode=mode, lora=lora, train=train,
+                               init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
+                               chat_template=chat_template, shown=shown)
+
+
+def _finetune_model(base_path, examples, out_dir, *, mode, lora, train, init_adapter, seed, device, dtype,
+                    chat_template, shown) -> FinetuneResult:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     num_examples = len(_records(examples))
@@ -224,6 +249,7 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
                 trainer = build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
                                         init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
                                         chat_template=chat_template)
+                trainer.add_callback(_stage_callback(shown))
                 start = time.perf_counter()
                 output = trainer.train()
                 result.trained = True

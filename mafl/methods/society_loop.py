@@ -142,6 +142,7 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
             session.base_path, sets[model], out, mode=ft.mode, lora=ft.lora, train=ft.train, init_adapter=init,
             seed=derive_seed(cfg.seed, iteration, model), device=cfg.device, dtype=cfg.model.dtype,
             chat_template=cfg.model.chat_template,
+            desc=f"iteration {iteration}: fine-tune {model} ({len(sets[model])} examples)",
         )
         results[model] = res.to_json()
         atomic_write_json(record, results[model])

@@ -75,9 +75,11 @@ def load_embedder(name: str = PACKAGED_EMBEDDING_MODEL, device: str | None = Non
         model = SentenceTransformer(name, device=device)
 
     def embed(texts: list[str]) -> np.ndarray:
+        from mafl.progress import is_verbose
+
         return model.encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=len(texts) > batch_size,
+            show_progress_bar=is_verbose() and len(texts) > batch_size,
         )
 
     return embed

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from mafl.backends.base import Backend, ScoringRequest
 from mafl.debate.transcript import Transcript
@@ -32,7 +31,9 @@ from mafl.metrics.stats import MetricRecord, ratio_record, statistic_record
 def score_all(backend: Backend, requests: list[ScoringRequest], *, chunk_size: int, desc: str) -> list:
     """``backend.score`` over ``requests`` in chunks, with a progress bar."""
     scores = []
-    with tqdm(total=len(requests), desc=desc, unit="response", leave=False) as bar:
+    from mafl.progress import stage
+
+    with stage(desc, total=len(requests), unit="response") as bar:
         for start in range(0, len(requests), chunk_size):
             chunk = requests[start : start + chunk_size]
             scores.extend(backend.score(chunk))

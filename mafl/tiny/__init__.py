@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
+from mafl.progress import line
 from mafl.rundir import atomic_folder
 
 RECIPE_FILE = "recipe.json"
@@ -64,7 +65,7 @@ def ensure_tiny_model(recipe: Mapping[str, Any], *, home: str | Path | None = No
             return final
         with atomic_folder(final) as tmp:
             if progress:
-                print(f"mafl: pretraining the tiny model into {final} (once; cached afterwards)", flush=True)
+                line(f"mafl: pretraining the tiny model into {final} (once; cached afterwards)")
             stats = pretrain(Recipe(**description["recipe"]), tmp, prompts=description["prompts"],
                              progress=progress)
             (tmp / RECIPE_FILE).write_text(json.dumps({**description, **stats}, indent=2, sort_keys=True))

@@ -208,8 +208,8 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
     import contextlib
 
     import torch
-    from tqdm.auto import tqdm
 
+    from mafl.progress import stage
     from mafl.tiny.tokenizer import build_tokenizer
 
     prompts = dict(prompts or load_prompts())
@@ -228,22 +228,25 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
     frozen = _number_rows(model, tokenizer) if recipe.freeze_numbers else None
     model.train()
     start, losses = time.perf_counter(), []
-    bar = tqdm(range(recipe.steps), desc="pretraining the tiny model", disable=not progress)
-    for step in bar:
-        ids, mask, labels = batches.next()
-        with autocast:
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if frozen is not None:
-            with torch.no_grad():
-                model.get_input_embeddings().weight[frozen[0]] = frozen[1]
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    display = stage("pretraining the tiny model", total=recipe.steps, unit="step") if progress else None
+    with display or contextlib.nullcontext() as bar:
+        for step in range(recipe.steps):
+            ids, mask, labels = batches.next()
+            with autocast:
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if frozen is not None:
+                with torch.no_grad():
+                    model.get_input_embeddings().weight[frozen[0]] = frozen[1]
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_note(f"loss {sum(losses[-10:]) / len(losses[-10:]):.3f}")
     seconds = time.perf_counter() - start
     model.eval()
     out_dir = Path(out_dir)
