@@ -21,7 +21,8 @@ from conftest import REPO
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel built from a copy of the package's sources (the checkout gets no build/ or egg-info)."""
+    """The wheel built from a copy of the package's sources (the checkout gets no build/ or egg-info), with this
+    environment's setuptools (a dev dependency) instead of a downloaded one."""
     src = tmp_path_factory.mktemp("src")
     shutil.copytree(REPO / "mafl", src / "mafl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
