@@ -23,6 +23,7 @@ from mafl.debate.engine import derive_seed, run_debate
 from mafl.debate.society import Society
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
 from mafl.rundir import Stages, atomic_write_json
+from mafl.progress import line
 from mafl.summary import print_iteration, print_summary, sets_line
 from mafl.session import Session, open_session
 
@@ -174,7 +175,7 @@ def run_society_loop(cfg: DictConfig, run_dir: Path, settings: Settings, *,
             if k > 0:
                 sets = iteration_sets(session, society, k, train_sets, stages)
                 reports = {n: s.report() for n, s in sets.items()}
-                print(sets_line(k, reports), flush=True)
+                line(sets_line(k, reports))
                 ft_results = finetune_society(session, society, sets, k)
                 session.record_finetune(k, reports, ft_results)
                 society.weights = {m: str(it_dir / "models" / m) for m in society.models}
