@@ -17,7 +17,7 @@ from mafl.backends import BackendSettings
 from mafl.debate.settings import DebateSettings
 from mafl.errors import ConfigError
 from mafl.finetune.settings import FinetuneSettings
-from mafl.methods import MethodSettings
+from mafl.methods import MethodSettings, make_society, start_weights
 from mafl.metrics.settings import MetricsSettings
 from mafl.models import ModelSettings
 from mafl.registry import load
@@ -73,7 +73,5 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     if method.spec.check:
         load(method.spec.check)(settings)
     if method.weights:
-        from mafl.methods.society_loop import make_society, start_weights
-
         start_weights(settings, make_society(settings))  # every model of the society has its weights there
     return settings

@@ -17,7 +17,7 @@ from mafl.debate.prompts import Prompts
 from mafl.finetune.mixing import GENERAL, general_count, load_general, mix_general
 from mafl.finetune.sets import Example, FinetuneSet
 from mafl.finetune.trainer import FinetuneResult
-from mafl.methods.society_loop import make_society
+from mafl.methods import make_society
 from mafl.methods.star import RATIONALE, RATIONALIZATION, check_hint, hinted
 from mafl.pipeline import run
 from mafl.tasks.base import Problem

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from omegaconf import DictConfig
 
+from mafl.debate.society import Society
 from mafl.errors import ConfigError, known_keys
 from mafl.registry import Registry, load
 
@@ -37,7 +38,7 @@ class Method:
     shared: bool  # one shared model speaks for every agent (else each agent has its own)
     check: str | None = None  # "module:attr" of check(settings), the method's own checks of the run's settings
 
-    def run(self, cfg: DictConfig, run_dir: Path, settings: "Settings") -> dict:
+    def run(self, cfg: DictConfig, run_dir: Path, settings: Settings) -> dict:
         return load(self.runner)(cfg, run_dir, settings)
 
 
@@ -84,5 +85,25 @@ class MethodSettings:
                    rationalize=c.get("rationalize"))
 
 
-def run_method(cfg: DictConfig, run_dir: Path, settings: "Settings") -> dict:
+def make_society(settings: Settings) -> Society:
+    """multiagent_ft: 2N models (N without critics); majority_ft, star and the single-model ablation: one shared
+    model."""
+    debate = settings.debate
+    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=settings.method.shared)
+
+
+def start_weights(settings: Settings, society: Society) -> dict[str, str]:
+    """``method.weights``: a folder of fine-tuned weights (e.g. ``<run>/iter_2/models``) holding every model of the
+    society, which it starts from (zero-shot transfer: fine-tune on one dataset, evaluate on another)."""
+    folder = settings.method.weights
+    if not folder:
+        return {}
+    folder = Path(str(folder)).expanduser().resolve()
+    missing = [m for m in society.models if not (folder / m).is_dir()]
+    if missing:
+        raise ConfigError(f"method.weights: {folder} holds no weights for {', '.join(missing)}")
+    return {m: str(folder / m) for m in society.models}
+
+
+def run_method(cfg: DictConfig, run_dir: Path, settings: Settings) -> dict:
     return settings.method.spec.run(cfg, run_dir, settings)

@@ -17,10 +17,10 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from mafl.config import Settings
-from mafl.errors import ConfigError
 from mafl.debate.engine import derive_seed, run_debate
 from mafl.debate.society import Society
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
+from mafl.methods import make_society, start_weights
 from mafl.rundir import Stages, atomic_write_json
 from mafl.summary import print_iteration, print_summary
 from mafl.session import Session, open_session
@@ -31,26 +31,6 @@ GLOBAL = "global"  # the shared model of global-to-local fine-tuning (finetune.g
 
 # (session, society of iteration k-1, k) -> {model: its fine-tuning set}
 TrainSets = Callable[[Session, Society, int], dict[str, FinetuneSet]]
-
-
-def make_society(settings: Settings) -> Society:
-    """multiagent_ft: 2N models (N without critics); majority_ft, star and the single-model ablation: one shared
-    model."""
-    debate = settings.debate
-    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=settings.method.shared)
-
-
-def start_weights(settings: Settings, society: Society) -> dict[str, str]:
-    """``method.weights``: a folder of fine-tuned weights (e.g. ``<run>/iter_2/models``) holding every model of the
-    society, which it starts from (zero-shot transfer: fine-tune on one dataset, evaluate on another)."""
-    folder = settings.method.weights
-    if not folder:
-        return {}
-    folder = Path(str(folder)).expanduser().resolve()
-    missing = [m for m in society.models if not (folder / m).is_dir()]
-    if missing:
-        raise ConfigError(f"method.weights: {folder} holds no weights for {', '.join(missing)}")
-    return {m: str(folder / m) for m in society.models}
 
 
 def build_sets(session: Session, society: Society, transcripts, seed: int) -> dict[str, FinetuneSet]:
