@@ -9,8 +9,9 @@
 
 Every task is registered below by name (``dataset.task``) and imported only when chosen. A task owns its
 problems (``Task.load_problems``: generated, as Arithmetic's, or read from files and filtered, as MATH's) and the
-checks of its dataset keys (``Task.check_config``). Adding a task: its module, its line here, and its
-``conf/dataset/<name>.yaml``.
+checks of its dataset keys (``Task.check_config``). Adding a task: its module and its
+``conf/dataset/<name>.yaml``, which names it by ``task: <module>:<class>`` (a task of mafl's own is also
+registered here, so that its yaml says ``task: <name>``).
 """
 from __future__ import annotations
 
