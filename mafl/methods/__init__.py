@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mafl.debate.society import Society
 from mafl.errors import ConfigError, known_keys
@@ -52,6 +52,16 @@ for _method in (
     Method("multiagent_ft", LOOP, finetunes=True, shared=False),
 ):
     METHODS.register(_method.name, _method)
+
+
+def tuned_iterations(method: str, iterations: int) -> int:
+    """``${mafl_tuned_iterations:${method.name},N}`` in a preset that sets the iterations of any method (e.g.
+    ``debug=smoke``): N for a method that fine-tunes, 0 for one that does not."""
+    return iterations if method not in METHODS or METHODS.get(method).finetunes else 0
+
+
+if not OmegaConf.has_resolver("mafl_tuned_iterations"):
+    OmegaConf.register_new_resolver("mafl_tuned_iterations", tuned_iterations)
 
 
 @dataclass(frozen=True)
