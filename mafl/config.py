@@ -67,8 +67,9 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
         rank, limit = finetune.lora.get("r"), backend.options.get("max_lora_rank")
         if isinstance(rank, int) and isinstance(limit, int) and rank > limit:
             raise ConfigError(f"finetune.lora.r: {rank} is above backend.max_lora_rank ({limit})")
-    settings = Settings(seed=cfg["seed"], device=cfg["device"], model=model, dataset=dataset, debate=debate, finetune=finetune, method=method,
-                        backend=backend, metrics=MetricsSettings.from_cfg(cfg.get("metrics")),
+    settings = Settings(seed=cfg["seed"], device=cfg["device"], model=model, dataset=dataset, debate=debate,
+                        finetune=finetune, method=method, backend=backend,
+                        metrics=MetricsSettings.from_cfg(cfg.get("metrics")),
                         logger=LoggerSettings.from_cfg(cfg.get("logger")))
     if method.spec.check:
         load(method.spec.check)(settings)

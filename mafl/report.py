@@ -6,7 +6,8 @@ Reads every ``results.json`` under the given folders and prints Markdown:
    each run's final iteration ± its standard error (over problems). Several runs of the same method, dataset
    and model (seeds) are averaged: mean ± standard error across runs, marked ``(n=k)``;
 2. the iteration curve per dataset: rows = model and method, columns = iteration 0..L;
-3. the diversity metrics per dataset and iteration, when the runs measured them.
+3. the diversity metrics per dataset and iteration, when the runs measured them;
+4. the answers generated per problem and the shares of answers and summaries cut off by their token budgets.
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration.
 """
@@ -17,7 +18,8 @@ import sys
 from typing import Sequence
 
 from mafl.metrics.aggregate import (
-    DIVERSITY_METRICS, MISSING, curve, final_cell, format_cell, group_runs, markdown_table, unit,
+    BUDGET_METRICS, DIVERSITY_METRICS, MISSING, answers_per_problem, curve, final_cell, format_cell, group_runs,
+    markdown_table, unit,
 )
 from mafl.metrics.results import Results, load_results
 
@@ -29,13 +31,15 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
     u = f" ({unit(metric)})" if unit(metric) else ""
     out = [f"## {metric}{u} on {split} at the final iteration", ""]
     out.append(markdown_table(
-        ["model", "method", *datasets],
-        [[model, method, *(format_cell(final_cell(groups[(model, method, d)], metric, split), metric)
-                           if (model, method, d) in groups else MISSING for d in datasets)]
+        ["model", "method", "answers/problem", *datasets],
+        [[model, method, answers_per_problem([r for d in datasets for r in groups.get((model, method, d), [])], split),
+          *(format_cell(final_cell(groups[(model, method, d)], metric, split), metric, seeds=True)
+            if (model, method, d) in groups else MISSING for d in datasets)]
          for model, method in rows_of],
     ))
-    out += ["", f"± is the standard error over problems (sd/sqrt(n), ddof=1) of one run; (n=k): the mean ± standard "
-                f"error across k runs (seeds) of the same model, method and dataset. {len(results)} run(s)."]
+    out += ["", f"± is the standard error over problems (sd/sqrt(n), ddof=1) of one run (n=1); (n=k): the mean ± "
+                f"standard error across k runs (seeds) of the same model, method and dataset. answers/problem: "
+                f"the answers each method generated per problem. {len(results)} run(s)."]
 
     for d in datasets:
         curves = {(m, meth): curve(runs, metric, split) for (m, meth, ds), runs in groups.items() if ds == d}
@@ -45,24 +49,26 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
         out += ["", f"## {metric}{u} on {split} by iteration: {d}", ""]
         out.append(markdown_table(
             ["model", "method", *(f"iter {k}" for k in iterations)],
-            [[m, meth, *(format_cell(c.get(k), metric) for k in iterations)] for (m, meth), c in curves.items()],
+            [[m, meth, *(format_cell(c.get(k), metric, seeds=True) for k in iterations)]
+             for (m, meth), c in curves.items()],
         ))
 
-    for d in datasets:
-        present = [x for x in DIVERSITY_METRICS
-                   if any(r.select(x, split) for (_, _, ds), runs in groups.items() if ds == d for r in runs)]
-        if not present:
-            continue
-        rows = []
-        for (m, meth, ds), runs in groups.items():
-            if ds != d:
+    for title, metrics in (("diversity", DIVERSITY_METRICS), ("answers and cut-offs", BUDGET_METRICS)):
+        for d in datasets:
+            present = [x for x in metrics
+                       if any(r.select(x, split) for (_, _, ds), runs in groups.items() if ds == d for r in runs)]
+            if not present:
                 continue
-            curves = {x: curve(runs, x, split) for x in present}
-            for k in sorted({k for c in curves.values() for k in c}):
-                rows.append([m, meth, str(k), *(format_cell(curves[x].get(k), x) for x in present)])
-        out += ["", f"## diversity on {split} by iteration: {d}", ""]
-        out.append(markdown_table(["model", "method", "iteration",
-                                   *(f"{x}{' (%)' if unit(x) == '%' else ''}" for x in present)], rows))
+            rows = []
+            for (m, meth, ds), runs in groups.items():
+                if ds != d:
+                    continue
+                curves = {x: curve(runs, x, split) for x in present}
+                for k in sorted({k for c in curves.values() for k in c}):
+                    rows.append([m, meth, str(k), *(format_cell(curves[x].get(k), x, seeds=True) for x in present)])
+            out += ["", f"## {title} on {split} by iteration: {d}", ""]
+            out.append(markdown_table(["model", "method", "iteration",
+                                       *(f"{x}{' (%)' if unit(x) == '%' else ''}" for x in present)], rows))
     return "\n".join(out) + "\n"
 
 

@@ -21,6 +21,17 @@ def print_iteration(iteration: int, records: Sequence) -> None:
     print(f"iteration {iteration}: " + " | ".join(parts), flush=True)
 
 
+def sets_line(iteration: int, reports: dict) -> str:
+    """One line on an iteration's fine-tuning sets: examples per model (% whose answer is right, for analysis
+    only) and the problems that gave none for lack of a majority."""
+    parts = []
+    for name, rep in reports.items():
+        acc = rep.get("accuracy")
+        parts.append(f"{name} {rep['size']}" + (f" ({100 * acc:.0f}%)" if acc is not None else ""))
+    skipped = max((rep.get("skipped_no_majority", 0) for rep in reports.values()), default=0)
+    return f"iteration {iteration} sets: " + ", ".join(parts) + f" | {skipped} problems without a majority"
+
+
 def summary_table(results) -> str:
     """A Markdown table: one row per iteration, accuracies in %, ± standard error."""
     iterations = sorted({r.iteration for r in results.records if r.split == "eval"})

@@ -18,7 +18,8 @@ def compose_cfg(overrides=(), return_hydra_config: bool = False):
 
 
 class ScriptedBackend:
-    """Answers every request with ``answer_fn(request)``, and records what it was asked."""
+    """Answers every request with ``answer_fn(request)`` (a text, or a whole Completion, e.g. one cut off), and
+    records what it was asked."""
 
     def __init__(self, answer_fn):
         self.answer_fn = answer_fn
@@ -27,7 +28,8 @@ class ScriptedBackend:
 
     def generate(self, requests):
         self.calls.append(list(requests))
-        return [Completion(text=self.answer_fn(r), num_tokens=5) for r in requests]
+        out = [self.answer_fn(r) for r in requests]
+        return [c if isinstance(c, Completion) else Completion(text=c, num_tokens=5) for c in out]
 
     def score(self, requests):
         return [Score(logprob=-1.0 * (1 + len(r.response) % 3), num_tokens=3) for r in requests]

@@ -101,7 +101,8 @@ def test_custom_topology_needs_valid_adjacency(tmp_path):
 
 @pytest.mark.parametrize("override,line", [
     ("debate.agents=0", "debate.agents: must be >= 1 (got 0)"),
-    ("metrics.diversity_rounds=[last]", "metrics.diversity_rounds: must be a list of first and/or final (got ['last'])"),
+    ("metrics.diversity_rounds=[last]",
+     "metrics.diversity_rounds: must be a list of first and/or final (got ['last'])"),
 ])
 def test_bad_value_from_the_command_line_exits_with_one_line(tmp_path, override, line):
     import subprocess

@@ -21,18 +21,19 @@ def problems(n: int) -> list[Problem]:
 
 
 def settings(**overrides):
+    overrides = {"summarize": "false", **overrides}
     cfg = compose_cfg([f"debate.{k}={v}" for k, v in overrides.items()])
     return validate(cfg).debate, Prompts.from_cfg(cfg.dataset.prompts)
 
 
 def agent_answer(request) -> str:
-    """Agent n says 10+n in round 1 (identified by its system prompt and position), later rounds copy agent 0."""
+    """Round 1: an answer drawn from the request's seed (each agent has its own); later rounds copy agent 0."""
     user = request.messages[-1]["content"]
     if "Summarize" in user:
         return "Agent 1 says 10."
     if "other agents" in user:
         return "I agree. The answer is 10."
-    return f"Step. The answer is {request.sampling.seed % 3 + 10}."
+    return f"Step. The answer is {request.sampling.seed % 100003}."
 
 
 @pytest.fixture()

@@ -48,7 +48,11 @@ def transcript(pid: str, answers: list[list[str | None]], final: str | None, gol
             turns.append(Turn(agent=n, round=r, model=f"{role}_{n}", messages=msgs,
                               response=f"reasoning {pid} {r} {n} answer {a}", answer=a, correct=a == gold))
         rounds.append(turns)
-    return Transcript(problem=Problem(id=pid, question=f"q{pid}", answer=gold), rounds=rounds, final_answer=final)
+    last = [a for a in answers[-1] if a is not None]
+    votes = [(final, last.count(final))] if final is not None else []
+    votes += sorted(((a, last.count(a)) for a in dict.fromkeys(last) if a != final), key=lambda v: -v[1])
+    return Transcript(problem=Problem(id=pid, question=f"q{pid}", answer=gold), rounds=rounds, final_answer=final,
+                      votes=votes)
 
 
 def test_generator_set_takes_only_majority_agreeing_round1_turns():
@@ -100,8 +104,6 @@ def test_critic_split_into_d_minus_and_d_plus():
 @pytest.mark.parametrize(
     "a,b,w,expected",
     [
-        (10, 30, None, (10, 5)),  # official: all D- plus half as many D+
-        (10, 3, None, (10, 3)),  # not enough D+
         (10, 30, 0.5, (10, 10)),  # D- scarcer: all D-, D+ cut to match
         (10, 30, 0.25, (10, 30)),  # exactly w
         (30, 10, 0.5, (10, 10)),  # D+ scarcer: all D+, D- cut
@@ -126,7 +128,7 @@ def _critic_transcripts(num_minus: int, num_plus: int) -> list[Transcript]:
     return ts
 
 
-@pytest.mark.parametrize("w,n_minus,n_plus", [(None, 6, 3), (0.5, 6, 6), (0.75, 6, 2), (0.2, 3, 12)])
+@pytest.mark.parametrize("w,n_minus,n_plus", [(0.5, 6, 6), (0.75, 6, 2), (0.2, 3, 12)])
 def test_critic_w_mixing(w, n_minus, n_plus):
     ts = _critic_transcripts(6, 12)
     c = build_critic_set(ts, 0, TASK, critic_w=w, seed=0)
@@ -135,6 +137,24 @@ def test_critic_w_mixing(w, n_minus, n_plus):
     # chosen examples keep transcript order
     order = [e.problem_id for e in c.examples]
     assert order == [t.problem.id for t in ts if t.problem.id in set(order)]
+
+
+@pytest.mark.parametrize("num_minus, num_plus", [(200, 400), (40, 3), (5, 0)])
+def test_critic_w_null_is_the_public_coin_flip_rule(num_minus, num_plus):
+    """The public code (ft_critic.py) keeps every D- example, and for the i-th one adds the i-th of the shuffled D+
+    examples when a fair coin says so; where it would index past its D+ list (its IndexError), nothing is added."""
+    ts = _critic_transcripts(num_minus, num_plus)
+    counts = []
+    for seed in range(30):
+        rep = build_critic_set(ts, 0, TASK, critic_w=None, seed=seed).report()
+        assert rep["d_minus"] == num_minus
+        assert rep["d_plus"] <= min(num_plus, num_minus)
+        counts.append(rep["d_plus"])
+    if num_plus >= num_minus:  # about half as many D+ as D-: Binomial(200, 1/2) has sd ~7, the mean of 30 ~1.3
+        assert abs(sum(counts) / len(counts) - num_minus / 2) < 5
+        assert len(set(counts)) > 1  # drawn per example, not a fixed share
+    elif num_plus:  # a coin per index: only the first num_plus indices can add one
+        assert max(counts) <= num_plus and sum(counts) > 0
 
 
 def test_mixing_is_deterministic_by_seed():

@@ -48,8 +48,9 @@ def make_transcript(pid: str, gold: str, rounds_answers: list[list[str | None]],
                               response=text, answer=a, correct=task.is_equivalent(a, gold),
                               num_tokens=len(text.split())))
         rounds.append(turns)
-    final = majority_vote(task, rounds_answers[-1]).winner
-    return Transcript(problem=Problem(pid, f"q{pid}", gold), rounds=rounds, final_answer=final,
+    vote = majority_vote(task, rounds_answers[-1], tie_seed=0)
+    final = vote.winner
+    return Transcript(problem=Problem(pid, f"q{pid}", gold), rounds=rounds, final_answer=final, votes=vote.clusters,
                       correct=task.is_equivalent(final, gold))
 
 
@@ -57,7 +58,7 @@ def make_transcript(pid: str, gold: str, rounds_answers: list[list[str | None]],
 def debates():
     return [
         make_transcript("a", "3", [["3", "3", "5"], ["3", "3", "3"]]),   # r1 majority right, all right at the end
-        make_transcript("b", "7", [["1", "7", "2"], ["1", "1", "7"]]),   # r1 no majority (a tie goes to agent 0: wrong)
+        make_transcript("b", "7", [["1", "7", "1"], ["1", "1", "7"]]),   # a wrong r1 majority stays wrong
         make_transcript("c", "4", [["4", "4", "4"], ["4", "4", "9"]]),
         make_transcript("d", "8", [["2", "2", "8"], ["8", "8", None]]),  # debate fixes a wrong r1 majority
     ]
@@ -78,7 +79,7 @@ def test_accuracy_records(debates):
     assert recs[("accuracy/debate", None, None)].value == pytest.approx(0.75)
     assert recs[("accuracy/debate", None, None)].stderr == pytest.approx(se(debate))
     assert recs[("accuracy/round1_majority", None, None)].value == pytest.approx(2 / 4)  # a, c
-    # agent 2 alone: round 1 right on a? no (5); b no; c yes; d yes -> 2/4; final: a yes, b yes, c no, d no
+    # agent 2 alone: round 1 right on a? no (5); b no (1); c yes; d yes -> 2/4; final: a yes, b yes, c no, d no
     assert recs[("accuracy/agent_round1", 2, None)].value == pytest.approx(2 / 4)
     assert recs[("accuracy/agent_final", 2, None)].value == pytest.approx(2 / 4)
     assert recs[("accuracy/agent_final", 0, None)].value == pytest.approx(3 / 4)
@@ -91,7 +92,7 @@ def test_accuracy_records(debates):
 def test_consensus_records(debates):
     recs = by_key(consensus_records(debates, NumberTask(), iteration=0, split="eval", samples=100, seed=0))
     final = [3 / 3, 2 / 3, 2 / 3, 2 / 3]
-    first = [2 / 3, 1 / 3, 3 / 3, 2 / 3]
+    first = [2 / 3, 2 / 3, 3 / 3, 2 / 3]
     assert recs[("consensus", None, None)].value == pytest.approx(sum(final) / 4)
     assert recs[("consensus", None, None)].stderr == pytest.approx(se(final))
     assert recs[("consensus/round1", None, None)].value == pytest.approx(sum(first) / 4)
@@ -211,6 +212,7 @@ def test_compute_iteration_metrics_lists_every_metric():
         "accuracy/debate", "accuracy/round1_majority", "accuracy/agent_round1", "accuracy/agent_final",
         "consensus", "consensus/round1", "kl/agents", "kl/base", "nll", "embedding_dissimilarity",
         "kl/agents_final", "kl/base_final", "nll_final", "embedding_dissimilarity_final",
+        "answers_per_problem", "cutoff/round1", "cutoff/round2",
     }
     keyed = by_key(recs)
     assert keyed[("accuracy/debate", None, None)].n == 5
@@ -224,7 +226,8 @@ def test_compute_iteration_metrics_lists_every_metric():
     off = {r.metric for r in compute_iteration_metrics(
         word_debates(), NumberTask(), metrics_cfg={**cfg, "diversity": False}, iteration=2, split="eval", seed=0)}
     assert off == {"accuracy/debate", "accuracy/round1_majority", "accuracy/agent_round1",
-                   "accuracy/agent_final", "consensus", "consensus/round1"}
+                   "accuracy/agent_final", "consensus", "consensus/round1", "answers_per_problem", "cutoff/round1",
+                   "cutoff/round2"}
     with pytest.raises(ValueError, match="diversity_rounds"):
         compute_iteration_metrics(word_debates(), NumberTask(), metrics_cfg={**cfg, "diversity_rounds": ["last"]},
                                   iteration=2, split="eval", seed=0, embedder=fake_embedder)

@@ -22,7 +22,8 @@ def qa_rows(n, start=0):
 def jsonl_cfg(tmp_path, **over):
     cfg = {"name": "toy", "task": "jsonl", "data_dir": str(tmp_path), "train_file": "train.jsonl",
            "eval_file": "eval.jsonl", "question_field": "question", "answer_field": "answer",
-           "answer_type": "integer", "n_train": None, "n_eval": None, "seed": 0, "skip_bad_rows": False}
+           "answer_type": "integer", "n_train": None, "n_eval": None, "eval_seed": 0, "train_seed": 0,
+           "skip_bad_rows": False}
     cfg.update(over)
     return cfg
 
@@ -41,7 +42,9 @@ def test_sampling_is_seeded_and_nested(tmp_path):
     write_jsonl(tmp_path / "eval.jsonl", qa_rows(50, start=100))
     a = load_splits(jsonl_cfg(tmp_path, n_train=10, n_eval=20))
     assert a == load_splits(jsonl_cfg(tmp_path, n_train=10, n_eval=20))
-    assert a != load_splits(jsonl_cfg(tmp_path, n_train=10, n_eval=20, seed=1))
+    assert a != load_splits(jsonl_cfg(tmp_path, n_train=10, n_eval=20, eval_seed=1))
+    assert a[1] == load_splits(jsonl_cfg(tmp_path, n_train=10, n_eval=20, train_seed=1))[1]
+    assert a[0] != load_splits(jsonl_cfg(tmp_path, n_train=10, n_eval=20, train_seed=1))[0]
     small = load_splits(jsonl_cfg(tmp_path, n_train=5, n_eval=8))
     assert {p.id for p in small[1]} <= {p.id for p in a[1]}  # a smaller sample is inside the larger one
     assert [p.id for p in a[1]] == sorted((p.id for p in a[1]), key=lambda i: int(i.split("/")[-1]))  # file order

@@ -40,7 +40,7 @@ def test_arithmetic_grading(arithmetic):
 
 
 def test_arithmetic_problems_follow_the_paper():
-    train, eval_ = arithmetic_problems(n_train=500, n_eval=500, seed=0)
+    train, eval_ = arithmetic_problems(n_train=500, n_eval=500)
     assert len(train) == len(eval_) == 500
     pattern = re.compile(r"What is the result of (\d+)\+(\d+)\*(\d+)\+(\d+)-(\d+)\*(\d+)\?")
     for p in train + eval_:
@@ -51,20 +51,22 @@ def test_arithmetic_problems_follow_the_paper():
     assert len({p.question for p in train}) == 500 and len({p.id for p in train + eval_}) == 1000
 
 
-def test_arithmetic_problems_depend_on_seed_and_range_only():
-    a_train, a_eval = arithmetic_problems(20, 10, seed=3)
-    b_train, b_eval = arithmetic_problems(20, 10, seed=3)
-    c_train, c_eval = arithmetic_problems(20, 10, seed=4)
+def test_arithmetic_problems_depend_on_their_seeds_and_range_only():
+    a_train, a_eval = arithmetic_problems(20, 10, eval_seed=3, train_seed=3)
+    b_train, b_eval = arithmetic_problems(20, 10, eval_seed=3, train_seed=3)
+    c_train, c_eval = arithmetic_problems(20, 10, eval_seed=4, train_seed=3)
+    d_train, d_eval = arithmetic_problems(20, 10, eval_seed=3, train_seed=4)
     assert a_eval == b_eval and a_train == b_train
     assert [p.question for p in a_eval] != [p.question for p in c_eval]
-    assert arithmetic_problems(20, 5, seed=3)[1] == a_eval[:5]  # a smaller set is a prefix of a larger one
-    _, small = arithmetic_problems(0, 50, seed=0, low=1, high=2)
+    assert d_eval == a_eval and [p.question for p in d_train] != [p.question for p in a_train]
+    assert arithmetic_problems(20, 5, eval_seed=3, train_seed=3)[1] == a_eval[:5]  # a smaller set is a prefix
+    _, small = arithmetic_problems(0, 50, low=1, high=2)
     assert all(set(p.meta["operands"]) <= {1, 2} for p in small)
 
 
 def test_arithmetic_problems_refuse_impossible_sizes():
     with pytest.raises(ValueError, match="n_eval"):
-        arithmetic_problems(0, 65, seed=0, low=0, high=1)  # only 2**6 = 64 distinct questions
+        arithmetic_problems(0, 65, low=0, high=1)  # only 2**6 = 64 distinct questions
     with pytest.raises(ValueError, match="n_train"):
         arithmetic_problems(None, 5)
 

@@ -70,30 +70,62 @@ def test_question_and_prompts_come_from_the_dataset_config():
 
 
 def test_debate_and_summary_conversations_carry_the_others_answers():
+    """The corpus speaks the debate's format: a later round continues the agent's own conversation (its round-1
+    answer, sometimes wrong, then the others' answers or their summary), and a summary answers a single user turn."""
     prompts, rng = load_prompts(), random.Random(3)
     head = prompts["other"].split("{agent}")[0]
-    wrong_seen = 0
+    wrong_seen = own_wrong = 0
     for _ in range(100):
         p = random_problem(rng)
         debate = conversation("debate", p, rng, prompts)
+        assert [m["role"] for m in debate] == ["system", "user", "assistant", "user", "assistant"]
         assert debate[0]["content"] == prompts["system_critic"]
-        user = debate[1]["content"]
+        assert debate[1]["content"] == prompts["round1"].format(question=p.question)
+        own_wrong += final_answer(debate[2]["content"]) != p.answer
+        user = debate[3]["content"]
         assert user.startswith(p.question) and user.endswith(prompts["debate"].split("{others}")[1])
         others = re.findall(rf"^{re.escape(head)}(\d+): (.*)$", user, flags=re.M)
         assert 1 <= len(others) <= 2 and all(final_answer(text) is not None for _, text in others)
         wrong_seen += sum(final_answer(text) != p.answer for _, text in others)
-        assert final_answer(debate[2]["content"]) == p.answer
+        assert final_answer(debate[4]["content"]) == p.answer
 
         summarize = conversation("summarize", p, rng, prompts)
-        others = re.findall(rf"^{re.escape(head)}(\d+): (.*)$", summarize[1]["content"], flags=re.M)
+        assert [m["role"] for m in summarize] == ["user", "assistant"]  # as the summariser is asked
+        others = re.findall(rf"^{re.escape(head)}(\d+): (.*)$", summarize[0]["content"], flags=re.M)
         expected = " ".join(f"Agent {agent} says {final_answer(text)}." for agent, text in others)
-        assert summarize[2]["content"] == expected
+        assert summarize[1]["content"] == expected
 
         after = conversation("debate_summary", p, rng, prompts)
-        assert prompts["summary"].split("{summary}")[0] in after[1]["content"]
-        assert re.search(r"Agent \d says -?\d+\.", after[1]["content"])
-        assert final_answer(after[2]["content"]) == p.answer
-    assert 20 < wrong_seen < 150
+        assert [m["role"] for m in after] == ["system", "user", "assistant", "user", "assistant"]
+        assert prompts["summary"].split("{summary}")[0] in after[3]["content"]
+        assert re.search(r"Agent \d says -?\d+\.", after[3]["content"])
+        assert final_answer(after[4]["content"]) == p.answer
+    assert 20 < wrong_seen < 150 and 25 < own_wrong < 75
+
+
+def test_the_corpus_renders_what_the_debate_engine_sends(tmp_path):
+    """A corpus debate conversation has the same message layout as a round-2 turn of the engine."""
+    from helpers import ScriptedBackend, compose_cfg
+    from mafl.debate.settings import DebateSettings
+    from mafl.debate.engine import run_debate
+    from mafl.debate.prompts import Prompts
+    from mafl.debate.society import Society
+    from mafl.tasks import get_task
+    from mafl.tasks.base import Problem
+
+    cfg = compose_cfg(["debate.agents=2"])
+    s, engine_prompts = DebateSettings.from_cfg(cfg.debate), Prompts.from_cfg(cfg.dataset.prompts)
+    prompts, rng = load_prompts(), random.Random(0)
+    p = random_problem(rng)
+    reply = lambda r: "Agent 1 says 3." if "Summarize" in r.messages[-1]["content"] else solve(p)[0]  # noqa: E731
+    (t,) = run_debate(ScriptedBackend(reply), get_task("arithmetic"), [Problem("x", p.question, str(p.answer))],
+                      Society(agents=2), s, engine_prompts, seed=0, out_dir=tmp_path, progress=False)
+    turn = t.rounds[1][0]
+    corpus = conversation("debate_summary" if s.summarize else "debate", p, rng, prompts)
+    assert [m["role"] for m in turn.messages] == [m["role"] for m in corpus[:-1]]
+    assert turn.messages[0] == corpus[0] and turn.messages[1] == corpus[1]
+    head = prompts["summary"].split("{summary}")[0] if s.summarize else prompts["other"].split("{agent}")[0]
+    assert head in turn.messages[3]["content"] and head in corpus[3]["content"]
 
 
 def test_eval_problems_differ_from_the_corpus_stream():

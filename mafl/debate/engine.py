@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Callable, Sequence
 
-from mafl.backends.base import Backend, GenerationRequest, Sampling
+from mafl.backends.base import Backend, Completion, GenerationRequest, Sampling
 from mafl.debate.settings import DebateSettings
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society, readers
@@ -33,56 +33,69 @@ def _others(latest: Sequence[str], reads: Sequence[int], max_others: int | None)
 
 def debate_chunk(backend: Backend, task: Task, problems: Sequence[Problem], society: Society,
                  settings: DebateSettings, prompts: Prompts, seed: int) -> list[Transcript]:
-    """Debate ``problems`` for ``settings.rounds`` rounds; every round is one backend call."""
+    """Debate ``problems`` for ``settings.rounds`` rounds; every round is one backend call (plus one for the
+    round's summaries when ``settings.summarize``).
+
+    A later round continues each agent's own conversation (``settings.context="conversation"``) or starts a
+    fresh prompt with the others' answers only (``"others"``). Summaries are written by the untuned base model
+    (``settings.summarizer="base"``, as in the paper's code) or by the model about to speak (``"self"``). A
+    response cut off by ``max_new_tokens`` (``Completion.finished`` false) keeps its text but gets no answer:
+    it never votes and never becomes a training target."""
     from mafl.tasks.vote import majority_vote
 
     n_agents = settings.agents
     reads = readers(n_agents, settings.topology, settings.adjacency)
 
-    def sampling(round: int, summary: bool = False) -> Sampling:
+    def sampling(round: int, agent: int, summary: bool = False) -> Sampling:
+        """Each agent's turns (and summaries) of a round have their own seed."""
         return Sampling(
             temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
             max_new_tokens=settings.summary_max_new_tokens if summary else settings.max_new_tokens,
-            seed=derive_seed(seed, round, "summary" if summary else "turn"),
+            seed=derive_seed(seed, round, agent, "summary" if summary else "turn"),
         )
 
     rounds: list[list[list[Turn]]] = [[] for _ in problems]  # [problem][round][agent]
+    slots = [(p, n) for p in range(len(problems)) for n in range(n_agents)]
     for r in range(settings.rounds):
-        summaries: list[list[str | None]] = [[None] * n_agents for _ in problems]
-        slots = [(p, n) for p in range(len(problems)) for n in range(n_agents)]
+        summaries: dict[tuple[int, int], Completion] = {}
         if r > 0 and settings.summarize:
             requests = []
             for p, n in slots:
                 latest = [t.response for t in rounds[p][r - 1]]
-                model = society.speaker(n, r)
+                writer = society.adapter(society.speaker(n, r)) if settings.summarizer == "self" else None
                 requests.append(GenerationRequest(
-                    prompts.summarize_request(_others(latest, reads[n], settings.max_others), society.is_critic(n, r)),
-                    adapter=society.adapter(model), sampling=sampling(r, summary=True)))
-            for (p, n), c in zip(slots, backend.generate(requests)):
-                summaries[p][n] = c.text
+                    prompts.summarize_request(_others(latest, reads[n], settings.max_others)),
+                    adapter=writer, sampling=sampling(r, n, summary=True)))
+            summaries = dict(zip(slots, backend.generate(requests)))
         messages, requests = [], []
         for p, n in slots:
             model = society.speaker(n, r)
             if r == 0:
                 msgs = prompts.first_round(problems[p].question)
             else:
-                latest = [t.response for t in rounds[p][r - 1]]
+                previous = rounds[p][r - 1]
+                latest = [t.response for t in previous]
+                summary = summaries[(p, n)].text if (p, n) in summaries else None
+                history = previous[n].context() if settings.context == "conversation" else None
                 msgs = prompts.later_round(problems[p].question, _others(latest, reads[n], settings.max_others),
-                                           society.is_critic(n, r), summary=summaries[p][n])
+                                           society.is_critic(n, r), summary=summary, history=history)
             messages.append(msgs)
-            requests.append(GenerationRequest(msgs, adapter=society.adapter(model), sampling=sampling(r)))
+            requests.append(GenerationRequest(msgs, adapter=society.adapter(model), sampling=sampling(r, n)))
         completions = backend.generate(requests)
-        answers = [task.extract_answer(c.text) for c in completions]
+        answers = [task.extract_answer(c.text) if c.finished else None for c in completions]
         # graded against the gold answer for analysis only; nothing the agents see or learn from uses it
         correct = task.equivalent_many([(a, problems[p].answer) for a, (p, _) in zip(answers, slots)])
         for p in range(len(problems)):
             rounds[p].append([])
         for (p, n), msgs, c, answer, ok in zip(slots, messages, completions, answers, correct):
+            summary = summaries.get((p, n))
             rounds[p][r].append(Turn(
                 agent=n, round=r, model=society.speaker(n, r), messages=msgs, response=c.text, answer=answer,
-                correct=ok, num_tokens=c.num_tokens, summary=summaries[p][n],
+                correct=bool(ok) and answer is not None, num_tokens=c.num_tokens, finished=c.finished,
+                summary=summary.text if summary else None, summary_finished=summary.finished if summary else None,
             ))
-    votes = [majority_vote(task, [t.answer for t in rnds[-1]]) for rnds in rounds]
+    votes = [majority_vote(task, [t.answer for t in rnds[-1]], tie_seed=derive_seed(seed, problem.id, "vote"))
+             for problem, rnds in zip(problems, rounds)]
     correct = task.equivalent_many([(v.winner, p.answer) for v, p in zip(votes, problems)])
     return [
         Transcript(problem=problem, rounds=rnds, final_answer=vote.winner, votes=list(vote.clusters), correct=ok)

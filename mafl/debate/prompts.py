@@ -1,8 +1,18 @@
 """The messages each agent is given, built from the task's prompt templates in ``conf/dataset/<task>.yaml``.
 
-Templates use ``str.format`` fields: ``round1`` {question}; ``debate`` {question} {others}; ``other`` {agent}
-(1-based) {response}; ``summarize`` {others}; ``summary`` {summary}. Only the problem's question is ever put in
-a prompt, never its gold answer.
+Templates use ``str.format`` fields: ``round1`` {question}; ``debate`` and ``debate_others`` {question} {others};
+``other`` {agent} (1-based) {response}; ``summarize`` {others}; ``summary`` {summary}. Only the problem's question
+is ever put in a prompt, never its gold answer. An empty system template means no system message.
+
+Later rounds (``debate.context``):
+
+* ``conversation`` (the default, as in the paper's code): the agent continues its own conversation. Its earlier
+  turns stay as user/assistant messages, and the other agents' answers (or their summary) arrive as the next user
+  turn, rendered with ``debate``. The system message is the speaking model's (the critic's from round 2 on).
+* ``others`` (mafl's earlier form, for comparison): a fresh [system, user] pair; the user turn, ``debate_others``,
+  holds the question and the other agents' answers only; the agent does not see its own earlier answer.
+
+A summary request (``summarize``) is a single user turn, as in the paper's code.
 """
 from __future__ import annotations
 
@@ -16,6 +26,7 @@ FIELDS = {
     "system_critic": (),
     "round1": ("question",),
     "debate": ("question", "others"),
+    "debate_others": ("question", "others"),
     "other": ("agent", "response"),
     "summarize": ("others",),
     "summary": ("summary",),
@@ -28,6 +39,7 @@ class Prompts:
     system_critic: str
     round1: str
     debate: str
+    debate_others: str
     other: str
     summarize: str
     summary: str
@@ -51,29 +63,29 @@ class Prompts:
             values[name] = text
         return cls(**values)
 
-    def system(self, critic: bool) -> str:
-        return self.system_critic if critic else self.system_generator
+    def system(self, critic: bool) -> list[dict]:
+        """The system message of a generator or a critic (none for an empty template)."""
+        text = self.system_critic if critic else self.system_generator
+        return [{"role": "system", "content": text}] if text else []
 
     def first_round(self, question: str) -> list[dict]:
-        return [
-            {"role": "system", "content": self.system_generator},
-            {"role": "user", "content": self.round1.format(question=question)},
-        ]
+        return self.system(False) + [{"role": "user", "content": self.round1.format(question=question)}]
 
     def others_block(self, others: Sequence[tuple[int, str]]) -> str:
         """``others``: (0-based agent index, its latest response) of each agent read."""
         return "\n".join(self.other.format(agent=j + 1, response=r) for j, r in others)
 
-    def summarize_request(self, others: Sequence[tuple[int, str]], critic: bool) -> list[dict]:
-        return [
-            {"role": "system", "content": self.system(critic)},
-            {"role": "user", "content": self.summarize.format(others=self.others_block(others))},
-        ]
+    def summarize_request(self, others: Sequence[tuple[int, str]]) -> list[dict]:
+        return [{"role": "user", "content": self.summarize.format(others=self.others_block(others))}]
 
     def later_round(self, question: str, others: Sequence[tuple[int, str]], critic: bool,
-                    summary: str | None = None) -> list[dict]:
+                    summary: str | None = None, history: Sequence[dict] | None = None) -> list[dict]:
+        """The messages of a later-round turn. ``history``: the agent's conversation so far (its previous turn's
+        messages and response, :meth:`Turn.context`) for ``debate.context=conversation``; None for ``others``."""
         block = self.summary.format(summary=summary) if summary is not None else self.others_block(others)
-        return [
-            {"role": "system", "content": self.system(critic)},
-            {"role": "user", "content": self.debate.format(question=question, others=block)},
-        ]
+        if history is None:
+            return self.system(critic) + [
+                {"role": "user", "content": self.debate_others.format(question=question, others=block)}]
+        earlier = [dict(m) for m in history if m["role"] != "system"]
+        return self.system(critic) + earlier + [
+            {"role": "user", "content": self.debate.format(question=question, others=block)}]

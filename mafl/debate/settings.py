@@ -13,6 +13,8 @@ class DebateSettings:
     rounds: int
     max_others: int | None
     summarize: bool
+    summarizer: str
+    context: str
     topology: str
     adjacency: list | None
     critics: bool
@@ -32,6 +34,8 @@ class DebateSettings:
             rounds=integer(c, "rounds", p, low=1),
             max_others=integer(c, "max_others", p, low=1, none_ok=True),
             summarize=bool(c.get("summarize", False)),
+            summarizer=choice(c, "summarizer", p, ("base", "self")),
+            context=choice(c, "context", p, ("conversation", "others")),
             topology=choice(c, "topology", p, ("full", "ring", "custom")),
             adjacency=list(c["adjacency"]) if c.get("adjacency") is not None else None,
             critics=bool(c.get("critics", True)),

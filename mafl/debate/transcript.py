@@ -6,13 +6,20 @@ Schema (round and agent indices are 0-based; round 0 is spoken by the generators
       "problem": {"id", "question", "answer", "meta"},
       "rounds": [                       # rounds[r][n] is agent n's turn in round r
         [{"agent": 0, "round": 0, "model": "generator_0",
-          "messages": [{"role": "system"|"user", "content": ...}],   # the prompt it was given
+          "messages": [{"role": ..., "content": ...}],   # the whole context it answered in: with
+                                         # debate.context=conversation, a later round holds the agent's own
+                                         # earlier turns (user/assistant) before the others' answers
           "summary": null | str,         # the summary of the others it read (debate.summarize=true)
-          "response": str, "answer": str | null, "correct": bool, "num_tokens": int}, ...],
+          "summary_finished": null | bool,  # false: the summary was cut off by summary_max_new_tokens
+          "response": str, "answer": str | null, "correct": bool, "num_tokens": int,
+          "finished": bool},             # false: cut off by max_new_tokens; its answer is then null (it
+                                         # never votes and never becomes a training target)
+         ...],
         ...
       ],
       "final_answer": str | null,        # majority vote of the last round
-      "votes": [[answer, count], ...],   # clusters of equivalent answers, most votes first
+      "votes": [[answer, count], ...],   # clusters of equivalent answers, most votes first (the winner first;
+                                         # a tie is broken by a seeded choice, see mafl.tasks.vote)
       "correct": bool                    # final_answer against the gold answer (analysis only)
     }
 """
@@ -34,6 +41,12 @@ class Turn:
     correct: bool
     num_tokens: int = 0
     summary: str | None = None
+    finished: bool = True
+    summary_finished: bool | None = None
+
+    def context(self) -> list[dict]:
+        """The conversation after this turn: its messages and its response as the assistant's turn."""
+        return [dict(m) for m in self.messages] + [{"role": "assistant", "content": self.response}]
 
 
 @dataclass

@@ -1,19 +1,26 @@
 """Fine-tuning sets cut from debate transcripts: one set per model of the society.
 
-Selection uses the debate's own majority (``transcript.final_answer``), never the gold answer; ``turn.correct``
-is carried along for analysis only. For a society of N agents and R rounds:
+Selection uses the debate's own answers, never the gold answer; ``turn.correct`` is carried along for analysis
+only. A problem's *label* is its final-round answer when that answer is held by more than ``min_agreement`` of
+the agents (default 0.5: a strict majority, so a 1-1-1 split labels nothing and no agent is favoured);
+``min_agreement=None`` is the public code's rule (:func:`mafl.tasks.vote.public_consensus`: the largest cluster
+of the answers read, a tie going to the largest answer string). Problems without a label give no examples and
+are counted (``skipped_no_majority``). For a society of N agents and R rounds:
 
-* ``generator_n``: agent n's round-1 turns (``rounds[0][n]``) whose answer is equivalent to the majority.
-* ``critic_n`` (R >= 2): agent n's final-round turns (``rounds[-1][n]``) whose answer is equivalent to the
-  majority, split into D- (its round-1 answer was not: wrong-to-right) and D+ (it already agreed), then mixed
-  (see :func:`mix_critic`).
-* Without critics (the generator speaks every round), ``generator_n`` gets its majority-agreeing turns of every
+* ``generator_n``: agent n's round-1 turns (``rounds[0][n]``) whose answer is equivalent to the label; the
+  example is its round-1 prompt and answer.
+* ``critic_n`` (R >= 2): agent n's final-round turns (``rounds[-1][n]``) whose answer is equivalent to the label,
+  split into D- (its round-1 answer was not: wrong-to-right) and D+ (it already agreed), then mixed
+  (see :func:`critic_mix_sizes`). The example is exactly the context the critic answered in (with
+  ``debate.context=conversation``: its own earlier turns, then the others' answers or their summary) with the
+  loss on its final response only.
+* Without critics (the generator speaks every round), ``generator_n`` gets its label-agreeing turns of every
   round.
 
-A transcript whose majority is None gives no examples. Exact duplicates (same prompt messages and response) are
-removed and counted. Every random choice (critic mixing, the ``max_examples`` cap) is drawn from
-``random.Random(f"{seed}/{name}/{purpose}")``, so it is deterministic by seed and differs between models; chosen
-examples keep their transcript order.
+A turn cut off by ``max_new_tokens`` has no answer, so it never agrees and never becomes a target. Exact
+duplicates (same prompt messages and response) are removed and counted. Every random choice (critic mixing, the
+``max_examples`` cap) is drawn from ``random.Random(f"{seed}/{name}/{purpose}")``, so it is deterministic by
+seed and differs between models; chosen examples keep their transcript order.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from typing import Iterable, Sequence
 from mafl.debate.transcript import Transcript, Turn
 from mafl.rundir import atomic_write_json, atomic_write_jsonl, read_jsonl
 from mafl.tasks.base import Task
+from mafl.tasks.vote import public_consensus
 
 GENERATOR, D_MINUS, D_PLUS = "generator", "d_minus", "d_plus"
 
@@ -73,6 +81,7 @@ class FinetuneSet:
     examples: list[Example] = field(default_factory=list)
     duplicates_removed: int = 0
     dropped_by_cap: int = 0
+    skipped_no_majority: int = 0  # problems that gave no examples: no answer held by enough agents
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -91,6 +100,7 @@ class FinetuneSet:
             "accuracy": (sum(e.correct for e in self.examples) / n) if n else None,
             "duplicates_removed": self.duplicates_removed,
             "dropped_by_cap": self.dropped_by_cap,
+            "skipped_no_majority": self.skipped_no_majority,
             "mean_response_chars": (sum(chars) / n) if n else 0.0,
             "mean_response_tokens": (sum(words) / n) if n else 0.0,
         }
@@ -103,8 +113,7 @@ class FinetuneSet:
         """Write the examples as JSONL and the report next to it (``<stem>.report.json``), each atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"duplicates_removed": self.duplicates_removed, "dropped_by_cap": self.dropped_by_cap}
-        atomic_write_json(report_path(path), {**self.report(), **meta})
+        atomic_write_json(report_path(path), self.report())
         atomic_write_jsonl(path, (e.to_json() for e in self.examples))
         return path
 
@@ -118,6 +127,7 @@ class FinetuneSet:
             examples=examples,
             duplicates_removed=int(meta.get("duplicates_removed", 0)),
             dropped_by_cap=int(meta.get("dropped_by_cap", 0)),
+            skipped_no_majority=int(meta.get("skipped_no_majority", 0)),
         )
 
 
@@ -152,9 +162,22 @@ def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
     return kept, removed
 
 
-def agrees(turn: Turn, final_answer: str | None, task: Task) -> bool:
-    """True when the turn's answer is equivalent to the debate's majority (a None majority agrees with nothing)."""
-    return final_answer is not None and task.is_equivalent(turn.answer, final_answer)
+def problem_label(t: Transcript, task: Task, min_agreement: float | None = 0.5) -> str | None:
+    """The answer a problem's examples must agree with (see the module doc), or None: no examples."""
+    if not t.rounds:
+        return None
+    if min_agreement is None:
+        return public_consensus(task, [turn.answer for turn in t.rounds[-1]])
+    if not t.votes or t.final_answer is None:
+        return None
+    votes = t.votes[0][1]
+    return t.final_answer if votes > min_agreement * t.num_agents else None
+
+
+def agrees(turn: Turn, label: str | None, task: Task) -> bool:
+    """True when the turn's answer is equivalent to the label (a None label agrees with nothing, and a turn
+    without an answer, e.g. a cut-off one, agrees with nothing)."""
+    return label is not None and turn.answer is not None and task.is_equivalent(turn.answer, label)
 
 
 def _example(turn: Turn, t: Transcript, kind: str) -> Example:
@@ -162,19 +185,16 @@ def _example(turn: Turn, t: Transcript, kind: str) -> Example:
                    correct=bool(turn.correct), kind=kind)
 
 
-def critic_mix_sizes(num_d_minus: int, num_d_plus: int, critic_w: float | None) -> tuple[int, int]:
-    """How many D- and D+ examples a critic's set takes from the available ones.
+def critic_mix_sizes(num_d_minus: int, num_d_plus: int, critic_w: float) -> tuple[int, int]:
+    """How many D- and D+ examples a critic's set takes from the available ones, for ``critic_w=w``.
 
-    * ``critic_w=None`` (the official code): every D- example plus ``num_d_minus // 2`` D+ examples (fewer if
-      there are not that many).
-    * ``critic_w=w``: D- makes up the fraction ``w`` of the set. The side that is scarcer for that fraction is kept
-      whole and the other is cut to ``round(...)``: with ``a`` D- and ``b`` D+, if ``a * (1 - w) / w <= b`` all D- are
-      kept with ``round(a * (1 - w) / w)`` D+, otherwise all D+ are kept with ``round(b * w / (1 - w))`` D-.
-      ``w=1`` takes only D-, ``w=0`` only D+; with no D- (and 0 < w < 1) the set is empty.
+    D- makes up the fraction ``w`` of the set. The side that is scarcer for that fraction is kept whole and the
+    other is cut to ``round(...)``: with ``a`` D- and ``b`` D+, if ``a * (1 - w) / w <= b`` all D- are kept with
+    ``round(a * (1 - w) / w)`` D+, otherwise all D+ are kept with ``round(b * w / (1 - w))`` D-. ``w=1`` takes
+    only D-, ``w=0`` only D+; with no D- (and 0 < w < 1) the set is empty. ``critic_w=None`` (the public code's
+    rule) is drawn per example: see :func:`public_critic_mix`.
     """
     a, b = num_d_minus, num_d_plus
-    if critic_w is None:
-        return a, min(b, a // 2)
     w = float(critic_w)
     if not 0.0 <= w <= 1.0:
         raise ValueError(f"critic_w must be in [0, 1] or null, got {critic_w}")
@@ -188,6 +208,17 @@ def critic_mix_sizes(num_d_minus: int, num_d_plus: int, critic_w: float | None) 
     return min(a, round(b * w / (1.0 - w))), b
 
 
+def public_critic_mix(d_minus: list, d_plus: list, rng: random.Random) -> tuple[list, list]:
+    """The public code's critic mix (``ft_critic.py``): every D- example; the D+ examples shuffled, and for the
+    i-th D- example a fair coin adds the i-th D+ one (about half as many D+ as D-). Where the public code runs past
+    the end of its D+ list (an IndexError whenever a coin comes up at an i with fewer D+ than that), mafl adds
+    nothing instead."""
+    plus = list(d_plus)
+    rng.shuffle(plus)
+    taken = [plus[i] for i in range(len(d_minus)) if rng.random() < 0.5 and i < len(plus)]
+    return list(d_minus), taken
+
+
 def _finish(name: str, candidates: list[Example], seed: int, max_examples: int | None,
             critic_w: float | None = None, critic: bool = False) -> FinetuneSet:
     """Dedupe, mix (critics), cap; chosen examples keep their transcript order."""
@@ -196,9 +227,13 @@ def _finish(name: str, candidates: list[Example], seed: int, max_examples: int |
     if critic:
         d_minus = [e for e in kept if e.kind == D_MINUS]
         d_plus = [e for e in kept if e.kind == D_PLUS]
-        k_minus, k_plus = critic_mix_sizes(len(d_minus), len(d_plus), critic_w)
-        kept = _sample(d_minus, k_minus, _rng(seed, name, D_MINUS)) + _sample(d_plus, k_plus, _rng(seed, name, D_PLUS))
-        kept.sort(key=lambda e: order[e.key])
+        if critic_w is None:
+            chosen_minus, chosen_plus = public_critic_mix(d_minus, d_plus, _rng(seed, name, "public_mix"))
+        else:
+            k_minus, k_plus = critic_mix_sizes(len(d_minus), len(d_plus), critic_w)
+            chosen_minus = _sample(d_minus, k_minus, _rng(seed, name, D_MINUS))
+            chosen_plus = _sample(d_plus, k_plus, _rng(seed, name, D_PLUS))
+        kept = sorted(chosen_minus + chosen_plus, key=lambda e: order[e.key])
     dropped = 0
     if max_examples is not None and len(kept) > max_examples:
         dropped = len(kept) - max(max_examples, 0)
@@ -206,50 +241,70 @@ def _finish(name: str, candidates: list[Example], seed: int, max_examples: int |
     return FinetuneSet(name=name, examples=kept, duplicates_removed=removed, dropped_by_cap=dropped)
 
 
+def problem_labels(transcripts: Sequence[Transcript], task: Task,
+                   min_agreement: float | None = 0.5) -> list[str | None]:
+    """:func:`problem_label` of every transcript."""
+    return [problem_label(t, task, min_agreement) for t in transcripts]
+
+
 def build_generator_set(transcripts: Sequence[Transcript], agent: int, task: Task, *, seed: int = 0,
-                        max_examples: int | None = None, rounds: str = "first",
-                        name: str | None = None) -> FinetuneSet:
-    """Agent ``agent``'s majority-agreeing turns of round 1 (``rounds="first"``) or of every round
-    (``rounds="all"``: the without-critics ablation, where the generator speaks every round)."""
+                        max_examples: int | None = None, rounds: str = "first", name: str | None = None,
+                        min_agreement: float | None = 0.5,
+                        labels: Sequence[str | None] | None = None) -> FinetuneSet:
+    """Agent ``agent``'s label-agreeing turns of round 1 (``rounds="first"``) or of every round
+    (``rounds="all"``: the without-critics ablation, where the generator speaks every round). ``labels``: the
+    transcripts' labels when already computed (else from ``min_agreement``)."""
     if rounds not in ("first", "all"):
         raise ValueError(f"rounds must be 'first' or 'all', got {rounds!r}")
+    labels = problem_labels(transcripts, task, min_agreement) if labels is None else labels
     candidates = []
-    for t in transcripts:
+    for t, label in zip(transcripts, labels):
         spoken = t.rounds[:1] if rounds == "first" else t.rounds
         for rnd in spoken:
             turn = rnd[agent]
-            if agrees(turn, t.final_answer, task):
+            if agrees(turn, label, task):
                 candidates.append(_example(turn, t, GENERATOR))
-    return _finish(name or f"generator_{agent}", candidates, seed, max_examples)
+    out = _finish(name or f"generator_{agent}", candidates, seed, max_examples)
+    out.skipped_no_majority = sum(label is None for label in labels)
+    return out
 
 
 def build_critic_set(transcripts: Sequence[Transcript], agent: int, task: Task, critic_w: float | None,
-                     seed: int = 0, *, max_examples: int | None = None, name: str | None = None) -> FinetuneSet:
-    """Agent ``agent``'s majority-agreeing final-round turns, D- and D+ mixed by ``critic_w``
-    (:func:`critic_mix_sizes`). Debates of a single round give no critic examples."""
+                     seed: int = 0, *, max_examples: int | None = None, name: str | None = None,
+                     min_agreement: float | None = 0.5,
+                     labels: Sequence[str | None] | None = None) -> FinetuneSet:
+    """Agent ``agent``'s label-agreeing final-round turns, D- and D+ mixed by ``critic_w``
+    (:func:`critic_mix_sizes`; None: :func:`public_critic_mix`). Debates of a single round give no critic
+    examples."""
+    labels = problem_labels(transcripts, task, min_agreement) if labels is None else labels
     candidates = []
-    for t in transcripts:
+    for t, label in zip(transcripts, labels):
         if len(t.rounds) < 2:
             continue
         turn = t.rounds[-1][agent]
-        if agrees(turn, t.final_answer, task):
-            kind = D_PLUS if agrees(t.rounds[0][agent], t.final_answer, task) else D_MINUS
+        if agrees(turn, label, task):
+            kind = D_PLUS if agrees(t.rounds[0][agent], label, task) else D_MINUS
             candidates.append(_example(turn, t, kind))
-    return _finish(name or f"critic_{agent}", candidates, seed, max_examples, critic_w, critic=True)
+    out = _finish(name or f"critic_{agent}", candidates, seed, max_examples, critic_w, critic=True)
+    out.skipped_no_majority = sum(label is None for label in labels)
+    return out
 
 
 def build_society_sets(transcripts: Sequence[Transcript], task: Task, num_agents: int, critic_w: float | None,
-                       seed: int = 0, critics: bool = True, max_examples: int | None = None
-                       ) -> dict[str, FinetuneSet]:
+                       seed: int = 0, critics: bool = True, max_examples: int | None = None,
+                       min_agreement: float | None = 0.5) -> dict[str, FinetuneSet]:
     """The sets of all 2N models (``generator_0``.., ``critic_0``..), or of the N generators when
-    ``critics=False`` (each then gets its majority-agreeing turns of every round)."""
+    ``critics=False`` (each then gets its label-agreeing turns of every round)."""
+    labels = problem_labels(transcripts, task, min_agreement)
     sets = {}
     for n in range(num_agents):
         sets[f"generator_{n}"] = build_generator_set(
-            transcripts, n, task, seed=seed, max_examples=max_examples, rounds="first" if critics else "all")
+            transcripts, n, task, seed=seed, max_examples=max_examples, rounds="first" if critics else "all",
+            labels=labels)
     if critics:
         for n in range(num_agents):
-            sets[f"critic_{n}"] = build_critic_set(transcripts, n, task, critic_w, seed, max_examples=max_examples)
+            sets[f"critic_{n}"] = build_critic_set(transcripts, n, task, critic_w, seed, max_examples=max_examples,
+                                                   labels=labels)
     return sets
 
 
@@ -261,4 +316,5 @@ def merge_sets(sets: Iterable[FinetuneSet], name: str = "single", *, seed: int =
     merged = _finish(name, [e for s in sets for e in s.examples], seed, max_examples)
     merged.duplicates_removed += sum(s.duplicates_removed for s in sets)
     merged.dropped_by_cap += sum(s.dropped_by_cap for s in sets)
+    merged.skipped_no_majority = max((s.skipped_no_majority for s in sets), default=0)
     return merged

@@ -16,6 +16,7 @@ class FinetuneSettings:
     iterations: int
     init: str
     critic_w: float | None
+    min_agreement: float | None
     max_examples: int | None
     lora: dict
     train: dict
@@ -40,6 +41,7 @@ class FinetuneSettings:
             iterations=integer(c, "iterations", p, low=0),
             init=choice(c, "init", p, ("previous", "base")),
             critic_w=number(c, "critic_w", p, low=0.0, high=1.0, none_ok=True),
+            min_agreement=number(c, "min_agreement", p, low=0.0, high=1.0, none_ok=True),
             max_examples=integer(c, "max_examples", p, low=1, none_ok=True),
             lora=dict(c.get("lora") or {}),
             train=train,

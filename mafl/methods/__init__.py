@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from mafl.debate.society import Society
-from mafl.errors import ConfigError, known_keys
+from mafl.errors import ConfigError, integer, known_keys
 from mafl.registry import Registry, load
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ class MethodSettings:
     single_model: bool = False  # one shared model fine-tuned on every agent's data (an ablation)
     weights: str | None = None  # a folder of fine-tuned weights the society starts from
     rationalize: str | None = None  # star: the question of a rationalisation request
+    samples: int | None = None  # majority: answers per problem (None: debate.agents x debate.rounds)
 
     @property
     def shared(self) -> bool:
@@ -92,7 +93,7 @@ class MethodSettings:
         weights = c.get("weights")
         return cls(name=spec.name, label=str(c.get("label") or spec.name), spec=spec,
                    single_model=bool(c.get("single_model", False)), weights=str(weights) if weights else None,
-                   rationalize=c.get("rationalize"))
+                   rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True))
 
 
 def make_society(settings: Settings) -> Society:

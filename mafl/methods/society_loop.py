@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +23,7 @@ from mafl.debate.society import Society
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
 from mafl.methods import make_society, start_weights
 from mafl.rundir import Stages, atomic_write_json
-from mafl.summary import print_iteration, print_summary
+from mafl.summary import print_iteration, print_summary, sets_line
 from mafl.session import Session, open_session
 
 log = logging.getLogger("mafl")
@@ -36,7 +37,8 @@ TrainSets = Callable[[Session, Society, int], dict[str, FinetuneSet]]
 def build_sets(session: Session, society: Society, transcripts, seed: int) -> dict[str, FinetuneSet]:
     ft = session.finetune
     sets = build_society_sets(transcripts, session.task, society.agents, ft.critic_w, seed=seed,
-                              critics=society.critics, max_examples=ft.max_examples)
+                              critics=society.critics, max_examples=ft.max_examples,
+                              min_agreement=ft.min_agreement)
     if society.shared:
         return {"model": merge_sets(sets.values(), name="model", seed=seed, max_examples=ft.max_examples)}
     return sets
@@ -129,8 +131,18 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     return results
 
 
+def majority_samples(settings: Settings) -> Settings:
+    """``method=majority``: ``method.samples`` independent answers per problem in one round (default N x R, the
+    debate's number of answers per problem, so the baseline is compute-matched), then their majority vote."""
+    debate = settings.debate
+    samples = settings.method.samples or debate.agents * debate.rounds
+    return replace(settings, debate=replace(debate, agents=samples, rounds=1))
+
+
 def run_society_loop(cfg: DictConfig, run_dir: Path, settings: Settings, *,
                      train_sets: TrainSets = debate_train_sets) -> dict:
+    if settings.method.name == "majority":
+        settings = majority_samples(settings)
     society = make_society(settings)
     society.weights = start_weights(settings, society)
     debate, iterations = settings.debate, settings.finetune.iterations
@@ -140,8 +152,10 @@ def run_society_loop(cfg: DictConfig, run_dir: Path, settings: Settings, *,
             it_dir = run_dir / f"iter_{k}"
             if k > 0:
                 sets = iteration_sets(session, society, k, train_sets, stages)
+                reports = {n: s.report() for n, s in sets.items()}
+                print(sets_line(k, reports), flush=True)
                 ft_results = finetune_society(session, society, sets, k)
-                session.record_finetune(k, {n: s.report() for n, s in sets.items()}, ft_results)
+                session.record_finetune(k, reports, ft_results)
                 society.weights = {m: str(it_dir / "models" / m) for m in society.models}
             eval_tx = run_debate(
                 session.backend(society), session.task, session.eval, society, debate, session.prompts,

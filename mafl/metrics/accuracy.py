@@ -14,16 +14,21 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mafl.debate.transcript import Transcript, Turn
+from mafl.debate.transcript import Transcript
 from mafl.metrics.stats import MetricRecord, mean_record
 from mafl.tasks.base import Task
 
 
-def round_winner(task: Task, turns: Sequence[Turn]) -> str | None:
-    """The majority answer of one round (``mafl.tasks.vote.majority_vote``), None when no answer was read."""
+def round1_winner(task: Task, t: Transcript, seed: int) -> str | None:
+    """The majority answer of round 1 (``mafl.tasks.vote.majority_vote``, a tie broken by a choice seeded from
+    ``seed`` and the problem; a one-round debate's own vote), None when no answer was read."""
+    from mafl.debate.engine import derive_seed
     from mafl.tasks.vote import majority_vote
 
-    return majority_vote(task, [t.answer for t in turns]).winner
+    if len(t.rounds) == 1:
+        return t.final_answer
+    answers = [turn.answer for turn in t.rounds[0]]
+    return majority_vote(task, answers, tie_seed=derive_seed(seed, t.problem.id, "round1_vote")).winner
 
 
 def accuracy_records(
@@ -35,7 +40,7 @@ def accuracy_records(
     records = [
         mean_record([float(t.correct) for t in transcripts], metric="accuracy/debate", **common),
         mean_record(
-            [float(task.is_equivalent(round_winner(task, t.rounds[0]), t.problem.answer)) for t in transcripts],
+            [float(task.is_equivalent(round1_winner(task, t, seed), t.problem.answer)) for t in transcripts],
             metric="accuracy/round1_majority", **common,
         ),
     ]

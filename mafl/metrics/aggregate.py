@@ -20,7 +20,9 @@ DIVERSITY_METRICS = [
     "consensus", "consensus/round1", "kl/agents", "kl/base", "nll", "embedding_dissimilarity",
     "kl/agents_final", "kl/base_final", "nll_final", "embedding_dissimilarity_final",
 ]
-PERCENT_PREFIXES = ("accuracy", "consensus")
+# what the answers cost and what their token budgets cut off (mafl.metrics.cutoff)
+BUDGET_METRICS = ["answers_per_problem", "cutoff/round1", "cutoff/round2", "cutoff/round3", "cutoff/summary"]
+PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff")
 MISSING = "–"
 
 Group = tuple[str, str, str]  # (model, method label, dataset)
@@ -93,8 +95,8 @@ def curve(runs: Sequence[Results], metric: str, split: str) -> dict[int, Cell]:
     return {k: combine(v) for k, v in sorted(by_iteration.items())}
 
 
-def format_cell(cell: Cell | MetricRecord | None, metric: str) -> str:
-    """``62.0 ± 1.4``, ``0.210 ± 0.003 (n=3)``, or ``–``."""
+def format_cell(cell: Cell | MetricRecord | None, metric: str, seeds: bool = False) -> str:
+    """``62.0 ± 1.4``, ``0.210 ± 0.003 (n=3)``, or ``–``; ``seeds``: say ``(n=1)`` for one run too."""
     if cell is None:
         return MISSING
     if isinstance(cell, MetricRecord):
@@ -103,7 +105,14 @@ def format_cell(cell: Cell | MetricRecord | None, metric: str) -> str:
     text = f"{cell.value * scale:.{digits}f}"
     if cell.stderr is not None:
         text += f" ± {cell.stderr * scale:.{digits}f}"
-    return text + (f" (n={cell.runs})" if cell.runs > 1 else "")
+    return text + (f" (n={cell.runs})" if cell.runs > 1 or seeds else "")
+
+
+def answers_per_problem(runs: Sequence[Results], split: str) -> str:
+    """The answers generated per problem at the runs' final iteration (``–`` for runs that did not record it)."""
+    values = sorted({round(recs[-1].value, 1) for recs in (r.select("answers_per_problem", split) for r in runs)
+                     if recs})
+    return "/".join(f"{v:g}" for v in values) if values else MISSING
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mafl.debate.transcript import Transcript
-from mafl.metrics.accuracy import round_winner
+from mafl.metrics.accuracy import round1_winner
 from mafl.metrics.settings import PACKAGED_EMBEDDING_MODEL
 from mafl.metrics.stats import MetricRecord, mean_record
 from mafl.tasks.base import Task
@@ -50,7 +50,7 @@ def consensus_records(
         return sum(task.is_equivalent(u.answer, winner) for u in turns) / len(turns) if winner is not None else 0.0
 
     final = [share(t.rounds[-1], t.final_answer) for t in transcripts]
-    first = [share(t.rounds[0], round_winner(task, t.rounds[0])) for t in transcripts]
+    first = [share(t.rounds[0], round1_winner(task, t, seed)) for t in transcripts]
     return [mean_record(final, metric="consensus", **common), mean_record(first, metric="consensus/round1", **common)]
 
 

@@ -9,6 +9,9 @@ Metric names (``MetricRecord.metric``); ``agent=None`` is the society, ``agent=n
 ``accuracy/agent_final``            each agent's own last-round answer (same)
 ``consensus``                       share of agents agreeing with the final answer, mean over problems
 ``consensus/round1``                share of agents agreeing with the round-1 majority
+``answers_per_problem``             answers generated per problem (N x R)
+``cutoff/round<r>``, ``cutoff/summary``  share of round r's answers / of summaries cut off by their token
+                                    budget (mafl.metrics.cutoff)
 ``kl/agents``                       per-token KL between agents (``agent=i, other=j``: the matrix entry;
                                     ``agent=None``: its mean off the diagonal), round 1 (generators)
 ``kl/base``                         per-token KL of each agent's model against the base model, round 1
@@ -33,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 from mafl.backends.base import Backend
 from mafl.debate.transcript import Transcript
 from mafl.metrics.accuracy import accuracy_records
+from mafl.metrics.cutoff import cutoff_records
 from mafl.metrics.diversity import Embedder, consensus_records, diversity_subset, embedding_records, load_embedder
 from mafl.metrics.likelihood import likelihood_records
 from mafl.metrics.settings import ROUNDS, MetricsSettings
@@ -61,6 +65,7 @@ def compute_iteration_metrics(
     common = dict(iteration=iteration, split=split, samples=cfg.bootstrap_samples, seed=seed)
     transcripts = [t for t in transcripts if t.rounds]
     records = accuracy_records(transcripts, task, **common) + consensus_records(transcripts, task, **common)
+    records += cutoff_records(transcripts, **common)
     if not cfg.diversity or not transcripts:
         return records
 

@@ -41,7 +41,10 @@ class Results:
         """Method, dataset, model and seed named by the resolved config (``method.name``, ``dataset.name``, ...)."""
         name = lambda group: str((config.get(group) or {}).get("name", "?"))  # noqa: E731
         method = config.get("method") or {}
-        return cls(config=config, method=str(method.get("label") or method.get("name", "?")), dataset=name("dataset"), model=name("model"),
+        label = str(method.get("label") or method.get("name", "?"))
+        if (config.get("dataset") or {}).get("protocol") == "official":
+            label += " [official protocol]"  # fine-tuned on debates of the eval problems: not comparable
+        return cls(config=config, method=label, dataset=name("dataset"), model=name("model"),
                    records=list(records), finetune=dict(finetune or {}), seed=config.get("seed"))
 
     def to_json(self) -> dict:

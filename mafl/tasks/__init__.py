@@ -50,9 +50,15 @@ def task_from_config(dataset_cfg: Mapping) -> Task:
 
 
 def load_splits(dataset_cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
-    """(train, eval) problems of a dataset config group, as its task loads them."""
+    """(train, eval) problems of a dataset config group, as its task loads them (``eval_seed``, ``train_seed``).
+
+    ``protocol: official`` (the public code's protocol) returns the eval problems as the train problems too: the
+    society then fine-tunes on debates of the questions it is evaluated on."""
     cfg = plain(dataset_cfg)
-    return task_from_config(cfg).load_problems(cfg)
+    train, eval_ = task_from_config(cfg).load_problems(cfg)
+    if cfg.get("protocol", "heldout") == "official":
+        return list(eval_), eval_
+    return train, eval_
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,8 @@ class DatasetSettings:
                    prompts=Prompts.from_cfg(options.get("prompts") or {}), options=options)
 
     def load_problems(self) -> tuple[list[Problem], list[Problem]]:
-        """(train, eval) problems, as the task loads them."""
-        return self.task.load_problems(self.options)
+        """(train, eval) problems, as the task loads them (see :func:`load_splits`)."""
+        return load_splits(self.options)
 
 
 __all__ = ["TASKS", "DatasetSettings", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",

@@ -1,6 +1,6 @@
 """Arithmetic (the paper's first task): "What is the result of a+b*c+d-e*f?" with a..f drawn from [low, high].
 
-Problems are generated, not loaded: the eval set comes from its own random stream (seeded by ``seed``), the
+Problems are generated, not loaded: the eval set comes from its own random stream (seeded by ``eval_seed``), the
 train set from another that skips every eval question, so the two are disjoint and each is stable as its size
 grows (the first 100 eval problems of ``n_eval=500`` are those of ``n_eval=100``).
 """
@@ -27,8 +27,8 @@ class ArithmeticTask(NumericTask):
         integer(cfg, "high", "dataset", low=integer(cfg, "low", "dataset"))
 
     def load_problems(self, cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
-        return arithmetic_problems(cfg.get("n_train"), cfg.get("n_eval"), seed=cfg.get("seed", 0),
-                                   low=cfg.get("low", 0), high=cfg.get("high", 29))
+        return arithmetic_problems(cfg.get("n_train"), cfg.get("n_eval"), eval_seed=cfg.get("eval_seed", 0),
+                                   train_seed=cfg.get("train_seed", 0), low=cfg.get("low", 0), high=cfg.get("high", 29))
 
 
 def arithmetic_value(a: int, b: int, c: int, d: int, e: int, f: int) -> int:
@@ -56,16 +56,17 @@ def _draw(rng: random.Random, count: int, low: int, high: int, taken: set, split
     return out
 
 
-def arithmetic_problems(n_train: int, n_eval: int, seed: int = 0, low: int = 0, high: int = 29
-                        ) -> tuple[list[Problem], list[Problem]]:
-    """(train, eval): ``n_train`` and ``n_eval`` distinct questions, no question in both."""
+def arithmetic_problems(n_train: int, n_eval: int, eval_seed: int = 0, train_seed: int = 0, low: int = 0,
+                        high: int = 29) -> tuple[list[Problem], list[Problem]]:
+    """(train, eval): ``n_train`` and ``n_eval`` distinct questions, no question in both; the eval problems
+    drawn with ``eval_seed``, the train problems with ``train_seed``."""
     for key, n in (("n_train", n_train), ("n_eval", n_eval)):
         if n is None or int(n) < 0:
             raise ValueError(f"dataset.{key} must be a count for arithmetic (problems are generated), got {n!r}")
     if int(low) > int(high):
         raise ValueError(f"dataset.low={low} > dataset.high={high}")
-    eval_problems = _draw(random.Random(f"arithmetic/{seed}/eval"), int(n_eval), int(low), int(high), set(), "eval")
+    eval_problems = _draw(random.Random(f"arithmetic/{eval_seed}/eval"), int(n_eval), int(low), int(high), set(), "eval")
     taken = {tuple(p.meta["operands"]) for p in eval_problems}
-    train_problems = _draw(random.Random(f"arithmetic/{seed}/train"), int(n_train), int(low), int(high), taken,
+    train_problems = _draw(random.Random(f"arithmetic/{train_seed}/train"), int(n_train), int(low), int(high), taken,
                            "train")
     return train_problems, eval_problems

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mafl.errors import integer
+from mafl.errors import choice, integer
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,14 @@ class Task(ABC):
         """Refuse a ``dataset.*`` value that cannot work, with a ConfigError naming the key (before any work)."""
         integer(cfg, "n_train", "dataset", low=1, none_ok=True)
         integer(cfg, "n_eval", "dataset", low=1, none_ok=True)
+        integer(cfg, "eval_seed", "dataset", low=0)
+        integer(cfg, "train_seed", "dataset", low=0)
+        choice(cfg, "protocol", "dataset", ("heldout", "official"))
 
     def load_problems(self, cfg: Mapping) -> tuple[list["Problem"], list["Problem"]]:
-        """The (train, eval) problems of a dataset config group (``conf/dataset/<name>.yaml``)."""
+        """The (train, eval) problems of a dataset config group (``conf/dataset/<name>.yaml``): disjoint, the eval
+        problems drawn with ``eval_seed`` and the train problems with ``train_seed``, whatever the run's seed
+        (``dataset.protocol`` is applied on top, by :func:`mafl.tasks.load_splits`)."""
         raise NotImplementedError(f"the {self.name} task does not load problems from a dataset config")
 
     def row_meta(self, row: dict) -> dict[str, Any]:

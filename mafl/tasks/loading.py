@@ -134,14 +134,14 @@ class FileTask(Task):
                                   + (" (dataset.data_dir / MAFL_DATA_DIR)" if data_dir else ""))
 
     def load_problems(self, cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
-        seed = cfg.get("seed", 0)
+        eval_seed, train_seed = cfg.get("eval_seed", 0), cfg.get("train_seed", 0)
         eval_pool = _problems(self, cfg, "eval")
-        eval_problems = _sample(eval_pool, cfg.get("n_eval"), seed, "eval")
+        eval_problems = _sample(eval_pool, cfg.get("n_eval"), eval_seed, "eval")
         # train never sees an eval problem, even if both come from one file
         held_out = {p.id for p in eval_problems} | {" ".join(p.question.split()) for p in eval_problems}
         train_all = _problems(self, cfg, "train")
         train_pool = [p for p in train_all if p.id not in held_out and " ".join(p.question.split()) not in held_out]
         if len(train_pool) < len(train_all):
             log.info("left %d eval problems out of the train split", len(train_all) - len(train_pool))
-        train_problems = _sample(train_pool, cfg.get("n_train"), seed, "train")
+        train_problems = _sample(train_pool, cfg.get("n_train"), train_seed, "train")
         return train_problems, eval_problems

@@ -9,10 +9,14 @@ Conversations are rendered with the prompts of ``conf/dataset/arithmetic.yaml`` 
 the corpus always matches what the debate sends):
 
 * round 1: ``system_generator`` + ``round1`` -> a correct worked answer;
-* debate: ``system_critic`` + ``debate`` with 1-2 other agents' worked answers (some wrong by one slipped
-  step) -> a correct worked answer;
-* summarize: ``summarize`` with the others' answers -> ``Agent 1 says 12. Agent 2 says -3.``;
-* debate after a summary: ``debate`` whose {others} is the ``summary`` template -> a correct worked answer.
+* debate: the agent's own conversation continued, as ``debate.context=conversation`` sends it:
+  ``system_critic``, ``round1``, the agent's own round-1 answer (wrong by one slipped step with probability 1/2),
+  then ``debate`` with 1-2 other agents' worked answers (each wrong with probability 1/2) -> a correct worked
+  answer (the loss is on this last reply only);
+* summarize: a single user turn ``summarize`` with the others' answers (as the summariser is asked) ->
+  ``Agent 1 says 12. Agent 2 says -3.``;
+* debate after a summary: the debate conversation whose {others} is the ``summary`` template -> a correct
+  worked answer.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Mapping
 
 # Bump when the corpus, the chain of thought or the tokenizer changes: it is part of the cache key.
-CORPUS_VERSION = 4
+CORPUS_VERSION = 5
 
 QUESTION = "What is the result of {a}+{b}*{c}+{d}-{e}*{f}?"
 ANSWER = "The answer is {answer}."
@@ -133,23 +137,25 @@ def _others(p: ArithmeticProblem, rng: random.Random, prompts: Mapping[str, str]
 
 def conversation(kind: str, p: ArithmeticProblem, rng: random.Random,
                  prompts: Mapping[str, str]) -> list[dict[str, str]]:
-    """One chat (system, user, assistant) of the given kind about problem ``p``."""
+    """One chat of the given kind about problem ``p``; its last message is the assistant reply to learn."""
     if kind == "round1":
-        system, user = prompts["system_generator"], prompts["round1"].format(question=p.question)
-        reply = solve(p)[0]
-    else:
-        others, summary = _others(p, rng, prompts)
-        system = prompts["system_critic"]
-        if kind == "summarize":
-            user, reply = prompts["summarize"].format(others=others), summary
-        else:
-            if kind == "debate_summary":
-                others = prompts["summary"].format(summary=summary)
-            elif kind != "debate":
-                raise ValueError(f"unknown conversation kind {kind!r}; expected one of {KINDS}")
-            user, reply = prompts["debate"].format(question=p.question, others=others), solve(p)[0]
-    return [{"role": "system", "content": system}, {"role": "user", "content": user},
-            {"role": "assistant", "content": reply}]
+        return [{"role": "system", "content": prompts["system_generator"]},
+                {"role": "user", "content": prompts["round1"].format(question=p.question)},
+                {"role": "assistant", "content": solve(p)[0]}]
+    others, summary = _others(p, rng, prompts)
+    if kind == "summarize":
+        return [{"role": "user", "content": prompts["summarize"].format(others=others)},
+                {"role": "assistant", "content": summary}]
+    if kind == "debate_summary":
+        others = prompts["summary"].format(summary=summary)
+    elif kind != "debate":
+        raise ValueError(f"unknown conversation kind {kind!r}; expected one of {KINDS}")
+    own = slipped(p, rng)[0] if rng.random() < 0.5 else solve(p)[0]
+    return [{"role": "system", "content": prompts["system_critic"]},
+            {"role": "user", "content": prompts["round1"].format(question=p.question)},
+            {"role": "assistant", "content": own},
+            {"role": "user", "content": prompts["debate"].format(question=p.question, others=others)},
+            {"role": "assistant", "content": solve(p)[0]}]
 
 
 def drill(rng: random.Random, facts: int, low: int = 0, high: int = 29,

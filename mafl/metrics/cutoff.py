@@ -1,0 +1,35 @@
+"""What a debate cost and what it lost to its token budget.
+
+* ``cutoff/round<r>`` (r = 1, 2, ...): the share of round r's answers cut off by ``debate.max_new_tokens``
+  (``Turn.finished`` false; such an answer never votes and never becomes a training target), mean over problems;
+* ``cutoff/summary``: the share of summaries cut off by ``debate.summary_max_new_tokens`` (when the debate
+  summarised);
+* ``answers_per_problem``: the answers generated per problem (N agents x R rounds; summaries not counted), so
+  that a table row says how much sampling its accuracy took.
+
+A budget that is too small shows here rather than as a silently lower accuracy.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from mafl.debate.transcript import Transcript
+from mafl.metrics.stats import MetricRecord, mean_record
+
+
+def cutoff_records(transcripts: Sequence[Transcript], *, iteration: int, split: str, samples: int,
+                   seed: int) -> list[MetricRecord]:
+    if not transcripts:
+        return []
+    common = dict(iteration=iteration, split=split, samples=samples, seed=seed)
+    records = [mean_record([float(sum(len(rnd) for rnd in t.rounds)) for t in transcripts],
+                           metric="answers_per_problem", **common)]
+    for r in range(min(len(t.rounds) for t in transcripts)):
+        shares = [sum(not turn.finished for turn in t.rounds[r]) / len(t.rounds[r]) for t in transcripts]
+        records.append(mean_record(shares, metric=f"cutoff/round{r + 1}", **common))
+    summarised = [[turn for rnd in t.rounds for turn in rnd if turn.summary_finished is not None]
+                  for t in transcripts]
+    if any(summarised):
+        shares = [sum(not turn.summary_finished for turn in turns) / len(turns) for turns in summarised if turns]
+        records.append(mean_record(shares, metric="cutoff/summary", **common))
+    return records
