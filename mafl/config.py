@@ -71,6 +71,8 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
                         finetune=finetune, method=method, backend=backend,
                         metrics=MetricsSettings.from_cfg(cfg.get("metrics")),
                         logger=LoggerSettings.from_cfg(cfg.get("logger")))
+    if method.spec.prepare:
+        settings = load(method.spec.prepare)(settings)
     if method.spec.check:
         load(method.spec.check)(settings)
     if method.weights:

@@ -345,3 +345,14 @@ def test_missing_saved_weights_are_refused(fake_run, tmp_path):
     (tmp_path / "models" / "generator_0").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"^method.weights: .* no weights for generator_1"):
         fake_run(voting_answer(), [f"method.weights={tmp_path / 'models'}"])
+
+
+def test_validate_gives_the_settings_a_method_runs_with(tmp_path):
+    """majority: N x R samples in one round, already in the settings (its society and its saved weights too)."""
+    settings = validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2"]))
+    assert (settings.debate.agents, settings.debate.rounds) == (6, 1)
+    assert make_society(settings).models == [f"generator_{n}" for n in range(6)]
+    for n in range(3):
+        (tmp_path / f"generator_{n}").mkdir()
+    with pytest.raises(ConfigError, match=r"^method.weights: .* no weights for generator_3, generator_4, generator_5"):
+        validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2", f"method.weights={tmp_path}"]))

@@ -14,7 +14,7 @@ conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -37,6 +37,8 @@ class Method:
     finetunes: bool  # False: evaluates the untuned society only
     shared: bool  # one shared model speaks for every agent (else each agent has its own)
     check: str | None = None  # "module:attr" of check(settings), the method's own checks of the run's settings
+    # "module:attr" of prepare(settings) -> settings: the settings the method runs with (validate() applies it)
+    prepare: str | None = None
 
     def run(self, cfg: DictConfig, run_dir: Path, settings: Settings) -> dict:
         return load(self.runner)(cfg, run_dir, settings)
@@ -45,7 +47,7 @@ class Method:
 METHODS: Registry[Method] = Registry("method", "method.name")
 for _method in (
     Method("single", LOOP, finetunes=False, shared=False),
-    Method("majority", LOOP, finetunes=False, shared=False),
+    Method("majority", LOOP, finetunes=False, shared=False, prepare="mafl.methods:majority_samples"),
     Method("debate", LOOP, finetunes=False, shared=False),
     Method("star", "mafl.methods.star:run_star", finetunes=True, shared=True, check="mafl.methods.star:check_star"),
     Method("majority_ft", LOOP, finetunes=True, shared=True),
@@ -94,6 +96,14 @@ class MethodSettings:
         return cls(name=spec.name, label=str(c.get("label") or spec.name), spec=spec,
                    single_model=bool(c.get("single_model", False)), weights=str(weights) if weights else None,
                    rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True))
+
+
+def majority_samples(settings: Settings) -> Settings:
+    """``method=majority``: ``method.samples`` independent answers per problem in one round (default N x R, the
+    debate's number of answers per problem, so the baseline is compute-matched), then their majority vote."""
+    debate = settings.debate
+    samples = settings.method.samples or debate.agents * debate.rounds
+    return replace(settings, debate=replace(debate, agents=samples, rounds=1))
 
 
 def make_society(settings: Settings) -> Society:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -131,18 +130,8 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     return results
 
 
-def majority_samples(settings: Settings) -> Settings:
-    """``method=majority``: ``method.samples`` independent answers per problem in one round (default N x R, the
-    debate's number of answers per problem, so the baseline is compute-matched), then their majority vote."""
-    debate = settings.debate
-    samples = settings.method.samples or debate.agents * debate.rounds
-    return replace(settings, debate=replace(debate, agents=samples, rounds=1))
-
-
 def run_society_loop(cfg: DictConfig, run_dir: Path, settings: Settings, *,
                      train_sets: TrainSets = debate_train_sets) -> dict:
-    if settings.method.name == "majority":
-        settings = majority_samples(settings)
     society = make_society(settings)
     society.weights = start_weights(settings, society)
     debate, iterations = settings.debate, settings.finetune.iterations
