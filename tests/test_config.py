@@ -75,6 +75,8 @@ def test_launchers_compose():
     ("finetune.mix_general={path:/no/such.jsonl,eta:0.5}", "finetune.mix_general.path"),
     ("dataset.high=-1", "dataset.high"),
     ("+model.dtyp=float32", "model.dtyp"),
+    ("+dataset.n_evals=3", "dataset.n_evals"),
+    ("+dataset.levels=[1]", "dataset.levels"),  # a MATH key, not an arithmetic one
     ("model.dtype=float8", "model.dtype"),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key, tmp_path):

@@ -212,7 +212,9 @@ def test_a_task_outside_the_registry_is_one_module_named_by_the_config(tmp_path,
     monkeypatch.syspath_prepend(str(tmp_path))
     train, eval_ = load_splits({"task": "counting_task:CountingTask", "n_train": 2, "n_eval": 3})
     assert [p.answer for p in eval_] == ["1", "2", "3"] and [p.answer for p in train] == ["4", "5"]
-    settings = validate(compose_cfg(["dataset.task=counting_task:CountingTask"]))
+    with pytest.raises(ConfigError, match=r"^dataset.high: unknown key"):  # an arithmetic key it does not read
+        validate(compose_cfg(["dataset.task=counting_task:CountingTask"]))
+    settings = validate(compose_cfg(["dataset.task=counting_task:CountingTask", "~dataset.low", "~dataset.high"]))
     assert settings.dataset.task.name == "counting" and "counting_task:CountingTask" not in TASKS
     with pytest.raises(ConfigError, match=r"^dataset.task: cannot import counting_task:Nope"):
         validate(compose_cfg(["dataset.task=counting_task:Nope"]))

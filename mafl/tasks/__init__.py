@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mafl.errors import plain
+from mafl.errors import known_keys, plain
 from mafl.registry import Registry
-from mafl.tasks.base import BadRow, Problem, Task
+from mafl.tasks.base import DATASET_KEYS, BadRow, Problem, Task
 from mafl.tasks.loading import DatasetError
 from mafl.tasks.vote import Vote, majority_vote
 
@@ -77,6 +77,8 @@ class DatasetSettings:
 
         options = plain(c)
         task = task_from_config(options)
+        arguments = inspect.signature(TASKS.load(options["task"])).parameters
+        known_keys(options, "dataset", [*DATASET_KEYS, *task.config_keys, *arguments])
         task.check_config(options)
         return cls(name=str(options.get("name") or options["task"]), task=task,
                    prompts=Prompts.from_cfg(options.get("prompts") or {}), options=options)
