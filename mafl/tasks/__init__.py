@@ -55,7 +55,11 @@ def load_splits(dataset_cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
     ``protocol: official`` (the public code's protocol) returns the eval problems as the train problems too: the
     society then fine-tunes on debates of the questions it is evaluated on."""
     cfg = plain(dataset_cfg)
-    train, eval_ = task_from_config(cfg).load_problems(cfg)
+    return _splits(task_from_config(cfg), cfg)
+
+
+def _splits(task: Task, cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
+    train, eval_ = task.load_problems(cfg)
     if cfg.get("protocol", "heldout") == "official":
         return list(eval_), eval_
     return train, eval_
@@ -85,7 +89,7 @@ class DatasetSettings:
 
     def load_problems(self) -> tuple[list[Problem], list[Problem]]:
         """(train, eval) problems, as the task loads them (see :func:`load_splits`)."""
-        return load_splits(self.options)
+        return _splits(self.task, self.options)
 
 
 __all__ = ["TASKS", "DatasetSettings", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",
