@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Mapping
 
 from mafl.errors import choice, integer, known_keys, number
 
+MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
+
 if TYPE_CHECKING:
     from mafl.finetune.mixing import MixSettings
 
@@ -37,7 +39,7 @@ class FinetuneSettings:
         if "per_device_train_batch_size" in train:
             integer(train, "per_device_train_batch_size", f"{p}.train", low=1)
         return cls(
-            mode=choice(c, "mode", p, ("lora", "full")),
+            mode=choice(c, "mode", p, MODES),
             iterations=integer(c, "iterations", p, low=0),
             init=choice(c, "init", p, ("previous", "base")),
             critic_w=number(c, "critic_w", p, low=0.0, high=1.0, none_ok=True),
