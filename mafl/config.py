@@ -77,4 +77,6 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
         load(method.spec.check)(settings)
     if method.weights:
         start_weights(settings, make_society(settings))  # every model of the society has its weights there
+    if finetune.iterations:
+        finetune.check_arguments()  # last: it imports peft and trl, which fine-tuning needs anyway
     return settings

@@ -75,6 +75,8 @@ def test_launchers_compose():
     ("finetune.mix_general={path:/no/such.jsonl,eta:0.5}", "finetune.mix_general.path"),
     ("dataset.high=-1", "dataset.high"),
     ("+model.dtyp=float32", "model.dtyp"),
+    ("+finetune.train.learning_rat=0.1", "finetune.train.learning_rat"),
+    ("+finetune.lora.rank=8", "finetune.lora.rank"),
     ("+dataset.n_evals=3", "dataset.n_evals"),
     ("+dataset.levels=[1]", "dataset.levels"),  # a MATH key, not an arithmetic one
     ("model.dtype=float8", "model.dtype"),

@@ -50,3 +50,15 @@ class FinetuneSettings:
             mix_general=MixSettings.from_cfg(c.get("mix_general")),
             global_first=bool(c.get("global_first", False)),
         )
+
+    def check_arguments(self) -> None:
+        """``lora`` and ``train`` are passed straight to peft's ``LoraConfig`` and trl's ``SFTConfig``: a key that
+        is not one of their arguments is refused now rather than at the first fine-tune (imports peft and trl)."""
+        import dataclasses
+
+        from peft import LoraConfig
+        from trl import SFTConfig
+
+        for key, cls, values in (("lora", LoraConfig, self.lora), ("train", SFTConfig, self.train)):
+            known_keys(values, f"finetune.{key}", [f.name for f in dataclasses.fields(cls) if f.init],
+                       what=f"not an argument of {cls.__module__.split('.')[0]} {cls.__name__}")
