@@ -5,8 +5,9 @@ Each method is one registered :class:`Method` that says what it is: whether it f
 model speaks for every agent, and the function that runs it (imported only when the method is chosen). Their
 order here is the order of rows in reports (the paper's).
 
-``single``, ``majority`` and ``debate`` evaluate the untuned society with 1 agent x 1 round, N agents x 1 round,
-and N agents x R rounds (they never fine-tune: ``finetune.iterations`` must be 0). ``multiagent_ft`` fine-tunes
+``single``, ``majority`` and ``debate`` evaluate the untuned society with 1 agent x 1 round, ``method.samples``
+answers in one round (N x R by default: compute-matched with the debate), and N agents x R rounds (they never
+fine-tune: ``finetune.iterations`` must be 0). ``multiagent_ft`` fine-tunes
 each agent's generator and critic on its own slice of the debate (its ablations are presets of it:
 conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model on its own majority-voted samples;
 ``star`` fine-tunes one model on its rationales that reach the ground truth (mafl/methods/star.py).
