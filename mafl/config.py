@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from omegaconf import OmegaConf
+
 from mafl.backends import BackendSettings
 from mafl.debate.settings import DebateSettings
 from mafl.errors import ConfigError
@@ -29,8 +31,10 @@ DEVICES = ("cpu", "cuda", "auto")
 
 @dataclass(frozen=True)
 class Settings:
-    """Every component's checked settings, built by :func:`validate` before any work starts."""
+    """Every component's checked settings, built by :func:`validate` before any work starts; ``config`` is the
+    resolved config as a plain dict, as it is saved (``results.json``) and sent to the tracker."""
 
+    config: dict
     seed: int
     device: str
     model: ModelSettings
@@ -67,7 +71,8 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
         rank, limit = finetune.lora.get("r"), backend.options.get("max_lora_rank")
         if isinstance(rank, int) and isinstance(limit, int) and rank > limit:
             raise ConfigError(f"finetune.lora.r: {rank} is above backend.max_lora_rank ({limit})")
-    settings = Settings(seed=cfg["seed"], device=cfg["device"], model=model, dataset=dataset, debate=debate,
+    config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    settings = Settings(config=config, seed=cfg["seed"], device=cfg["device"], model=model, dataset=dataset, debate=debate,
                         finetune=finetune, method=method, backend=backend,
                         metrics=MetricsSettings.from_cfg(cfg.get("metrics")),
                         logger=LoggerSettings.from_cfg(cfg.get("logger")))

@@ -85,4 +85,4 @@ def run(cfg: DictConfig) -> dict:
     prepare_run_dir(cfg, run_dir)
     from mafl.methods import run_method
 
-    return run_method(cfg, run_dir, settings)
+    return run_method(run_dir, settings)

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from omegaconf import DictConfig, OmegaConf
-
 from mafl.config import Settings
 from mafl.debate.settings import DebateSettings
 from mafl.finetune.settings import FinetuneSettings
@@ -23,7 +21,6 @@ log = logging.getLogger("mafl")
 
 @dataclass
 class Session:
-    cfg: DictConfig
     run_dir: Path
     settings: Settings
     prompts: Prompts
@@ -105,22 +102,22 @@ class Session:
     def write_results(self):
         from mafl.metrics.results import Results, write_results
 
-        results = Results.from_config(OmegaConf.to_container(self.cfg, resolve=True), self.records,
+        results = Results.from_config(self.settings.config, self.records,
                                       finetune=self.finetune_log)
         write_results(self.run_dir, results)
         return results
 
 
 @contextlib.contextmanager
-def open_session(cfg: DictConfig, run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
+def open_session(run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
     """Load the task and the base model's path, start the tracker; always finish the tracker."""
     from mafl.models import resolve_model_path
     from mafl.tracking import make_tracker
 
     train, eval_ = settings.dataset.load_problems()
     base_path = resolve_model_path(settings.model, progress=progress)
-    tracker = make_tracker(settings.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    session = Session(cfg=cfg, run_dir=run_dir, settings=settings,
+    tracker = make_tracker(settings.logger, run_dir, settings.config)
+    session = Session(run_dir=run_dir, settings=settings,
                       prompts=settings.dataset.prompts, task=settings.dataset.task, train=train, eval=eval_,
                       base_path=base_path, tracker=tracker, progress=progress)
     log.info("run folder %s: %s on %s (%d train, %d eval problems), model %s", run_dir, settings.method.name,

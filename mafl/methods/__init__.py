@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from mafl.debate.society import Society
 from mafl.errors import ConfigError, integer, known_keys
@@ -34,15 +34,15 @@ LOOP = "mafl.methods.society_loop:run_society_loop"
 @dataclass(frozen=True)
 class Method:
     name: str
-    runner: str  # "module:attr" of run(cfg, run_dir, settings) -> results
+    runner: str  # "module:attr" of run(run_dir, settings) -> results
     finetunes: bool  # False: evaluates the untuned society only
     shared: bool  # one shared model speaks for every agent (else each agent has its own)
     check: str | None = None  # "module:attr" of check(settings), the method's own checks of the run's settings
     # "module:attr" of prepare(settings) -> settings: the settings the method runs with (validate() applies it)
     prepare: str | None = None
 
-    def run(self, cfg: DictConfig, run_dir: Path, settings: Settings) -> dict:
-        return load(self.runner)(cfg, run_dir, settings)
+    def run(self, run_dir: Path, settings: Settings) -> dict:
+        return load(self.runner)(run_dir, settings)
 
 
 METHODS: Registry[Method] = Registry("method", "method.name")
@@ -127,5 +127,5 @@ def start_weights(settings: Settings, society: Society) -> dict[str, str]:
     return {m: str(folder / m) for m in society.models}
 
 
-def run_method(cfg: DictConfig, run_dir: Path, settings: Settings) -> dict:
-    return settings.method.spec.run(cfg, run_dir, settings)
+def run_method(run_dir: Path, settings: Settings) -> dict:
+    return settings.method.spec.run(run_dir, settings)

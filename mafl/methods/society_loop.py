@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from mafl.config import Settings
 from mafl.debate.engine import derive_seed, run_debate
@@ -130,12 +130,12 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     return results
 
 
-def run_society_loop(cfg: DictConfig, run_dir: Path, settings: Settings, *,
+def run_society_loop(run_dir: Path, settings: Settings, *,
                      train_sets: TrainSets = debate_train_sets) -> dict:
     society = make_society(settings)
     society.weights = start_weights(settings, society)
     debate, iterations = settings.debate, settings.finetune.iterations
-    with open_session(cfg, run_dir, settings) as session:
+    with open_session(run_dir, settings) as session:
         stages = Stages(run_dir)
         for k in range(iterations + 1):
             it_dir = run_dir / f"iter_{k}"
