@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mafl.errors import ConfigError
+from mafl.methods import tuned_iterations  # noqa: F401  (registers ${mafl_tuned_iterations:...})
 
 # the config tree ships inside the package (mafl/conf), so an installed mafl runs from any folder
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -24,18 +25,8 @@ def run_name(override_dirname: str) -> str:
     return override_dirname.replace("/", "_") or "default"
 
 
-def tuned_iterations(method: str, iterations: int) -> int:
-    """``iterations`` for a method that fine-tunes, 0 for one that does not (a preset such as ``debug=smoke`` that
-    sets the iterations of any method)."""
-    from mafl.methods import METHODS
-
-    return iterations if method not in METHODS or METHODS.get(method).finetunes else 0
-
-
 if not OmegaConf.has_resolver("mafl_run_name"):
     OmegaConf.register_new_resolver("mafl_run_name", run_name)
-if not OmegaConf.has_resolver("mafl_tuned_iterations"):
-    OmegaConf.register_new_resolver("mafl_tuned_iterations", tuned_iterations)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -13,11 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from omegaconf import OmegaConf
+
 from mafl.backends import BackendSettings
 from mafl.debate.settings import DebateSettings
 from mafl.errors import ConfigError
 from mafl.finetune.settings import FinetuneSettings
-from mafl.methods import MethodSettings
+from mafl.methods import MethodSettings, make_society, start_weights
 from mafl.metrics.settings import MetricsSettings
 from mafl.models import ModelSettings
 from mafl.registry import load
@@ -29,8 +31,10 @@ DEVICES = ("cpu", "cuda", "auto")
 
 @dataclass(frozen=True)
 class Settings:
-    """Every component's checked settings, built by :func:`validate` before any work starts."""
+    """Every component's checked settings, built by :func:`validate` before any work starts; ``config`` is the
+    resolved config as a plain dict, as it is saved (``results.json``) and sent to the tracker."""
 
+    config: dict
     seed: int
     device: str
     model: ModelSettings
@@ -67,13 +71,17 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
         rank, limit = finetune.lora.get("r"), backend.options.get("max_lora_rank")
         if isinstance(rank, int) and isinstance(limit, int) and rank > limit:
             raise ConfigError(f"finetune.lora.r: {rank} is above backend.max_lora_rank ({limit})")
-    settings = Settings(seed=cfg["seed"], device=cfg["device"], model=model, dataset=dataset, debate=debate, finetune=finetune, method=method,
-                        backend=backend, metrics=MetricsSettings.from_cfg(cfg.get("metrics")),
+    config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    settings = Settings(config=config, seed=cfg["seed"], device=cfg["device"], model=model, dataset=dataset, debate=debate,
+                        finetune=finetune, method=method, backend=backend,
+                        metrics=MetricsSettings.from_cfg(cfg.get("metrics")),
                         logger=LoggerSettings.from_cfg(cfg.get("logger")))
+    if method.spec.prepare:
+        settings = load(method.spec.prepare)(settings)
     if method.spec.check:
         load(method.spec.check)(settings)
     if method.weights:
-        from mafl.methods.society_loop import make_society, start_weights
-
         start_weights(settings, make_society(settings))  # every model of the society has its weights there
+    if finetune.iterations:
+        finetune.check_arguments()  # last: it imports peft and trl, which fine-tuning needs anyway
     return settings

@@ -45,12 +45,13 @@ def choice(cfg: Mapping, key: str, prefix: str, choices: Iterable[Any]) -> Any:
     return value
 
 
-def known_keys(cfg: Mapping, prefix: str, allowed: Iterable[str]) -> None:
-    """Refuse a key of ``cfg`` that is not in ``allowed`` (a typo would otherwise be ignored or fail late)."""
+def known_keys(cfg: Mapping, prefix: str, allowed: Iterable[str], what: str | None = None) -> None:
+    """Refuse a key of ``cfg`` that is not in ``allowed`` (a typo would otherwise be ignored or fail late); the
+    message lists the known keys, or says ``what`` they are."""
     allowed = set(allowed)
     unknown = sorted(str(k) for k in cfg if k not in allowed)
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; known keys: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; {what or 'known keys: ' + ', '.join(sorted(allowed))}")
 
 
 def plain(value: Any) -> Any:

@@ -89,4 +89,4 @@ def run(cfg: DictConfig) -> dict:
     from mafl.methods import run_method
 
     with console_session(verbose):
-        return run_method(cfg, run_dir, settings)
+        return run_method(run_dir, settings)

@@ -3,7 +3,9 @@ and read lazily, the way lm-evaluation-harness registers its models. An entry is
 small object that names one, so a component's module (a GPU-only backend, say) is imported only when chosen.
 
 Validation and error messages read the registry: a name that is not registered is refused with a one-line
-``ConfigError`` that lists the registered names (``backend.name: 'x' is not one of hf, vllm``).
+``ConfigError`` that lists the registered names (``backend.name: 'x' is not one of hf, vllm``). Where a component
+is a class or factory (a task, a backend), the config may also name one outside the registry by its
+``"module:attr"`` (``dataset.task: mypackage.tasks:MyTask``): a new task is then one module and one yaml file.
 """
 from __future__ import annotations
 
@@ -50,5 +52,11 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def load(self, name: str) -> Any:
-        """The object registered as a ``"module:attr"`` string under ``name``, imported now."""
-        return load(self.get(name))
+        """The object registered as a ``"module:attr"`` string under ``name``, or named by ``name`` itself when it
+        is a ``"module:attr"`` string, imported now."""
+        if name in self._entries or not (isinstance(name, str) and ":" in name):
+            return load(self.get(name))
+        try:
+            return load(name)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"{self.key}: cannot import {name} ({type(e).__name__}: {e})") from None

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from omegaconf import DictConfig, OmegaConf
-
 from mafl.config import Settings
 from mafl.debate.settings import DebateSettings
 from mafl.finetune.settings import FinetuneSettings
@@ -20,7 +18,6 @@ from mafl.rundir import atomic_write_json
 
 @dataclass
 class Session:
-    cfg: DictConfig
     run_dir: Path
     settings: Settings
     prompts: Prompts
@@ -105,14 +102,14 @@ class Session:
     def write_results(self):
         from mafl.metrics.results import Results, write_results
 
-        results = Results.from_config(OmegaConf.to_container(self.cfg, resolve=True), self.records,
+        results = Results.from_config(self.settings.config, self.records,
                                       finetune=self.finetune_log)
         write_results(self.run_dir, results)
         return results
 
 
 @contextlib.contextmanager
-def open_session(cfg: DictConfig, run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
+def open_session(run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
     """Load the task and the base model's path, start the tracker; always finish the tracker."""
     from mafl.models import resolve_model_path
     from mafl.progress import line
@@ -120,8 +117,8 @@ def open_session(cfg: DictConfig, run_dir: Path, settings: Settings, progress: b
 
     train, eval_ = settings.dataset.load_problems()
     base_path = resolve_model_path(settings.model, progress=progress)
-    tracker = make_tracker(settings.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    session = Session(cfg=cfg, run_dir=run_dir, settings=settings,
+    tracker = make_tracker(settings.logger, run_dir, settings.config)
+    session = Session(run_dir=run_dir, settings=settings,
                       prompts=settings.dataset.prompts, task=settings.dataset.task, train=train, eval=eval_,
                       base_path=base_path, tracker=tracker, progress=progress)
     line(f"{settings.method.name} on {settings.dataset.name} ({len(train)} train, {len(eval_)} eval problems), "

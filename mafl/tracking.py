@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 from mafl.errors import ConfigError, choice, known_keys, number
 from mafl.metrics.stats import MetricRecord
+from mafl.rundir import atomic_write_text
 
 LOGGERS = ("none", "wandb")
 
@@ -115,7 +116,7 @@ class WandbTracker(Tracker):
             self.run.define_metric("iteration")
             self.run.define_metric("*", step_metric="iteration")
             if mode != "disabled":
-                id_file.write_text(run_id)
+                atomic_write_text(id_file, run_id)
 
     def _guard(self, call) -> None:
         try:

@@ -75,6 +75,10 @@ def test_launchers_compose():
     ("finetune.mix_general={path:/no/such.jsonl,eta:0.5}", "finetune.mix_general.path"),
     ("dataset.high=-1", "dataset.high"),
     ("+model.dtyp=float32", "model.dtyp"),
+    ("+finetune.train.learning_rat=0.1", "finetune.train.learning_rat"),
+    ("+finetune.lora.rank=8", "finetune.lora.rank"),
+    ("+dataset.n_evals=3", "dataset.n_evals"),
+    ("+dataset.levels=[1]", "dataset.levels"),  # a MATH key, not an arithmetic one
     ("model.dtype=float8", "model.dtype"),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key, tmp_path):
@@ -99,11 +103,17 @@ def test_custom_topology_needs_valid_adjacency(tmp_path):
         validate(cfg)
 
 
-def test_bad_value_from_the_command_line_exits_with_one_line(tmp_path):
+@pytest.mark.parametrize("override,line", [
+    ("debate.agents=0", "debate.agents: must be >= 1 (got 0)"),
+    ("metrics.diversity_rounds=[last]",
+     "metrics.diversity_rounds: must be a list of first and/or final (got ['last'])"),
+])
+def test_bad_value_from_the_command_line_exits_with_one_line(tmp_path, override, line):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "mafl", "debate.agents=0", f"run_dir={tmp_path}/r",
+    proc = subprocess.run([sys.executable, "-m", "mafl", override, f"run_dir={tmp_path}/r",
                            f"hydra.run.dir={tmp_path}/h"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "mafl: bad config: debate.agents: must be >= 1 (got 0)" in proc.stderr
+    assert f"mafl: bad config: {line}" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()

@@ -218,7 +218,7 @@ def test_the_official_protocol_is_marked_in_every_report_row():
 
 def test_majority_is_compute_matched_with_the_debate():
     from mafl.config import validate
-    from mafl.methods.society_loop import majority_samples
+    from mafl.methods import majority_samples
 
     s = majority_samples(validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2"]))).debate
     assert (s.agents, s.rounds) == (6, 1)

@@ -72,6 +72,7 @@ def test_table2_holds_every_ablation_and_tuned_tables_fine_tune():
     assert {m for m in METHOD_OPTIONS if m.startswith("multiagent_ft")} <= set(params.method.split(","))
     curve = compose_cfg(["experiment=iterations_curve", "method=multiagent_ft"])
     assert curve.finetune.iterations == 5
+    assert compose_cfg(["experiment=iterations_curve", "method=debate"]).finetune.iterations == 0
     five = compose_cfg(["experiment=agents5", "method=multiagent_ft"])
     assert five.debate.agents == 5 and five.method.label == "multiagent_ft_5_agents"
     sizes = {compose_cfg(["experiment=agents_sweep", f"debate.agents={n}"]).method.label for n in range(1, 6)}

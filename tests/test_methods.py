@@ -17,7 +17,7 @@ from mafl.debate.prompts import Prompts
 from mafl.finetune.mixing import GENERAL, general_count, load_general, mix_general
 from mafl.finetune.sets import Example, FinetuneSet
 from mafl.finetune.trainer import FinetuneResult
-from mafl.methods.society_loop import make_society
+from mafl.methods import make_society
 from mafl.methods.star import RATIONALE, RATIONALIZATION, check_hint, hinted
 from mafl.pipeline import run
 from mafl.tasks.base import Problem
@@ -228,7 +228,8 @@ def test_an_untuned_method_asked_to_fine_tune_is_refused(fake_run, method, tmp_p
     with pytest.raises(ConfigError) as err:
         fake_run(voting_answer(), [f"method={method}", "finetune.iterations=3"])
     message = str(err.value)
-    assert message.startswith(f"finetune.iterations: method {method} does not fine-tune (got 3)") and "\n" not in message
+    assert message.startswith(f"finetune.iterations: method {method} does not fine-tune (got 3)")
+    assert "\n" not in message
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
@@ -344,3 +345,14 @@ def test_missing_saved_weights_are_refused(fake_run, tmp_path):
     (tmp_path / "models" / "generator_0").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"^method.weights: .* no weights for generator_1"):
         fake_run(voting_answer(), [f"method.weights={tmp_path / 'models'}"])
+
+
+def test_validate_gives_the_settings_a_method_runs_with(tmp_path):
+    """majority: N x R samples in one round, already in the settings (its society and its saved weights too)."""
+    settings = validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2"]))
+    assert (settings.debate.agents, settings.debate.rounds) == (6, 1)
+    assert make_society(settings).models == [f"generator_{n}" for n in range(6)]
+    for n in range(3):
+        (tmp_path / f"generator_{n}").mkdir()
+    with pytest.raises(ConfigError, match=r"^method.weights: .* no weights for generator_3, generator_4, generator_5"):
+        validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2", f"method.weights={tmp_path}"]))

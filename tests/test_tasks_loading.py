@@ -183,3 +183,40 @@ def test_the_jsonl_config_group(tmp_path):
     task = task_from_config(cfg.dataset)
     assert task.is_equivalent("0.5", task.gold_answer({"prompt": "q", "label": r"\frac{1}{2}"}))
     assert eval_[0].id.startswith("jsonl/t/")
+
+
+TASK_MODULE = '''
+from mafl.tasks.base import Problem
+from mafl.tasks.numeric import NumericTask
+
+
+class CountingTask(NumericTask):
+    """Generated problems: "How many letters in <word>?"."""
+
+    name = "counting"
+
+    def load_problems(self, cfg):
+        words = ["a" * (i + 1) for i in range(cfg["n_train"] + cfg["n_eval"])]
+        problems = [Problem(f"counting/{i}", f"How many letters in {w}?", str(len(w))) for i, w in enumerate(words)]
+        return problems[cfg["n_eval"]:], problems[:cfg["n_eval"]]
+'''
+
+
+def test_a_task_outside_the_registry_is_one_module_named_by_the_config(tmp_path, monkeypatch):
+    from helpers import compose_cfg
+    from mafl.config import validate
+    from mafl.errors import ConfigError
+    from mafl.tasks import TASKS
+
+    (tmp_path / "counting_task.py").write_text(TASK_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    train, eval_ = load_splits({"task": "counting_task:CountingTask", "n_train": 2, "n_eval": 3})
+    assert [p.answer for p in eval_] == ["1", "2", "3"] and [p.answer for p in train] == ["4", "5"]
+    with pytest.raises(ConfigError, match=r"^dataset.high: unknown key"):  # an arithmetic key it does not read
+        validate(compose_cfg(["dataset.task=counting_task:CountingTask"]))
+    settings = validate(compose_cfg(["dataset.task=counting_task:CountingTask", "~dataset.low", "~dataset.high"]))
+    assert settings.dataset.task.name == "counting" and "counting_task:CountingTask" not in TASKS
+    with pytest.raises(ConfigError, match=r"^dataset.task: cannot import counting_task:Nope"):
+        validate(compose_cfg(["dataset.task=counting_task:Nope"]))
+    with pytest.raises(ConfigError, match=r"^dataset.task: 'counting' is not one of arithmetic, gsm8k, math, jsonl$"):
+        validate(compose_cfg(["dataset.task=counting"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from mafl.debate.society import TOPOLOGIES, readers
 from mafl.errors import choice, integer, known_keys, number
 
 
@@ -36,7 +37,7 @@ class DebateSettings:
             summarize=bool(c.get("summarize", False)),
             summarizer=choice(c, "summarizer", p, ("base", "self")),
             context=choice(c, "context", p, ("conversation", "others")),
-            topology=choice(c, "topology", p, ("full", "ring", "custom")),
+            topology=choice(c, "topology", p, TOPOLOGIES),
             adjacency=list(c["adjacency"]) if c.get("adjacency") is not None else None,
             critics=bool(c.get("critics", True)),
             temperature=number(c, "temperature", p, low=0.0),
@@ -46,7 +47,5 @@ class DebateSettings:
             summary_max_new_tokens=integer(c, "summary_max_new_tokens", p, low=1),
             chunk_size=integer(c, "chunk_size", p, low=1),
         )
-        from mafl.debate.society import readers
-
         readers(s.agents, s.topology, s.adjacency)  # checks a custom adjacency
         return s

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from mafl.errors import ConfigError
 
 
+TOPOLOGIES = ("full", "ring", "custom")  # who reads whom (see readers)
+
+
 @dataclass
 class Society:
     agents: int
@@ -62,4 +65,4 @@ def readers(agents: int, topology: str, adjacency=None) -> list[list[int]]:
                 raise ConfigError(f"debate.adjacency[{n}]: {bad} are not other agents (0..{agents - 1})")
             out.append(row)
         return out
-    raise ConfigError(f"debate.topology: {topology!r} is not one of full, ring, custom")
+    raise ConfigError(f"debate.topology: {topology!r} is not one of {', '.join(TOPOLOGIES)}")

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Mapping
 
 from mafl.errors import choice, integer, known_keys, number
 
+MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
+
 if TYPE_CHECKING:
     from mafl.finetune.mixing import MixSettings
 
@@ -37,7 +39,7 @@ class FinetuneSettings:
         if "per_device_train_batch_size" in train:
             integer(train, "per_device_train_batch_size", f"{p}.train", low=1)
         return cls(
-            mode=choice(c, "mode", p, ("lora", "full")),
+            mode=choice(c, "mode", p, MODES),
             iterations=integer(c, "iterations", p, low=0),
             init=choice(c, "init", p, ("previous", "base")),
             critic_w=number(c, "critic_w", p, low=0.0, high=1.0, none_ok=True),
@@ -48,3 +50,15 @@ class FinetuneSettings:
             mix_general=MixSettings.from_cfg(c.get("mix_general")),
             global_first=bool(c.get("global_first", False)),
         )
+
+    def check_arguments(self) -> None:
+        """``lora`` and ``train`` are passed straight to peft's ``LoraConfig`` and trl's ``SFTConfig``: a key that
+        is not one of their arguments is refused now rather than at the first fine-tune (imports peft and trl)."""
+        import dataclasses
+
+        from peft import LoraConfig
+        from trl import SFTConfig
+
+        for key, cls, values in (("lora", LoraConfig, self.lora), ("train", SFTConfig, self.train)):
+            known_keys(values, f"finetune.{key}", [f.name for f in dataclasses.fields(cls) if f.init],
+                       what=f"not an argument of {cls.__module__.split('.')[0]} {cls.__name__}")

@@ -33,11 +33,11 @@ from typing import Mapping
 
 from mafl.errors import plain
 from mafl.finetune.sets import Example, FinetuneSet
+from mafl.finetune.settings import MODES
 from mafl.models import resolve_device, torch_dtype
 from mafl.rundir import atomic_folder
 
 RESULT_FILE = "finetune_result.json"
-MODES = ("lora", "full")
 
 
 @dataclass

@@ -5,8 +5,9 @@ Each method is one registered :class:`Method` that says what it is: whether it f
 model speaks for every agent, and the function that runs it (imported only when the method is chosen). Their
 order here is the order of rows in reports (the paper's).
 
-``single``, ``majority`` and ``debate`` evaluate the untuned society with 1 agent x 1 round, N agents x 1 round,
-and N agents x R rounds (they never fine-tune: ``finetune.iterations`` must be 0). ``multiagent_ft`` fine-tunes
+``single``, ``majority`` and ``debate`` evaluate the untuned society with 1 agent x 1 round, ``method.samples``
+answers in one round (N x R by default: compute-matched with the debate), and N agents x R rounds (they never
+fine-tune: ``finetune.iterations`` must be 0). ``multiagent_ft`` fine-tunes
 each agent's generator and critic on its own slice of the debate (its ablations are presets of it:
 conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model on its own majority-voted samples;
 ``star`` fine-tunes one model on its rationales that reach the ground truth (mafl/methods/star.py).
@@ -14,12 +15,13 @@ conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from omegaconf import DictConfig
+from omegaconf import OmegaConf
 
+from mafl.debate.society import Society
 from mafl.errors import ConfigError, integer, known_keys
 from mafl.registry import Registry, load
 
@@ -32,25 +34,37 @@ LOOP = "mafl.methods.society_loop:run_society_loop"
 @dataclass(frozen=True)
 class Method:
     name: str
-    runner: str  # "module:attr" of run(cfg, run_dir, settings) -> results
+    runner: str  # "module:attr" of run(run_dir, settings) -> results
     finetunes: bool  # False: evaluates the untuned society only
     shared: bool  # one shared model speaks for every agent (else each agent has its own)
     check: str | None = None  # "module:attr" of check(settings), the method's own checks of the run's settings
+    # "module:attr" of prepare(settings) -> settings: the settings the method runs with (validate() applies it)
+    prepare: str | None = None
 
-    def run(self, cfg: DictConfig, run_dir: Path, settings: "Settings") -> dict:
-        return load(self.runner)(cfg, run_dir, settings)
+    def run(self, run_dir: Path, settings: Settings) -> dict:
+        return load(self.runner)(run_dir, settings)
 
 
 METHODS: Registry[Method] = Registry("method", "method.name")
 for _method in (
     Method("single", LOOP, finetunes=False, shared=False),
-    Method("majority", LOOP, finetunes=False, shared=False),
+    Method("majority", LOOP, finetunes=False, shared=False, prepare="mafl.methods:majority_samples"),
     Method("debate", LOOP, finetunes=False, shared=False),
     Method("star", "mafl.methods.star:run_star", finetunes=True, shared=True, check="mafl.methods.star:check_star"),
     Method("majority_ft", LOOP, finetunes=True, shared=True),
     Method("multiagent_ft", LOOP, finetunes=True, shared=False),
 ):
     METHODS.register(_method.name, _method)
+
+
+def tuned_iterations(method: str, iterations: int) -> int:
+    """``${mafl_tuned_iterations:${method.name},N}`` in a preset that sets the iterations of any method (e.g.
+    ``debug=smoke``): N for a method that fine-tunes, 0 for one that does not."""
+    return iterations if method not in METHODS or METHODS.get(method).finetunes else 0
+
+
+if not OmegaConf.has_resolver("mafl_tuned_iterations"):
+    OmegaConf.register_new_resolver("mafl_tuned_iterations", tuned_iterations)
 
 
 @dataclass(frozen=True)
@@ -85,5 +99,33 @@ class MethodSettings:
                    rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True))
 
 
-def run_method(cfg: DictConfig, run_dir: Path, settings: "Settings") -> dict:
-    return settings.method.spec.run(cfg, run_dir, settings)
+def majority_samples(settings: Settings) -> Settings:
+    """``method=majority``: ``method.samples`` independent answers per problem in one round (default N x R, the
+    debate's number of answers per problem, so the baseline is compute-matched), then their majority vote."""
+    debate = settings.debate
+    samples = settings.method.samples or debate.agents * debate.rounds
+    return replace(settings, debate=replace(debate, agents=samples, rounds=1))
+
+
+def make_society(settings: Settings) -> Society:
+    """multiagent_ft: 2N models (N without critics); majority_ft, star and the single-model ablation: one shared
+    model."""
+    debate = settings.debate
+    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=settings.method.shared)
+
+
+def start_weights(settings: Settings, society: Society) -> dict[str, str]:
+    """``method.weights``: a folder of fine-tuned weights (e.g. ``<run>/iter_2/models``) holding every model of the
+    society, which it starts from (zero-shot transfer: fine-tune on one dataset, evaluate on another)."""
+    folder = settings.method.weights
+    if not folder:
+        return {}
+    folder = Path(str(folder)).expanduser().resolve()
+    missing = [m for m in society.models if not (folder / m).is_dir()]
+    if missing:
+        raise ConfigError(f"method.weights: {folder} holds no weights for {', '.join(missing)}")
+    return {m: str(folder / m) for m in society.models}
+
+
+def run_method(run_dir: Path, settings: Settings) -> dict:
+    return settings.method.spec.run(run_dir, settings)

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from mafl.config import Settings
-from mafl.errors import ConfigError
 from mafl.debate.engine import derive_seed, run_debate
 from mafl.debate.society import Society
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
+from mafl.methods import make_society, start_weights
 from mafl.rundir import Stages, atomic_write_json
 from mafl.progress import line
 from mafl.summary import print_iteration, print_summary, sets_line
@@ -33,26 +32,6 @@ GLOBAL = "global"  # the shared model of global-to-local fine-tuning (finetune.g
 
 # (session, society of iteration k-1, k) -> {model: its fine-tuning set}
 TrainSets = Callable[[Session, Society, int], dict[str, FinetuneSet]]
-
-
-def make_society(settings: Settings) -> Society:
-    """multiagent_ft: 2N models (N without critics); majority_ft, star and the single-model ablation: one shared
-    model."""
-    debate = settings.debate
-    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=settings.method.shared)
-
-
-def start_weights(settings: Settings, society: Society) -> dict[str, str]:
-    """``method.weights``: a folder of fine-tuned weights (e.g. ``<run>/iter_2/models``) holding every model of the
-    society, which it starts from (zero-shot transfer: fine-tune on one dataset, evaluate on another)."""
-    folder = settings.method.weights
-    if not folder:
-        return {}
-    folder = Path(str(folder)).expanduser().resolve()
-    missing = [m for m in society.models if not (folder / m).is_dir()]
-    if missing:
-        raise ConfigError(f"method.weights: {folder} holds no weights for {', '.join(missing)}")
-    return {m: str(folder / m) for m in society.models}
 
 
 def build_sets(session: Session, society: Society, transcripts, seed: int) -> dict[str, FinetuneSet]:
@@ -153,22 +132,12 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     return results
 
 
-def majority_samples(settings: Settings) -> Settings:
-    """``method=majority``: ``method.samples`` independent answers per problem in one round (default N x R, the
-    debate's number of answers per problem, so the baseline is compute-matched), then their majority vote."""
-    debate = settings.debate
-    samples = settings.method.samples or debate.agents * debate.rounds
-    return replace(settings, debate=replace(debate, agents=samples, rounds=1))
-
-
-def run_society_loop(cfg: DictConfig, run_dir: Path, settings: Settings, *,
+def run_society_loop(run_dir: Path, settings: Settings, *,
                      train_sets: TrainSets = debate_train_sets) -> dict:
-    if settings.method.name == "majority":
-        settings = majority_samples(settings)
     society = make_society(settings)
     society.weights = start_weights(settings, society)
     debate, iterations = settings.debate, settings.finetune.iterations
-    with open_session(cfg, run_dir, settings) as session:
+    with open_session(run_dir, settings) as session:
         stages = Stages(run_dir)
         for k in range(iterations + 1):
             it_dir = run_dir / f"iter_{k}"

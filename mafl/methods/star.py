@@ -15,8 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from omegaconf import DictConfig
-
 from mafl.config import Settings
 from mafl.errors import ConfigError
 from mafl.debate.engine import derive_seed, run_debate
@@ -109,5 +107,5 @@ def check_star(settings: Settings) -> None:
     check_hint(settings.method.rationalize)
 
 
-def run_star(cfg: DictConfig, run_dir: Path, settings: Settings) -> dict:
-    return run_society_loop(cfg, run_dir, settings, train_sets=star_train_sets)
+def run_star(run_dir: Path, settings: Settings) -> dict:
+    return run_society_loop(run_dir, settings, train_sets=star_train_sets)

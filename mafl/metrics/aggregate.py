@@ -50,11 +50,8 @@ class Cell:
 def society_record(records: Sequence[MetricRecord], metric: str, iteration: int | None = None,
                    split: str = "eval") -> MetricRecord | None:
     """The society-level record (``agent`` and ``other`` None) of ``metric`` at ``iteration`` (None: any)."""
-    for r in records:
-        if r.metric == metric and r.agent is None and r.other is None and r.split == split \
-                and (iteration is None or r.iteration == iteration):
-            return r
-    return None
+    return next((r for r in records if r.is_of(metric, split) and (iteration is None or r.iteration == iteration)),
+                None)
 
 
 def group_runs(results: Sequence[Results]) -> dict[Group, list[Results]]:

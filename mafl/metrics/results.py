@@ -63,9 +63,7 @@ class Results:
 
     def select(self, metric: str, split: str = "eval", agent: int | None = None) -> list[MetricRecord]:
         """The records of one metric (society-level by default), by iteration."""
-        found = [r for r in self.records if r.metric == metric and r.split == split and r.agent == agent
-                 and r.other is None]
-        return sorted(found, key=lambda r: r.iteration)
+        return sorted((r for r in self.records if r.is_of(metric, split, agent)), key=lambda r: r.iteration)
 
 
 def write_results(run_dir: str | Path, results: Results) -> Path:

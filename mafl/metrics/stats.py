@@ -36,6 +36,10 @@ class MetricRecord:
     ci_high: float | None = None
     other: int | None = None
 
+    def is_of(self, metric: str, split: str = "eval", agent: int | None = None) -> bool:
+        """Whether this is ``metric`` on ``split`` about ``agent`` (None: the society), not a pairwise entry."""
+        return self.metric == metric and self.split == split and self.agent == agent and self.other is None
+
     def to_json(self) -> dict:
         return asdict(self)
 

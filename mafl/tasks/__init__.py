@@ -9,8 +9,9 @@
 
 Every task is registered below by name (``dataset.task``) and imported only when chosen. A task owns its
 problems (``Task.load_problems``: generated, as Arithmetic's, or read from files and filtered, as MATH's) and the
-checks of its dataset keys (``Task.check_config``). Adding a task: its module, its line here, and its
-``conf/dataset/<name>.yaml``.
+checks of its dataset keys (``Task.check_config``). Adding a task: its module and its
+``conf/dataset/<name>.yaml``, which names it by ``task: <module>:<class>`` (a task of mafl's own is also
+registered here, so that its yaml says ``task: <name>``).
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mafl.errors import plain
+from mafl.errors import known_keys, plain
 from mafl.registry import Registry
-from mafl.tasks.base import BadRow, Problem, Task
+from mafl.tasks.base import DATASET_KEYS, BadRow, Problem, Task
 from mafl.tasks.loading import DatasetError
 from mafl.tasks.vote import Vote, majority_vote
 
@@ -54,7 +55,11 @@ def load_splits(dataset_cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
     ``protocol: official`` (the public code's protocol) returns the eval problems as the train problems too: the
     society then fine-tunes on debates of the questions it is evaluated on."""
     cfg = plain(dataset_cfg)
-    train, eval_ = task_from_config(cfg).load_problems(cfg)
+    return _splits(task_from_config(cfg), cfg)
+
+
+def _splits(task: Task, cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
+    train, eval_ = task.load_problems(cfg)
     if cfg.get("protocol", "heldout") == "official":
         return list(eval_), eval_
     return train, eval_
@@ -76,13 +81,15 @@ class DatasetSettings:
 
         options = plain(c)
         task = task_from_config(options)
+        arguments = inspect.signature(TASKS.load(options["task"])).parameters
+        known_keys(options, "dataset", [*DATASET_KEYS, *task.config_keys, *arguments])
         task.check_config(options)
         return cls(name=str(options.get("name") or options["task"]), task=task,
                    prompts=Prompts.from_cfg(options.get("prompts") or {}), options=options)
 
     def load_problems(self) -> tuple[list[Problem], list[Problem]]:
         """(train, eval) problems, as the task loads them (see :func:`load_splits`)."""
-        return load_splits(self.options)
+        return _splits(self.task, self.options)
 
 
 __all__ = ["TASKS", "DatasetSettings", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",

@@ -18,6 +18,7 @@ QUESTION = "What is the result of {}+{}*{}+{}-{}*{}?"
 
 class ArithmeticTask(NumericTask):
     name = "arithmetic"
+    config_keys = ("low", "high")  # generated, not read: no files
 
     def __init__(self) -> None:
         super().__init__(question_field="question", answer_field="answer", integer=True)

@@ -40,9 +40,15 @@ class BadRow(ValueError):
         self.field = field
 
 
+# the dataset keys every task takes (conf/dataset/*.yaml); a task reads its own besides (Task.config_keys and
+# the arguments of its constructor), and any other key is refused
+DATASET_KEYS = ("name", "task", "n_train", "n_eval", "eval_seed", "train_seed", "protocol", "prompts")
+
+
 class Task(ABC):
     name: str
     question_field: str = "question"
+    config_keys: tuple[str, ...] = ()  # the dataset keys this task reads besides DATASET_KEYS and its arguments
 
     @abstractmethod
     def extract_answer(self, response: str) -> str | None:

@@ -117,6 +117,8 @@ def _sample(problems: list[Problem], n: int | None, seed: object, split: str) ->
 class FileTask(Task):
     """A task whose problems are the rows of JSONL files (or of a hub dataset); see the module doc."""
 
+    config_keys = ("data_dir", "train_file", "eval_file", "hub", "skip_bad_rows")
+
     def row_filter(self, cfg: Mapping) -> Callable[[dict], bool]:
         """Whether a row, by its ``row_meta``, is one of the dataset's problems (all rows by default)."""
         return lambda meta: True

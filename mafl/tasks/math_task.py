@@ -107,6 +107,7 @@ def subject_key(s: object) -> str:
 
 class MathTask(FileTask):
     name = "math"
+    config_keys = (*FileTask.config_keys, "levels", "subjects")
 
     def __init__(self, question_field: str = "problem", answer_field: str = "answer",
                  solution_field: str = "solution", check_timeout: float = 5.0, check_workers: int | None = None):
