@@ -218,11 +218,12 @@ def test_the_official_protocol_is_marked_in_every_report_row():
 
 def test_majority_is_compute_matched_with_the_debate():
     from mafl.config import validate
-    from mafl.methods import majority_samples
 
-    s = majority_samples(validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2"]))).debate
-    assert (s.agents, s.rounds) == (6, 1)
-    s = majority_samples(validate(compose_cfg(["method=majority", "method.samples=4"]))).debate
+    s = validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2"])).debate
+    assert (s.agents, s.rounds) == (6, 1)  # N x R answers in one round, as many as the debate draws
+    s = validate(compose_cfg(["method=majority", "method.samples=4"])).debate
     assert (s.agents, s.rounds) == (4, 1)
+    s = validate(compose_cfg(["method=debate", "debate.agents=3", "debate.rounds=2"])).debate
+    assert (s.agents, s.rounds) == (3, 2)
     with pytest.raises(ConfigError, match="^method.samples"):
         validate(compose_cfg(["method=majority", "method.samples=0"]))
