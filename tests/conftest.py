@@ -15,12 +15,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def make_random_model(path: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """A randomly initialised Llama with the embedded tokenizer, saved like any hub model."""
+def make_random_model(path: Path, hidden: int = 64, layers: int = 2, seed: int = 0, bos: bool = False) -> Path:
+    """A randomly initialised Llama with the embedded tokenizer, saved like any hub model. ``bos``: the tokenizer
+    gets a BOS token that it adds to any text it tokenizes (as Llama's does), and a chat template that writes it
+    too, so a prompt tokenized carelessly starts with two."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mafl.tiny.tokenizer import build_tokenizer
+    from mafl.tiny.tokenizer import CHAT_TEMPLATE, build_tokenizer
 
     corpus = [
         "What is the result of 3+4*5+6-7*8? Make sure to state your answer at the end of the response.",
@@ -28,11 +30,19 @@ def make_random_model(path: Path, hidden: int = 64, layers: int = 2, seed: int =
         "These are the answers of other agents: Agent 1: The answer is 12.",
     ] * 20
     tok = build_tokenizer(corpus, vocab_size=320)
+    if bos:
+        from tokenizers.processors import TemplateProcessing
+
+        tok.add_special_tokens({"bos_token": "<|bos|>"})
+        tok.backend_tokenizer.post_processor = TemplateProcessing(
+            single="<|bos|> $A", pair="<|bos|> $A $B", special_tokens=[("<|bos|>", tok.bos_token_id)])
+        tok.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -52,3 +62,9 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "gsm8k" / "test.jsonl").exists():
         pytest.skip(f"the offline benchmark data is not at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def bos_model_dir(tmp_path_factory) -> Path:
+    """A random Llama whose tokenizer has a BOS token (see ``make_random_model``)."""
+    return make_random_model(tmp_path_factory.mktemp("random_llama_bos"), bos=True)

@@ -6,7 +6,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from mafl.backends.base import Backend, Completion, GenerationRequest, Sampling, Score, ScoringRequest
+from mafl.backends.base import (COMMON_SETTINGS, Backend, Capabilities, Completion, GenerationRequest, Sampling,
+                                Score, ScoringRequest)
 from mafl.errors import known_keys, plain
 from mafl.registry import Registry
 
@@ -15,7 +16,7 @@ BACKENDS.register("hf", "mafl.backends.hf:HFBackend")
 BACKENDS.register("vllm", "mafl.backends.vllm:VLLMBackend")
 
 # constructor arguments that come from other sections of the config (model.*, device), not from backend.*
-FROM_RUN = ("model_path", "dtype", "device", "chat_template", "trust_remote_code", "progress")
+FROM_RUN = ("model_path", *COMMON_SETTINGS)
 
 
 def backend_class(name: str):
@@ -38,5 +39,5 @@ class BackendSettings:
         return cls(name=name, options=options)
 
 
-__all__ = ["Backend", "BackendSettings", "Completion", "GenerationRequest", "Sampling", "Score", "ScoringRequest",
-           "BACKENDS", "backend_class"]
+__all__ = ["COMMON_SETTINGS", "Backend", "BackendSettings", "Capabilities", "Completion", "GenerationRequest",
+           "Sampling", "Score", "ScoringRequest", "BACKENDS", "backend_class"]

@@ -1,13 +1,40 @@
-"""The generation backend interface: a list of requests in, a list of completions out.
+"""The generation backend contract: what every backend (``backend.name``) offers the rest of mafl.
 
-Every request names the model that speaks it (an adapter name of the society, or ``None`` for the base model),
-its chat messages and its sampling settings. A backend is free to batch requests across adapters and problems;
-the order of the returned completions is the order of the requests.
+* **Construction.** ``Backend(model_path, *, dtype, device, chat_template, trust_remote_code, progress, **options)``.
+  The session passes the :data:`COMMON_SETTINGS` from the model's config (``model.dtype``, ``device``,
+  ``model.chat_template``, ``model.trust_remote_code``) and the console; every other key of the backend's config
+  group (``conf/backend/<name>.yaml``, less ``name``) is one of the backend's own keyword arguments. A backend
+  accepts every common setting even when it has no use for one (vLLM runs where it was built, whatever ``device``).
+* **Tokens.** A backend loads its tokenizer with :func:`mafl.models.load_tokenizer` (exposed as ``.tokenizer``)
+  and turns messages into tokens only through :mod:`mafl.backends.chat`, the same functions the trainer uses:
+  a model generates from the prompt tokens it was fine-tuned on.
+* **Weights.** One base model; ``load_adapter(name, path)`` serves the fine-tuned weights in ``path`` under
+  ``name`` (replacing any weights of that name), ``unload(name)`` stops serving them (unknown names are
+  ignored), ``adapters()`` lists the names served, ``close()`` frees the memory (fine-tuning needs it; closing
+  twice is fine). ``path`` is a LoRA adapter folder, or, where :attr:`Capabilities.full_models` holds, a whole
+  fine-tuned model (``finetune.mode=full``); a backend without that capability raises ``NotImplementedError``.
+* **Requests.** ``generate`` and ``score`` take a list of requests, each naming its model (an adapter name,
+  or ``None`` for the base model), and return one result per request in the order of the requests; a backend is
+  free to batch requests across models and problems. An unknown adapter name raises ``KeyError`` before any
+  work. The same requests (with the same seeds) give the same completions however often they are asked.
+* **Capabilities.** :class:`Capabilities` says what a backend can do beyond generation; it is a class attribute,
+  so a check can read it before any model is loaded (``backend_class(name).capabilities``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import ClassVar, Protocol, Sequence
+
+# the keyword arguments every backend's constructor takes beside the model's path (see the module docstring)
+COMMON_SETTINGS = ("dtype", "device", "chat_template", "trust_remote_code", "progress")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond generating from the base model and LoRA adapters."""
+
+    score: bool = True  # log-likelihoods of given responses (the nll and KL metrics)
+    full_models: bool = False  # load_adapter() also takes a whole fine-tuned model's folder (finetune.mode=full)
 
 
 @dataclass(frozen=True)
@@ -34,8 +61,8 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Completion:
-    text: str
-    num_tokens: int
+    text: str  # the response's text, stripped, without its eos
+    num_tokens: int  # tokens generated, the closing eos included
     finished: bool = True  # False when cut by max_new_tokens
 
 
@@ -50,17 +77,26 @@ class ScoringRequest:
 
 @dataclass(frozen=True)
 class Score:
-    logprob: float  # sum of the response tokens' log-probabilities
+    logprob: float  # sum of the log-probabilities of the response's tokens (``chat.response_ids``: eos included)
     num_tokens: int
 
 
 class Backend(Protocol):
+    capabilities: ClassVar[Capabilities]
+    tokenizer: object
+
+    def __init__(self, model_path: str, *, dtype: str, device: str, chat_template: str | None,
+                 trust_remote_code: bool, progress: bool, **options) -> None: ...
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]: ...
 
-    def score(self, requests: Sequence[ScoringRequest]) -> list[Score]: ...
+    def score(self, requests: Sequence[ScoringRequest]) -> list[Score]:
+        """Only where ``capabilities.score`` holds."""
 
     def load_adapter(self, name: str, path: str) -> None:
-        """Load (or replace) the LoRA adapter ``name`` from the folder ``path``."""
+        """Serve the weights in the folder ``path`` as ``name``, replacing any weights of that name."""
+
+    def unload(self, name: str) -> None: ...
 
     def adapters(self) -> list[str]: ...
 

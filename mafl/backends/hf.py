@@ -13,7 +13,8 @@ from typing import Sequence
 
 import torch
 
-from mafl.backends.base import Completion, GenerationRequest, Score, ScoringRequest
+from mafl.backends import chat
+from mafl.backends.base import Capabilities, Completion, GenerationRequest, Score, ScoringRequest
 from mafl.models import is_adapter_folder, load_causal_lm, load_tokenizer, resolve_device
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -25,6 +26,8 @@ def _batch_seed(seeds: Sequence[int], index: int) -> int:
 
 
 class HFBackend:
+    capabilities = Capabilities(score=True, full_models=True)
+
     def __init__(
         self,
         model_path: str,
@@ -105,8 +108,7 @@ class HFBackend:
 
     # -- prompts ---------------------------------------------------------------------------------------------
     def prompt_ids(self, messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return chat.prompt_ids(self.tokenizer, messages)
 
     def _route(self, adapter: str | None):
         """(model to run, adapter name to pass in a mixed batch or None)."""
@@ -194,7 +196,7 @@ class HFBackend:
 
     # -- likelihood ------------------------------------------------------------------------------------------
     def response_ids(self, response: str) -> list[int]:
-        return self.tokenizer(response, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        return chat.response_ids(self.tokenizer, response)
 
     @torch.inference_mode()
     def score(self, requests: Sequence[ScoringRequest]) -> list[Score]:

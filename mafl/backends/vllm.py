@@ -2,7 +2,8 @@
 adapters served per request (``LoRARequest``), every request of a call handed to the engine at once.
 
 Prompts are rendered and tokenized here, with the same tokenizer and chat template as the transformers backend
-(``mafl.models.load_tokenizer``), and sent to the engine as token ids, so that both backends see the same tokens.
+(``mafl.models.load_tokenizer``) and the same function (``mafl.backends.chat``), and sent to the engine as token
+ids, so that both backends, and the trainer, see the same tokens.
 
 A model fine-tuned in full (``finetune.mode=full``) cannot share the engine's base weights, and a second engine
 would need a second share of the GPU's memory: loading one raises ``NotImplementedError`` (use ``backend=hf``).
@@ -15,7 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from mafl.backends.base import Completion, GenerationRequest, Sampling, Score, ScoringRequest
+from mafl.backends import chat
+from mafl.backends.base import Capabilities, Completion, GenerationRequest, Sampling, Score, ScoringRequest
 from mafl.errors import plain
 from mafl.models import is_adapter_folder, load_tokenizer
 from mafl.progress import is_verbose
@@ -46,6 +48,8 @@ def _token_logprob(entry, token: int) -> float:
 
 
 class VLLMBackend:
+    capabilities = Capabilities(score=True, full_models=False)
+
     def __init__(
         self,
         model_path: str,
@@ -120,11 +124,10 @@ class VLLMBackend:
 
     # -- prompts ---------------------------------------------------------------------------------------------
     def prompt_ids(self, messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return chat.prompt_ids(self.tokenizer, messages)
 
     def response_ids(self, response: str) -> list[int]:
-        return self.tokenizer(response, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        return chat.response_ids(self.tokenizer, response)
 
     def _route(self, adapter: str | None):
         """The LoRARequest of ``adapter`` (None: the base model)."""

@@ -1,19 +1,17 @@
 """Fine-tune one model of the society on its set with trl's ``SFTTrainer`` (LoRA adapter or full weights).
 
-The set is given to trl as a conversational prompt-completion dataset (``{"prompt": [messages], "completion":
-[{"role": "assistant", ...}]}``). trl 1.16 then
-
-* renders ``prompt`` with the chat template and ``add_generation_prompt=True``, and ``prompt + completion`` without
-  it; the completion's tokens are those after the common prefix of the two;
-* with ``completion_only_loss=None`` (its default) turns on completion-only loss for prompt-completion data, so the
-  labels are -100 on every prompt token and the loss covers the response only;
-* appends no eos itself for conversational data: the chat template closes the assistant turn (the embedded tiny
-  template writes ``<|end|>``, its eos, after every message), and those closing tokens are part of the completion.
+The set is given to trl pre-tokenized: each example's ``input_ids`` and ``completion_mask`` come from
+:func:`mafl.backends.chat.example_ids`, the function the backends use to tokenize prompts, so a model is trained on
+exactly the prompt tokens it will generate from (its whole conversation, rendered with the generation prompt), then
+the response's tokens and eos. trl 1.16 reads a dataset with an ``input_ids`` column as tokenized, turns the
+``completion_mask`` into labels (-100 on every prompt token) when ``completion_only_loss`` is on (mafl turns it on
+unless ``train`` says otherwise), truncates to ``max_length`` and pads on the right.
 
 ``lora`` holds peft ``LoraConfig`` arguments and ``train`` trl ``SFTConfig`` arguments, both passed straight
 through. mafl only fills in what a user did not set: ``output_dir`` (a temporary folder, deleted afterwards),
 ``use_cpu`` (from ``device``), ``report_to="none"``, ``disable_tqdm=True``, ``bf16``/``fp16`` from ``dtype`` (trl
-would otherwise default to bf16 autocast) and ``save_strategy="no"``; ``seed`` always comes from the argument.
+would otherwise default to bf16 autocast), ``save_strategy="no"`` and ``completion_only_loss=True``; ``seed`` always
+comes from the argument.
 
 Output is atomic: everything is written into a hidden temporary folder next to ``out_dir`` and renamed onto it at
 the end, so a killed fine-tune never leaves a half-written model. LoRA mode saves only the adapter
@@ -57,22 +55,39 @@ class FinetuneResult:
 
 
 def _records(examples: FinetuneSet | list) -> list[dict]:
+    """Conversational prompt-completion records (``Example.to_json`` form): the prompt's messages and one assistant
+    message."""
     items = examples.examples if isinstance(examples, FinetuneSet) else list(examples)
     out = []
     for e in items:
         if isinstance(e, Example):
             e = e.to_json()
-        out.append({"prompt": [dict(m) for m in e["prompt"]], "completion": [dict(m) for m in e["completion"]]})
+        completion = [dict(m) for m in e["completion"]]
+        if len(completion) != 1 or completion[0].get("role") != "assistant":
+            raise ValueError(f"an example's completion must be one assistant message, got {completion!r}")
+        out.append({"prompt": [dict(m) for m in e["prompt"]], "completion": completion})
     return out
 
 
-def _load(path: str, dtype: str, chat_template: str | None):
-    """The model and tokenizer in ``path``; ``chat_template`` (when given) replaces the tokenizer's."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def tokenized(records: list[dict], tokenizer) -> list[dict]:
+    """The rows trl trains on: ``input_ids`` and ``completion_mask`` of every record (see the module docstring)."""
+    from mafl.backends.chat import example_ids
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
+    rows = []
+    for r in records:
+        ids, mask = example_ids(tokenizer, r["prompt"], r["completion"][0]["content"])
+        rows.append({"input_ids": ids, "completion_mask": mask})
+    return rows
+
+
+def _load(path: str, dtype: str, chat_template: str | None):
+    """The model and tokenizer in ``path``; the tokenizer as the backends load it (``chat_template``, when given,
+    replaces the tokenizer's)."""
+    from transformers import AutoModelForCausalLM
+
+    from mafl.models import load_tokenizer
+
+    tokenizer = load_tokenizer(path, chat_template=chat_template)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     return model, tokenizer
 
@@ -88,6 +103,8 @@ def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str,
     kwargs.setdefault("save_strategy", "no")
     kwargs.setdefault("bf16", dtype == "bfloat16")
     kwargs.setdefault("fp16", dtype == "float16")
+    if kwargs.get("completion_only_loss") is None:  # trl's default would train pre-tokenized rows on every token
+        kwargs["completion_only_loss"] = True
     kwargs["seed"] = seed
     return SFTConfig(**kwargs)
 
@@ -144,7 +161,8 @@ def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adap
             peft_config = LoraConfig(**dict(plain(lora) or {}))
     args = _sft_config(train, work_dir, seed, device, dtype)
     trainer = _recording_trainer_class(SFTTrainer)(
-        model=model, args=args, train_dataset=datasets.Dataset.from_list(records), processing_class=tokenizer,
+        model=model, args=args, train_dataset=datasets.Dataset.from_list(tokenized(records, tokenizer)),
+        processing_class=tokenizer,
         peft_config=peft_config,
     )
     if args.disable_tqdm:  # with tqdm off, transformers prints every log dict instead

@@ -1,15 +1,19 @@
-"""The vLLM backend. vLLM needs a CUDA GPU: on CPU a fake ``vllm`` module records what the backend hands the engine
-(prompts, sampling settings, LoRA requests) and answers with outputs derived from them; the last test runs the
-real engine against the transformers backend when vLLM and a GPU are there."""
+"""Contract tests of the vLLM backend, against a fake engine.
+
+vLLM needs a CUDA GPU. These tests run against ``fake_vllm`` (``tests/fake_vllm.py``), a hand-written stand-in
+that encodes mafl's own reading of vLLM's API. They check what the backend hands the engine (the prompt tokens,
+one ``SamplingParams`` per request with its seed, a ``LoRARequest`` per adapter, engine calls cut by
+``batch_size``), how it reads the engine's outputs back (text, token counts, the cut flag, prompt logprobs for
+likelihoods), and its errors. They cannot show that vLLM behaves as the fake does: ``test_backend_vllm_engine.py``
+runs the real engine against the transformers backend where vLLM and a GPU exist."""
 from __future__ import annotations
 
-import importlib.machinery
 import json
 import sys
-import types
 
 import pytest
 
+from fake_vllm import FakeLLM, fake_logprob, fake_text, install
 from helpers import compose_cfg
 from mafl.backends import GenerationRequest, Sampling, ScoringRequest, backend_class
 from mafl.backends.vllm import VLLMBackend, request_seed
@@ -22,81 +26,9 @@ def msgs(q: str) -> list[dict]:
     return [{"role": "system", "content": "You solve problems."}, {"role": "user", "content": q}]
 
 
-# -- a fake vllm ------------------------------------------------------------------------------------------------
-def fake_logprob(position: int, token: int, lora) -> float:
-    """The fake engine's log-probability of ``token`` at ``position`` (depends on all three)."""
-    return -(0.01 * (position + 1) + 0.001 * token + (0.1 * lora.lora_int_id if lora else 0.0))
-
-
-def fake_text(ids: list[int], lora) -> str:
-    return f"{lora.lora_name if lora else 'base'}:{sum(ids)}:{len(ids)}"
-
-
-class FakeLoRARequest:
-    def __init__(self, lora_name, lora_int_id, lora_path):
-        self.lora_name, self.lora_int_id, self.lora_path = lora_name, lora_int_id, lora_path
-
-
-class FakeSamplingParams:
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-    def __getattr__(self, key):
-        return self.kwargs.get(key)
-
-
-class FakeLogprob:
-    def __init__(self, logprob):
-        self.logprob = logprob
-
-
-class FakeEngineCore:
-    def __init__(self):
-        self.shut_down = False
-
-    def shutdown(self):
-        self.shut_down = True
-
-
-class FakeLLM:
-    created: list["FakeLLM"] = []
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-        self.calls: list[dict] = []
-        self.llm_engine = types.SimpleNamespace(engine_core=FakeEngineCore())
-        FakeLLM.created.append(self)
-
-    def generate(self, prompts, sampling_params, *, lora_request=None, use_tqdm=True):
-        self.calls.append(dict(prompts=prompts, params=sampling_params, loras=lora_request))
-        outputs = []
-        for prompt, params, lora in zip(prompts, sampling_params, lora_request):
-            ids = prompt["prompt_token_ids"]
-            n = min(params.max_tokens, 4)
-            prompt_logprobs = None
-            if params.prompt_logprobs is not None:  # the prompt's own token, and a decoy as the top-1 token
-                prompt_logprobs = [None] + [
-                    {t: FakeLogprob(fake_logprob(k, t, lora)), t + 1000: FakeLogprob(-0.001)}
-                    for k, t in enumerate(ids) if k > 0
-                ]
-            out = types.SimpleNamespace(text=f"  {fake_text(ids, lora)} \n", token_ids=list(range(n)),
-                                        finish_reason="stop" if n < params.max_tokens else "length")
-            outputs.append(types.SimpleNamespace(outputs=[out], prompt_logprobs=prompt_logprobs))
-        return outputs
-
-
 @pytest.fixture()
 def fake_vllm(monkeypatch):
-    vllm = types.ModuleType("vllm")
-    vllm.__spec__ = importlib.machinery.ModuleSpec("vllm", loader=None)
-    vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
-    lora, request = types.ModuleType("vllm.lora"), types.ModuleType("vllm.lora.request")
-    request.LoRARequest = FakeLoRARequest
-    vllm.lora, lora.request = lora, request
-    for name, module in [("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)]:
-        monkeypatch.setitem(sys.modules, name, module)
-    FakeLLM.created = []
-    return vllm
+    return install(monkeypatch)
 
 
 @pytest.fixture()
@@ -287,45 +219,3 @@ def test_close_shuts_the_engine_down(backend, tmp_path):
     backend.close()  # twice is fine
     with pytest.raises(RuntimeError, match="closed"):
         backend.generate([GenerationRequest(msgs("hi"))])
-
-
-# -- the real engine (GPU) ---------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_real_vllm_agrees_with_transformers(tmp_path):
-    pytest.importorskip("vllm")
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("vLLM needs a CUDA GPU")
-    from conftest import make_random_model
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from mafl.backends.hf import HFBackend
-
-    model_dir = make_random_model(tmp_path / "model", hidden=256, layers=2)  # head size 64: every attention kernel
-    torch.manual_seed(1)
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
-                                LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False))
-    peft_model.save_pretrained(tmp_path / "lora")
-    greedy = Sampling(temperature=0.0, max_new_tokens=12)
-    reqs = [GenerationRequest(msgs(q), adapter=("critic_0" if i % 2 else None), sampling=greedy)
-            for i, q in enumerate(QUESTIONS)]
-    scoring = [ScoringRequest(msgs(q), response="The answer is 3.", adapter=a) for q in QUESTIONS[:2]
-               for a in (None, "critic_0")]
-
-    hf = HFBackend(str(model_dir), device="cuda", dtype="float32")
-    hf.load_adapter("critic_0", str(tmp_path / "lora"))
-    hf_texts, hf_scores = [c.text for c in hf.generate(reqs)], hf.score(scoring)
-    hf.close()
-
-    vb = VLLMBackend(str(model_dir), dtype="float32", gpu_memory_utilization=0.3, max_lora_rank=8, max_loras=2,
-                     engine_kwargs={"max_model_len": 512, "enforce_eager": True})
-    try:
-        vb.load_adapter("critic_0", str(tmp_path / "lora"))
-        assert [c.text for c in vb.generate(reqs)] == hf_texts
-        for got, want in zip(vb.score(scoring), hf_scores):
-            assert got.num_tokens == want.num_tokens
-            assert got.logprob == pytest.approx(want.logprob, abs=1e-2)
-    finally:
-        vb.close()
