@@ -15,10 +15,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def make_random_model(path: Path, hidden: int = 64, layers: int = 2, seed: int = 0, bos: bool = False) -> Path:
+def make_random_model(path: Path, hidden: int = 64, layers: int = 2, seed: int = 0, bos: bool = False,
+                      tie: bool = True) -> Path:
     """A randomly initialised Llama with the embedded tokenizer, saved like any hub model. ``bos``: the tokenizer
     gets a BOS token that it adds to any text it tokenizes (as Llama's does), and a chat template that writes it
-    too, so a prompt tokenized carelessly starts with two."""
+    too, so a prompt tokenized carelessly starts with two. ``tie=False``: an output layer of its own; a random
+    model with tied embeddings greedily repeats the prompt's last token (here ``<|assistant|>``, an empty text),
+    an untied one says different things to different prompts."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -42,7 +45,7 @@ def make_random_model(path: Path, hidden: int = 64, layers: int = 2, seed: int =
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie,
     )
     model = LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -62,6 +65,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "gsm8k" / "test.jsonl").exists():
         pytest.skip(f"the offline benchmark data is not at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def talking_model_dir(tmp_path_factory) -> Path:
+    """A random Llama whose greedy answers differ from prompt to prompt (``make_random_model(tie=False)``)."""
+    return make_random_model(tmp_path_factory.mktemp("random_llama_untied"), tie=False)
 
 
 @pytest.fixture(scope="session")
