@@ -197,3 +197,71 @@ def test_shipped_finetune_configs_are_accepted(name, tiny_model_dir, tmp_path):
                             train=conf.train, seed=0)
     assert trainer.args.learning_rate == conf.train.learning_rate
     assert hasattr(trainer.model, "peft_config") == (name == "lora")
+
+
+def completion_nll(model, tok, items) -> tuple[float, int]:
+    """Summed negative log-likelihood of the responses' tokens (and eos) and their count, one forward pass each."""
+    from mafl.backends.chat import example_ids
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in items:
+            ids, mask = example_ids(tok, e.prompt, e.response)
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            for k in range(1, len(ids)):
+                if mask[k]:
+                    total -= float(logp[k - 1, ids[k]])
+                    count += 1
+    return total, count
+
+
+def test_gradient_accumulation_records_the_loss_of_each_optimizer_step(tiny_model_dir, tmp_path):
+    """Three micro-batches of one example make one optimizer step: its recorded loss is the mean over every
+    response token of the three (what the trainer logs), not the last micro-batch's share of it."""
+    from transformers import AutoModelForCausalLM
+
+    prompt = [{"role": "user", "content": "What is 3+4*5+6-7*8?"}]
+    responses = ["-27.", "The answer is -27.", "4*5=20, 7*8=56, 3+20=23, 23+6=29, 29-56=-27. The answer is -27."]
+    data = FinetuneSet("generator_0", [Example(prompt=prompt, response=r, problem_id=str(i), correct=True)
+                                       for i, r in enumerate(responses)])
+    train = {**TRAIN, "max_steps": 1, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 3}
+    result = finetune_model(str(tiny_model_dir), data, tmp_path / "ga", mode="lora", lora=LORA, train=train)
+    logged = [h["loss"] for h in result.log_history if "loss" in h]
+    # the step's three forward passes all see the initial weights, where a fresh adapter (lora_B = 0) is the base
+    from mafl.models import load_tokenizer
+
+    total, count = completion_nll(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                  load_tokenizer(str(tiny_model_dir)), data.examples)
+    assert result.global_step == 1 and len(result.losses) == 1
+    assert result.losses[0] == pytest.approx(total / count, rel=1e-4)
+    assert result.losses == pytest.approx(logged, rel=1e-3)
+    # two steps of accumulation: one loss per optimizer step, as logged
+    twice = finetune_model(str(tiny_model_dir), FinetuneSet("g", data.examples * 2), tmp_path / "ga2", mode="lora",
+                           lora=LORA, train={**train, "max_steps": 2})
+    assert len(twice.losses) == twice.global_step == 2
+    assert twice.losses == pytest.approx([h["loss"] for h in twice.log_history if "loss" in h], rel=1e-3)
+
+
+def test_device_auto_trains_on_the_gpu_when_there_is_one(tiny_model_dir, tmp_path, monkeypatch):
+    trainer = build_trainer(str(tiny_model_dir), examples(2), tmp_path / "work", mode="lora", lora=LORA,
+                            train=TRAIN, device="auto")
+    assert trainer.args.use_cpu == (not torch.cuda.is_available())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert build_trainer(str(tiny_model_dir), examples(2), tmp_path / "w2", mode="lora", lora=LORA, train=TRAIN,
+                         device="auto").args.use_cpu
+
+
+def test_a_multi_turn_prompt_trains_on_its_final_response_only(tiny_model_dir, tmp_path):
+    """A critic's whole conversation (system, user, assistant, user) as the prompt: the earlier assistant turn is
+    context, masked like the rest of the prompt."""
+    earlier = "12+7=18. The answer is 18."
+    prompt = [{"role": "system", "content": "Check."}, {"role": "user", "content": "What is 12+7?"},
+              {"role": "assistant", "content": earlier}, {"role": "user", "content": "Agent 1 says 19. Again?"}]
+    data = FinetuneSet("critic_0", [Example(prompt=prompt, response="The answer is 19.", problem_id="0",
+                                            correct=True)])
+    trainer = build_trainer(str(tiny_model_dir), data, tmp_path / "work", mode="lora", lora=LORA, train=TRAIN)
+    tok = trainer.processing_class
+    row = trainer.train_dataset[0]
+    trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    assert tok.decode(trained) == "The answer is 19." + tok.eos_token
+    assert earlier in tok.decode(row["input_ids"])
