@@ -1,6 +1,8 @@
 """The Hydra config tree: every option of every group composes, and bad values are refused before any work."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -24,12 +26,51 @@ def test_default_config_is_the_tiny_multiagent_experiment():
     assert settings.debate.agents == 3 and settings.finetune.mode == "lora"
 
 
+def leaves(node, prefix=()):
+    """(key path, value) of every leaf of a plain nested dict."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_group_option_composes(group, option, monkeypatch, tmp_path):
+def test_every_group_option_composes_validates_and_sets_its_values(group, option, monkeypatch, tmp_path):
+    """Each option composes, passes validation (with its data files present), and every value it sets is in the
+    composed config (at ``<group>.<key>``, or at ``<key>`` for a ``# @package _global_`` preset)."""
     monkeypatch.setenv("MAFL_DATA_DIR", str(tmp_path))  # data files are only checked by validate()
-    cfg = compose_cfg([f"{group}={option}"])
+    extra = []
+    if (group, option) == ("dataset", "jsonl"):  # the one option whose files are mandatory keys
+        extra = [f"dataset.train_file={tmp_path / 'train.jsonl'}", f"dataset.eval_file={tmp_path / 'eval.jsonl'}"]
+    cfg = compose_cfg([f"{group}={option}", *extra])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-    assert cfg.method.name and cfg.dataset.task
+    data_dir = cfg.dataset.get("data_dir")
+    for key in ("train_file", "eval_file"):
+        name = cfg.dataset.get(key)
+        if name is not None:
+            path = tmp_path / (Path(data_dir) / name if data_dir else Path(name))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    validate(cfg)
+
+    text = (CONF / group / f"{option}.yaml").read_text()
+    own = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=False)
+    own.pop("defaults", None)
+    own.pop("hydra", None)  # the launcher's and sweeper's settings, not part of the job's config
+    glob = text.startswith("# @package _global_")
+    composed = OmegaConf.to_container(cfg, resolve=False)  # interpolations as written
+    # a group option's value may be set again by the method preset, which comes later in the defaults list
+    method = next(d["method"] for d in OmegaConf.load(CONF / "config.yaml").defaults if "method" in d)
+    later = set() if group in ("method", "experiment", "debug") else {
+        path for path, _ in leaves(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))}
+    for path, value in leaves(own, () if glob else (group,)):
+        if value == "???" or path in later:
+            continue  # a mandatory value (given above), or one the method preset sets
+        node = composed
+        for key in path:
+            node = node[key]
+        assert node == value, ".".join(path)
 
 
 def test_launchers_compose():

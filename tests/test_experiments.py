@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from helpers import CONF, compose_cfg
 
-REPO = CONF.parent
+REPO = CONF.parents[1]  # the config tree is mafl/conf
 SCRIPTS = sorted((REPO / "experiments").glob("*.sh"))
 HUB_MODELS = ("phi3", "mistral", "llama3")
 DATASETS = ("arithmetic", "gsm8k", "math")
@@ -44,8 +44,26 @@ def test_a_setup_chooses_its_model_and_dataset(setup, monkeypatch, tmp_path):
         assert cfg.model.path == "tiny"
 
 
-def test_hub_setups_choose_the_gpu_when_there_is_one():
-    assert compose_cfg(["experiment=gsm8k_phi3"]).device == "auto"
+@pytest.mark.parametrize("setup", SETUPS)
+def test_hub_setups_choose_the_gpu_when_there_is_one(setup, monkeypatch, tmp_path):
+    """The device a job's backend and fine-tunes run on (``mafl.models.resolve_device`` of its ``device``), with
+    and without a GPU: the hub setups use the GPU when one is visible and the CPU otherwise; the tiny setups stay
+    on the CPU, GPU or not. Either way the job passes validation."""
+    import torch
+
+    from mafl.config import validate
+    from mafl.models import resolve_device
+
+    monkeypatch.setenv("MAFL_DATA_DIR", str(tmp_path))
+    for name in ("gsm8k/train.jsonl", "gsm8k/test.jsonl", "math/train.jsonl", "math/test.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    cfg = compose_cfg([f"experiment={setup}", "method=multiagent_ft"])
+    hub = setup.split("_")[1] in HUB_MODELS
+    for gpu in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+        assert resolve_device(cfg.device) == ("cuda" if gpu and hub else "cpu")
+        validate(cfg)
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -90,6 +108,11 @@ def test_slurm_launcher_composes_with_a_table():
     cfg = compose_cfg(["hydra/launcher=slurm", "experiment=[gsm8k_llama3,table1]"], return_hydra_config=True)
     assert "submitit" in cfg.hydra.launcher._target_.lower()
     assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_the_scripts_are_found():
+    """An empty SCRIPTS would skip the test below silently (as it did while REPO pointed into the package)."""
+    assert {p.name for p in SCRIPTS} >= {"sweep.sh", "table1.sh", "table2_ablations.sh"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
