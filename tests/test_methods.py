@@ -357,3 +357,35 @@ def test_validate_gives_the_settings_a_method_runs_with(tmp_path):
         (tmp_path / f"generator_{n}").mkdir()
     with pytest.raises(ConfigError, match=r"^method.weights: .* no weights for generator_3, generator_4, generator_5"):
         validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2", f"method.weights={tmp_path}"]))
+
+
+# -- finetune.critic_w and finetune.max_examples, from the command line to the fine-tunes ----------------------
+
+def sets_by_model(fake) -> dict[str, list[Example]]:
+    return {c["model"]: c["examples"] for c in fake.calls}
+
+
+def test_critic_w_and_max_examples_reach_the_fine_tunes(fake_run):
+    """With ``voting_answer``: on even problems agent 2 goes wrong-to-right (D-), on odd ones agent 0 does; agent 1
+    is never wrong in round 1 against the final majority. ``critic_w=1`` keeps only D-, ``critic_w=0`` only D+, and
+    ``max_examples`` caps every set."""
+    _, _, only_minus, run_dir = fake_run(voting_answer(), ["finetune.critic_w=1.0", "finetune.max_examples=2"])
+    train = [json.loads(line)["problem"] for line in (run_dir / "iter_1" / "train" / "transcripts.jsonl").open()]
+    even = {p["id"] for p in train if question_numbers(p["question"])[0] % 2 == 0}
+    odd = {p["id"] for p in train} - even
+    assert even and odd
+    sets = sets_by_model(only_minus)
+    assert all(len(s) <= 2 for s in sets.values())
+    assert {e.kind for m in ("critic_0", "critic_2") for e in sets[m]} == {"d_minus"}
+    assert {e.problem_id for e in sets["critic_0"]} <= odd and len(sets["critic_0"]) == min(2, len(odd))
+    assert {e.problem_id for e in sets["critic_2"]} <= even and len(sets["critic_2"]) == min(2, len(even))
+    assert sets["critic_1"] == []  # no D- at all
+    assert len(sets["generator_1"]) == 2  # agrees on all six problems: capped
+    report = json.loads((run_dir / "iter_1" / "sets" / "report.json").read_text())
+    assert report["generator_1"]["size"] == 2
+
+    _, _, only_plus, run_dir = fake_run(voting_answer(), ["finetune.critic_w=0.0", f"run_dir={run_dir}_plus"])
+    sets = sets_by_model(only_plus)
+    assert {e.kind for m in ("critic_0", "critic_1", "critic_2") for e in sets[m]} == {"d_plus"}
+    assert {e.problem_id for e in sets["critic_0"]} == even and {e.problem_id for e in sets["critic_2"]} == odd
+    assert len(sets["critic_1"]) == len(train) and len(sets["generator_1"]) == len(train)  # no cap
