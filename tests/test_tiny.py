@@ -288,3 +288,25 @@ def test_place_value_scale_stretches_the_digit_vectors():
     one = build_model(Recipe(**{**SMALL, "place_value_scale": 1.0}), tok)
     three = build_model(Recipe(**{**SMALL, "place_value_scale": 3.0}), tok)
     assert torch.allclose(step(three), 3 * step(one), atol=1e-6)
+
+
+def test_the_corpus_asks_the_arithmetic_tasks_questions_with_the_debates_prompts():
+    """The tiny model is pretrained on the question text and round-1 prompt that the Arithmetic task and the
+    debate give it: the same operands make the same question, answer and messages."""
+    from helpers import compose_cfg
+
+    from mafl.debate.prompts import Prompts
+    from mafl.tasks import get_task
+    from mafl.tasks.arithmetic import arithmetic_problems
+
+    cfg = compose_cfg(["dataset=arithmetic"])
+    debate_prompts = Prompts.from_cfg(cfg.dataset.prompts)
+    train, eval_ = arithmetic_problems(20, 20, eval_seed=5, train_seed=6)
+    task = get_task("arithmetic")
+    for problem in train + eval_:
+        p = ArithmeticProblem(*problem.meta["operands"])
+        assert p.question == problem.question
+        assert task.is_equivalent(str(p.answer), problem.answer)
+        chat = conversation("round1", p, random.Random(0), load_prompts())
+        assert chat[:2] == debate_prompts.first_round(problem.question)
+        assert final_answer(chat[2]["content"]) == p.answer

@@ -26,10 +26,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
+from mafl.tasks.arithmetic import QUESTION
+
 # Bump when the corpus, the chain of thought or the tokenizer changes: it is part of the cache key.
 CORPUS_VERSION = 5
 
-QUESTION = "What is the result of {a}+{b}*{c}+{d}-{e}*{f}?"
 ANSWER = "The answer is {answer}."
 SUMMARY_LINE = "Agent {agent} says {answer}."
 KINDS = ("round1", "debate", "summarize", "debate_summary")
@@ -46,7 +47,8 @@ class ArithmeticProblem:
 
     @property
     def question(self) -> str:
-        return QUESTION.format(a=self.a, b=self.b, c=self.c, d=self.d, e=self.e, f=self.f)
+        """The Arithmetic task's question (one text for the corpus and the debate)."""
+        return QUESTION.format(self.a, self.b, self.c, self.d, self.e, self.f)
 
     @property
     def answer(self) -> int:
