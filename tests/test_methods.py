@@ -389,3 +389,16 @@ def test_critic_w_and_max_examples_reach_the_fine_tunes(fake_run):
     assert {e.kind for m in ("critic_0", "critic_1", "critic_2") for e in sets[m]} == {"d_plus"}
     assert {e.problem_id for e in sets["critic_0"]} == even and {e.problem_id for e in sets["critic_2"]} == odd
     assert len(sets["critic_1"]) == len(train) and len(sets["generator_1"]) == len(train)  # no cap
+
+
+def test_the_reported_accuracy_is_that_of_the_debates_final_answers(fake_run):
+    """``voting_answer``'s debates end right exactly on the problems whose first number is even; each agent's
+    round-1 answer is right on even problems for agents 0 and 1, on every problem for agent 0."""
+    results, _, _, run_dir = fake_run(voting_answer(), ["method=debate", "finetune.iterations=0"])
+    problems = [json.loads(line)["problem"] for line in (run_dir / "iter_0" / "eval" / "transcripts.jsonl").open()]
+    even = sum(question_numbers(p["question"])[0] % 2 == 0 for p in problems) / len(problems)
+    assert 0 < even < 1
+    value = {(r.metric, r.agent): r.value for r in results.records if r.iteration == 0}
+    assert value[("accuracy/debate", None)] == pytest.approx(even)
+    assert value[("accuracy/agent_round1", 0)] == pytest.approx(1.0)
+    assert value[("accuracy/agent_round1", 2)] == pytest.approx(0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -23,6 +24,59 @@ def records(run_dir: Path) -> list[tuple]:
     data = json.loads((run_dir / "results.json").read_text())
     return sorted((r["iteration"], r["metric"], str(r["agent"]), str(r.get("other")), round(r["value"], 6))
                   for r in data["records"])
+
+
+def read_transcripts(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def unexplained_words(transcript: dict, templates: dict) -> list[str]:
+    """What the agents' messages hold besides the question, the prompt templates' literal text and what agents said
+    in earlier rounds (responses and summaries): the words left once those are cut out. Only agent numbers may be
+    left; a gold answer given to an agent would be."""
+    question = transcript["problem"]["question"]
+    literals = {lit for t in templates.values() for lit, *_ in string.Formatter().parse(t) if lit.strip()}
+    left = []
+    for r, turns in enumerate(transcript["rounds"]):
+        said = [x for earlier in transcript["rounds"][:r] for t in earlier for x in (t["response"], t["summary"]) if x]
+        said += [t["summary"] for t in turns if t["summary"]]
+        for turn in turns:
+            for message in turn["messages"]:
+                text = message["content"]
+                for piece in sorted({question, *said, *literals}, key=len, reverse=True):
+                    text = text.replace(piece, "\n")
+                left += text.split()
+    return left
+
+
+def assert_no_gold_in_prompts(transcripts: list[dict], templates: dict, agents: int) -> None:
+    for t in transcripts:
+        left = unexplained_words(t, templates)
+        assert set(left) <= {str(n) for n in range(1, agents + 1)}, (t["problem"]["id"], left)
+
+
+def test_the_gold_check_sees_a_leaked_answer():
+    templates = {"round1": "{question} Answer it.", "debate": "{question}\nOthers:\n{others}\nAgain.",
+                 "other": "Agent {agent}: {response}"}
+    turn = {"response": "It is 7.", "summary": None}
+    clean = {"problem": {"id": "p", "question": "What is 3+4?", "answer": "7"}, "rounds": [
+        [{**turn, "messages": [{"role": "user", "content": "What is 3+4? Answer it."}]}] * 2,
+        [{**turn, "messages": [{"role": "user", "content": "What is 3+4?\nOthers:\nAgent 2: It is 7.\nAgain."}]}]]}
+    assert_no_gold_in_prompts([clean], templates, agents=2)
+    leaked = json.loads(json.dumps(clean))
+    leaked["rounds"][0][1]["messages"][0]["content"] = "What is 3+4? Answer it. (The answer is 7.)"
+    with pytest.raises(AssertionError):
+        assert_no_gold_in_prompts([leaked], templates, agents=2)
+
+
+def assert_accuracy_is_the_share_of_right_final_answers(run_dir: Path, records, task) -> None:
+    """``accuracy/debate`` of every iteration against the gold answers, graded here from the transcripts."""
+    accuracy = {r["iteration"]: r["value"] for r in records if r["metric"] == "accuracy/debate" and r["agent"] is None}
+    assert accuracy
+    for k, value in accuracy.items():
+        transcripts = read_transcripts(run_dir / f"iter_{k}" / "eval" / "transcripts.jsonl")
+        right = [task.is_equivalent(t["final_answer"], t["problem"]["answer"]) for t in transcripts]
+        assert value == pytest.approx(sum(right) / len(right))
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +104,16 @@ def test_the_loop_writes_every_stage_of_every_iteration(finished_run):
             assert (k, m) in metrics
     assert set(results["finetune"]["1"]["sets"]) == set(models)
     assert results["config"]["debate"]["agents"] == 3
+
+
+def test_the_loop_gives_agents_no_gold_and_reports_graded_accuracy(finished_run):
+    from mafl.tasks import get_task
+
+    templates = dict(compose_cfg().dataset.prompts)
+    for path in sorted(finished_run.glob("iter_*/*/transcripts.jsonl")):
+        assert_no_gold_in_prompts(read_transcripts(path), templates, agents=3)
+    records = json.loads((finished_run / "results.json").read_text())["records"]
+    assert_accuracy_is_the_share_of_right_final_answers(finished_run, records, get_task("arithmetic"))
 
 
 def test_same_command_on_a_finished_run_recomputes_nothing(finished_run, tiny_model_dir):
@@ -99,14 +163,16 @@ def test_the_loop_runs_on_the_real_benchmarks(dataset, shared_data, tiny_model_d
                                       "dataset.n_eval=4", f"model.path={tiny_model_dir}", f"run_dir={run_dir}",
                                       "metrics.diversity=false"]))
     assert results.dataset == dataset
-    transcripts = (run_dir / "iter_1/eval/transcripts.jsonl").read_text().splitlines()
-    assert len(transcripts) == 4
-    first = json.loads(transcripts[0])
-    gold = first["problem"]["answer"]
-    assert gold and all(gold not in m["content"] for rnd in first["rounds"] for t in rnd for m in t["messages"]
-                        if len(gold) > 3)
-    accuracy = [r for r in results.records if r.metric == "accuracy/debate" and r.agent is None]
-    assert [r.iteration for r in accuracy] == [0, 1] and all(0.0 <= r.value <= 1.0 for r in accuracy)
+    from mafl.tasks import get_task
+
+    templates = dict(compose_cfg([f"dataset={dataset}"]).dataset.prompts)
+    for k in (0, 1):
+        transcripts = read_transcripts(run_dir / f"iter_{k}/eval/transcripts.jsonl")
+        assert len(transcripts) == 4 and all(t["problem"]["answer"] for t in transcripts)
+        assert_no_gold_in_prompts(transcripts, templates, agents=3)
+    records = json.loads((run_dir / "results.json").read_text())["records"]
+    assert_accuracy_is_the_share_of_right_final_answers(run_dir, records, get_task(dataset))
+    assert sorted(r["iteration"] for r in records if r["metric"] == "accuracy/debate" and r["agent"] is None) == [0, 1]
 
 
 def test_the_default_model_is_built_on_first_use_and_cached(tmp_path, monkeypatch):
@@ -122,3 +188,49 @@ def test_the_default_model_is_built_on_first_use_and_cached(tmp_path, monkeypatc
     run(compose_cfg(FAST + small + [f"run_dir={tmp_path / 'b'}"]))
     assert built[0].stat().st_mtime_ns == stamp  # cached: not pretrained again
     assert (tmp_path / "b" / "iter_0" / "eval" / "transcripts.jsonl").exists()
+
+
+def test_full_fine_tuning_through_the_loop(talking_model_dir, tmp_path):
+    """``finetune=full``: every model of the society is saved as a whole model and served as one by the
+    transformers backend in the next debate. Greedy decoding makes the three agents agree in round 1 (one base
+    model, one prompt), and the random model changes its answer in round 2, so the critics' sets hold D- examples
+    (``critic_w=1``: only those) and the generators' sets are empty (their folders then hold the base model). A
+    forced eos (``backend.generate_kwargs``) ends every answer at ``max_new_tokens``, so none is cut off."""
+    from mafl.backends import GenerationRequest, Sampling
+    from mafl.backends.hf import HFBackend
+
+    from mafl.models import load_tokenizer
+
+    run_dir = tmp_path / "full"
+    forced_eos = {"forced_eos_token_id": load_tokenizer(str(talking_model_dir)).eos_token_id}
+    results = run(compose_cfg(FAST + [f"model.path={talking_model_dir}", f"run_dir={run_dir}", "finetune=full",
+                                      "debate.temperature=0", "finetune.critic_w=1", "metrics.diversity=false",
+                                      "finetune.train.learning_rate=0.05", "finetune.train.warmup_steps=0",
+                                      "finetune.train.lr_scheduler_type=constant",
+                                      "finetune.train.gradient_accumulation_steps=1",
+                                      f"+backend.generate_kwargs.forced_eos_token_id={forced_eos['forced_eos_token_id']}"]))
+    models = ["generator_0", "generator_1", "generator_2", "critic_0", "critic_1", "critic_2"]
+    tuned = results.finetune["1"]["models"]
+    for m in models:
+        folder = run_dir / "iter_1" / "models" / m
+        assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+        assert not (folder / "adapter_config.json").exists()
+        assert tuned[m]["mode"] == "full"
+        sets = results.finetune["1"]["sets"][m]
+        if m.startswith("critic"):
+            assert tuned[m]["trained"] and tuned[m]["num_examples"] == sets["size"] == sets["d_minus"] > 0
+        else:
+            assert not tuned[m]["trained"] and tuned[m]["num_examples"] == sets["size"] == 0
+
+    # the eval debate of iteration 1 was spoken by the whole fine-tuned models, each in its own turns
+    before = read_transcripts(run_dir / "iter_0" / "eval" / "transcripts.jsonl")
+    after = read_transcripts(run_dir / "iter_1" / "eval" / "transcripts.jsonl")
+    greedy = Sampling(temperature=0.0, max_new_tokens=24)
+    for m in models:
+        turns = [turn for t in after for rnd in t["rounds"] for turn in rnd if turn["model"] == m]
+        assert len(turns) == 6
+        own = HFBackend(str(run_dir / "iter_1" / "models" / m), generate_kwargs=forced_eos).generate(
+            [GenerationRequest(turn["messages"], sampling=greedy) for turn in turns])
+        assert [turn["response"] for turn in turns] == [c.text for c in own], m
+    said = lambda ts: [turn["response"] for t in ts for rnd in t["rounds"] for turn in rnd]  # noqa: E731
+    assert said(after) != said(before)
