@@ -1,6 +1,7 @@
 """Helpers shared by tests: composing the real config tree, and a scripted backend."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -9,7 +10,15 @@ from hydra import compose, initialize_config_dir
 import mafl.cli  # noqa: F401  (registers the run-name resolver)
 from mafl.backends.base import Completion, Score
 
-CONF = Path(__file__).resolve().parents[1] / "mafl" / "conf"
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "mafl" / "conf"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``python -m mafl`` subprocess: this checkout first on PYTHONPATH, so that the
+    subprocess runs the code under test even from another folder, where another install of mafl would win."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def compose_cfg(overrides=(), return_hydra_config: bool = False):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import CONF, compose_cfg
+from helpers import CONF, compose_cfg, subprocess_env
 from mafl.config import validate
 from mafl.errors import ConfigError
 from mafl.pipeline import run
@@ -154,7 +154,21 @@ def test_bad_value_from_the_command_line_exits_with_one_line(tmp_path, override,
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "mafl", override, f"run_dir={tmp_path}/r",
-                           f"hydra.run.dir={tmp_path}/h"], capture_output=True, text=True, timeout=120)
+                           f"hydra.run.dir={tmp_path}/h"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=subprocess_env())
     assert proc.returncode == 2
     assert f"mafl: bad config: {line}" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_subprocess_runs_this_checkout(tmp_path):
+    """``subprocess_env``: ``python -m mafl`` from another folder imports the mafl under test."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    proc = subprocess.run([sys.executable, "-c", "import mafl; print(mafl.__file__)"], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).resolve().is_relative_to(REPO / "mafl")

@@ -12,7 +12,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import CONF, compose_cfg
+from helpers import CONF, compose_cfg, subprocess_env
 
 REPO = CONF.parents[1]  # the config tree is mafl/conf
 SCRIPTS = sorted((REPO / "experiments").glob("*.sh"))
@@ -129,7 +129,7 @@ def test_scripts_are_valid_bash_and_name_real_presets(script):
 def test_a_multirun_over_the_methods_reports_one_row_per_method(tiny_model_dir, tmp_path):
     methods = ["single", "majority", "debate", "star", "majority_ft", "multiagent_ft"]
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    env = subprocess_env(WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "mafl", "-m", f"method={','.join(methods)}", "debug=smoke",
            f"model.path={tiny_model_dir}", f"hydra.sweep.dir={sweep}", "dataset.n_train=4", "dataset.n_eval=4",
            "debate.max_new_tokens=12", "metrics.diversity=false"]

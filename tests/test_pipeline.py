@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import compose_cfg
+from helpers import compose_cfg, subprocess_env
 from mafl.errors import ConfigError
 from mafl.pipeline import run
 
@@ -137,7 +137,7 @@ def test_a_killed_run_resumes_to_the_same_numbers(finished_run, tiny_model_dir, 
     run_dir = tmp_path / "killed"
     args = FAST + [f"model.path={tiny_model_dir}", f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}"]
     proc = subprocess.Popen([sys.executable, "-m", "mafl", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=subprocess_env())
     marker = run_dir / "iter_1" / "models" / "generator_1.json"  # killed in the middle of the fine-tunes
     deadline = time.time() + 600
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
