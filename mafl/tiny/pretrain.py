@@ -80,12 +80,12 @@ def _cast(default: Any, value: Any) -> Any:
 
 
 def _encode(tokenizer, conversation: list[dict[str, str]]) -> tuple[list[int], list[int]]:
-    """Token ids of a whole chat and labels that keep only the assistant turn (with its closing eos)."""
-    prompt = tokenizer.apply_chat_template(conversation[:-1], add_generation_prompt=True, tokenize=False)
-    reply = conversation[-1]["content"] + tokenizer.eos_token
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
-    return p_ids + r_ids, [-100] * len(p_ids) + r_ids
+    """Token ids of a whole chat and labels that keep only the assistant turn (with its closing eos), tokenized
+    as fine-tuning and generation tokenize it (``mafl.backends.chat``)."""
+    from mafl.backends.chat import example_ids
+
+    ids, mask = example_ids(tokenizer, conversation[:-1], conversation[-1]["content"])
+    return ids, [t if m else -100 for t, m in zip(ids, mask)]
 
 
 class Batches:
