@@ -310,3 +310,20 @@ def test_the_corpus_asks_the_arithmetic_tasks_questions_with_the_debates_prompts
         chat = conversation("round1", p, random.Random(0), load_prompts())
         assert chat[:2] == debate_prompts.first_round(problem.question)
         assert final_answer(chat[2]["content"]) == p.answer
+
+
+def test_pretraining_rows_train_on_the_reply_after_the_prompt_generation_sends(tiny_model_dir):
+    """A pretraining conversation is tokenized as generation tokenizes its prompt: the prompt (loss-free) is
+    ``chat.prompt_ids`` of its messages, and the loss covers the reply and its eos only."""
+    from mafl.backends.chat import prompt_ids
+    from mafl.models import load_tokenizer
+    from mafl.tiny.pretrain import _encode
+
+    tok, prompts, rng = load_tokenizer(str(tiny_model_dir)), load_prompts(), random.Random(1)
+    for kind in ("round1", "debate", "summarize", "debate_summary"):
+        chat = conversation(kind, random_problem(rng), rng, prompts)
+        ids, labels = _encode(tok, chat)
+        prompt = prompt_ids(tok, chat[:-1])
+        assert ids[:len(prompt)] == prompt and all(label == -100 for label in labels[:len(prompt)])
+        assert labels[len(prompt):] == ids[len(prompt):]
+        assert tok.decode(ids[len(prompt):]) == chat[-1]["content"] + tok.eos_token
