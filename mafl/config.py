@@ -64,10 +64,12 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     model = ModelSettings.from_cfg(cfg["model"])
     dataset = DatasetSettings.from_cfg(cfg["dataset"])
     debate = DebateSettings.from_cfg(cfg["debate"])
+    from mafl.backends import backend_class
+
+    if finetune.mode == "full" and not backend_class(backend.name).capabilities.full_models:
+        raise ConfigError(f"finetune.mode: full fine-tuning makes whole models, which backend={backend.name} cannot "
+                          "serve beside the base model; use backend=hf or finetune=lora")
     if backend.name == "vllm":
-        if finetune.mode == "full":
-            raise ConfigError("finetune.mode: full fine-tuning makes whole models, which backend=vllm cannot serve "
-                              "beside the base model; use backend=hf or finetune=lora")
         rank, limit = finetune.lora.get("r"), backend.options.get("max_lora_rank")
         if isinstance(rank, int) and isinstance(limit, int) and rank > limit:
             raise ConfigError(f"finetune.lora.r: {rank} is above backend.max_lora_rank ({limit})")

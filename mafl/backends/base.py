@@ -18,7 +18,8 @@
   free to batch requests across models and problems. An unknown adapter name raises ``KeyError`` before any
   work. The same requests (with the same seeds) give the same completions however often they are asked.
 * **Capabilities.** :class:`Capabilities` says what a backend can do beyond generation; it is a class attribute,
-  so a check can read it before any model is loaded (``backend_class(name).capabilities``).
+  so a check can read it before any model is loaded (``backend_class(name).capabilities``): validation refuses
+  ``finetune.mode=full`` for a backend without ``full_models``.
 """
 from __future__ import annotations
 
