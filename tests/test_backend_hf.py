@@ -121,6 +121,24 @@ def test_generate_kwargs_reach_model_generate(talking_model_dir, group_adapters)
     assert all(c.finished and c.num_tokens == GREEDY.max_new_tokens for c in after)
 
 
+def test_an_eos_of_generate_kwargs_ends_a_response(talking_model_dir, group_adapters):
+    """``generate_kwargs={"eos_token_id": [...]}``: a response ends at the first of those tokens, where the model
+    stops (the rest of its batch row is padding, not part of the response)."""
+    plain = HFBackend(str(talking_model_dir), group_adapters=group_adapters)
+    ids = torch.tensor([plain.prompt_ids(msgs(QUESTIONS[1]))])
+    with torch.no_grad():
+        said = plain.base.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                   max_new_tokens=GREEDY.max_new_tokens)[0, ids.shape[1]:].tolist()
+    stop = said[3]
+    k = said.index(stop)  # its first place in the response
+    backend = HFBackend(str(talking_model_dir), batch_size=8, group_adapters=group_adapters,
+                        generate_kwargs={"eos_token_id": [plain.tokenizer.eos_token_id, stop]})
+    reqs = [GenerationRequest(msgs(q), sampling=GREEDY) for q in QUESTIONS]  # one batch: the others go on
+    out = backend.generate(reqs)[1]
+    assert out.finished and out.num_tokens == k + 1
+    assert out.text == plain.tokenizer.decode(said[:k], skip_special_tokens=True).strip()
+
+
 def test_seeded_sampling_is_reproducible_and_seed_dependent(backend):
     def run(seed):
         s = Sampling(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16, seed=seed)

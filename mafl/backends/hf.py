@@ -184,7 +184,7 @@ class HFBackend:
                 pad_token_id=self.tokenizer.pad_token_id, **kwargs,
             )
         new = gen[:, ids.shape[1]:].tolist()
-        eos = model.generation_config.eos_token_id
+        eos = kwargs.get("eos_token_id", model.generation_config.eos_token_id)  # generate_kwargs may set its own
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {self.tokenizer.eos_token_id}
         out = []
         for row in new:
