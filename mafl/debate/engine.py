@@ -91,7 +91,7 @@ def debate_chunk(backend: Backend, task: Task, problems: Sequence[Problem], soci
             summary = summaries.get((p, n))
             rounds[p][r].append(Turn(
                 agent=n, round=r, model=society.speaker(n, r), messages=msgs, response=c.text, answer=answer,
-                correct=bool(ok) and answer is not None, num_tokens=c.num_tokens, finished=c.finished,
+                correct=ok, num_tokens=c.num_tokens, finished=c.finished,
                 summary=summary.text if summary else None, summary_finished=summary.finished if summary else None,
             ))
     votes = [majority_vote(task, [t.answer for t in rnds[-1]], tie_seed=derive_seed(seed, problem.id, "vote"))

@@ -177,7 +177,7 @@ def problem_label(t: Transcript, task: Task, min_agreement: float | None = 0.5) 
 def agrees(turn: Turn, label: str | None, task: Task) -> bool:
     """True when the turn's answer is equivalent to the label (a None label agrees with nothing, and a turn
     without an answer, e.g. a cut-off one, agrees with nothing)."""
-    return label is not None and turn.answer is not None and task.is_equivalent(turn.answer, label)
+    return label is not None and task.is_equivalent(turn.answer, label)
 
 
 def _example(turn: Turn, t: Transcript, kind: str) -> Example:
@@ -220,7 +220,7 @@ def public_critic_mix(d_minus: list, d_plus: list, rng: random.Random) -> tuple[
 
 
 def _finish(name: str, candidates: list[Example], seed: int, max_examples: int | None,
-            critic_w: float | None = None, critic: bool = False) -> FinetuneSet:
+            critic_w: float | None = None, critic: bool = False, skipped: int = 0) -> FinetuneSet:
     """Dedupe, mix (critics), cap; chosen examples keep their transcript order."""
     kept, removed = dedupe(candidates)
     order = {e.key: i for i, e in enumerate(kept)}
@@ -238,7 +238,8 @@ def _finish(name: str, candidates: list[Example], seed: int, max_examples: int |
     if max_examples is not None and len(kept) > max_examples:
         dropped = len(kept) - max(max_examples, 0)
         kept = _sample(kept, max_examples, _rng(seed, name, "cap"))
-    return FinetuneSet(name=name, examples=kept, duplicates_removed=removed, dropped_by_cap=dropped)
+    return FinetuneSet(name=name, examples=kept, duplicates_removed=removed, dropped_by_cap=dropped,
+                       skipped_no_majority=skipped)
 
 
 def problem_labels(transcripts: Sequence[Transcript], task: Task,
@@ -264,9 +265,8 @@ def build_generator_set(transcripts: Sequence[Transcript], agent: int, task: Tas
             turn = rnd[agent]
             if agrees(turn, label, task):
                 candidates.append(_example(turn, t, GENERATOR))
-    out = _finish(name or f"generator_{agent}", candidates, seed, max_examples)
-    out.skipped_no_majority = sum(label is None for label in labels)
-    return out
+    return _finish(name or f"generator_{agent}", candidates, seed, max_examples,
+                   skipped=sum(label is None for label in labels))
 
 
 def build_critic_set(transcripts: Sequence[Transcript], agent: int, task: Task, critic_w: float | None,
@@ -285,9 +285,8 @@ def build_critic_set(transcripts: Sequence[Transcript], agent: int, task: Task, 
         if agrees(turn, label, task):
             kind = D_PLUS if agrees(t.rounds[0][agent], label, task) else D_MINUS
             candidates.append(_example(turn, t, kind))
-    out = _finish(name or f"critic_{agent}", candidates, seed, max_examples, critic_w, critic=True)
-    out.skipped_no_majority = sum(label is None for label in labels)
-    return out
+    return _finish(name or f"critic_{agent}", candidates, seed, max_examples, critic_w, critic=True,
+                   skipped=sum(label is None for label in labels))
 
 
 def build_society_sets(transcripts: Sequence[Transcript], task: Task, num_agents: int, critic_w: float | None,
@@ -313,8 +312,8 @@ def merge_sets(sets: Iterable[FinetuneSet], name: str = "single", *, seed: int =
     """All the sets in one (the single-model ablation): concatenated in order, deduplicated, optionally capped.
     ``duplicates_removed`` adds the parts' own removals to those found across parts."""
     sets = list(sets)
-    merged = _finish(name, [e for s in sets for e in s.examples], seed, max_examples)
+    merged = _finish(name, [e for s in sets for e in s.examples], seed, max_examples,
+                     skipped=max((s.skipped_no_majority for s in sets), default=0))
     merged.duplicates_removed += sum(s.duplicates_removed for s in sets)
     merged.dropped_by_cap += sum(s.dropped_by_cap for s in sets)
-    merged.skipped_no_majority = max((s.skipped_no_majority for s in sets), default=0)
     return merged
