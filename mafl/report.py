@@ -7,7 +7,9 @@ Reads every ``results.json`` under the given folders and prints Markdown:
    and model (seeds) are averaged: mean ± standard error across runs, marked ``(n=k)``;
 2. the iteration curve per dataset: rows = model and method, columns = iteration 0..L;
 3. the diversity metrics per dataset and iteration, when the runs measured them;
-4. the answers generated per problem and the shares of answers and summaries cut off by their token budgets.
+4. the debate dynamics: per round transition, the share of agents right->right, wrong->right, right->wrong and
+   wrong->wrong;
+5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets.
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration.
 """
@@ -18,8 +20,8 @@ import sys
 from typing import Sequence
 
 from mafl.metrics.aggregate import (
-    BUDGET_METRICS, DIVERSITY_METRICS, MISSING, answers_per_problem, curve, final_cell, format_cell, group_runs,
-    markdown_table, unit,
+    BUDGET_METRICS, DIVERSITY_METRICS, DYNAMICS_METRICS, MISSING, answers_per_problem, curve, final_cell,
+    format_cell, group_runs, markdown_table, unit,
 )
 from mafl.metrics.results import Results, load_results
 
@@ -53,7 +55,8 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
              for (m, meth), c in curves.items()],
         ))
 
-    for title, metrics in (("diversity", DIVERSITY_METRICS), ("answers and cut-offs", BUDGET_METRICS)):
+    for title, metrics in (("diversity", DIVERSITY_METRICS), ("debate dynamics (share of agents)", DYNAMICS_METRICS),
+                           ("answers and cut-offs", BUDGET_METRICS)):
         for d in datasets:
             present = [x for x in metrics
                        if any(r.select(x, split) for (_, _, ds), runs in groups.items() if ds == d for r in runs)]

@@ -10,6 +10,8 @@ SHOWN = (
     ("accuracy/debate", "debate"),
     ("accuracy/agent_round1", "single agent"),
     ("accuracy/round1_majority", "round-1 majority"),
+    ("flips/round1-2/wrong_right", "round 1→2 wrong→right"),
+    ("flips/round1-2/right_wrong", "round 1→2 right→wrong"),
     ("consensus", "consensus"),
     ("kl/agents", "KL(agents)"),
     ("embedding_dissimilarity", "embedding dissim."),

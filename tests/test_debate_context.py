@@ -227,3 +227,29 @@ def test_majority_is_compute_matched_with_the_debate():
     assert (s.agents, s.rounds) == (3, 2)
     with pytest.raises(ConfigError, match="^method.samples"):
         validate(compose_cfg(["method=majority", "method.samples=0"]))
+
+
+def test_a_dev_split_is_another_stream_disjoint_from_eval_and_train_and_marked():
+    from mafl.metrics.results import Results
+
+    over = ["dataset.n_train=200", "dataset.n_eval=100"]
+    train, eval_ = load_splits(compose_cfg(over).dataset)
+    cfg = compose_cfg([*over, "dataset.split=dev"])
+    dev_train, dev = load_splits(cfg.dataset)
+    assert len(dev) == 100 and all(p.id.startswith("arithmetic/dev/") for p in dev)
+    questions = {p.question for p in dev}
+    assert not questions & {p.question for p in eval_} and not questions & {p.question for p in dev_train}
+    assert dev_train == train  # the same train problems: only what the run is measured on changes
+    assert load_splits(compose_cfg([*over, "dataset.split=dev", "seed=3"]).dataset)[1] == dev
+    from omegaconf import OmegaConf
+
+    label = Results.from_config(OmegaConf.to_container(cfg, resolve=True)).method
+    assert label == "multiagent_ft [dev split]"
+
+
+def test_a_bad_split_is_refused_naming_the_key():
+    from mafl.config import validate
+    from mafl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset.split"):
+        validate(compose_cfg(["dataset.split=test"]))

@@ -220,3 +220,13 @@ def test_a_task_outside_the_registry_is_one_module_named_by_the_config(tmp_path,
         validate(compose_cfg(["dataset.task=counting_task:Nope"]))
     with pytest.raises(ConfigError, match=r"^dataset.task: 'counting' is not one of arithmetic, gsm8k, math, jsonl$"):
         validate(compose_cfg(["dataset.task=counting"]))
+
+
+def test_a_dev_split_comes_from_the_train_pool_and_is_disjoint_from_both(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", qa_rows(60))
+    write_jsonl(tmp_path / "eval.jsonl", qa_rows(20, start=100))
+    train, eval_ = load_splits(jsonl_cfg(tmp_path, n_train=30, n_eval=10))
+    dev_train, dev = load_splits(jsonl_cfg(tmp_path, n_train=30, n_eval=10, split="dev"))
+    assert len(dev) == 10 and all(p.id.startswith("toy/train/") for p in dev)  # never a row of the eval file
+    assert not {p.id for p in dev} & {p.id for p in dev_train}
+    assert not {p.question for p in dev} & {p.question for p in eval_}

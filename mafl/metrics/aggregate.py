@@ -22,7 +22,10 @@ DIVERSITY_METRICS = [
 ]
 # what the answers cost and what their token budgets cut off (mafl.metrics.cutoff)
 BUDGET_METRICS = ["answers_per_problem", "cutoff/round1", "cutoff/round2", "cutoff/round3", "cutoff/summary"]
-PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff")
+# how answers move between rounds (mafl.metrics.dynamics): the transitions of debates of up to 4 rounds
+DYNAMICS_METRICS = [f"flips/round{r}-{r + 1}/{cell}" for r in (1, 2, 3)
+                    for cell in ("right_right", "wrong_right", "right_wrong", "wrong_wrong")]
+PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips")
 MISSING = "–"
 
 Group = tuple[str, str, str]  # (model, method label, dataset)

@@ -12,6 +12,8 @@ Metric names (``MetricRecord.metric``); ``agent=None`` is the society, ``agent=n
 ``answers_per_problem``             answers generated per problem (N x R)
 ``cutoff/round<r>``, ``cutoff/summary``  share of round r's answers / of summaries cut off by their token
                                     budget (mafl.metrics.cutoff)
+``flips/round<r>-<r+1>/<cell>``     how answers move from round r to r+1: share of agents right->right,
+                                    wrong->right, right->wrong, wrong->wrong (mafl.metrics.dynamics)
 ``kl/agents``                       per-token KL between agents (``agent=i, other=j``: the matrix entry;
                                     ``agent=None``: its mean off the diagonal), round 1 (generators)
 ``kl/base``                         per-token KL of each agent's model against the base model, round 1
@@ -37,6 +39,7 @@ from mafl.backends.base import Backend
 from mafl.debate.transcript import Transcript
 from mafl.metrics.accuracy import accuracy_records
 from mafl.metrics.cutoff import cutoff_records
+from mafl.metrics.dynamics import flip_records
 from mafl.metrics.diversity import Embedder, consensus_records, diversity_subset, embedding_records, load_embedder
 from mafl.metrics.likelihood import likelihood_records
 from mafl.metrics.settings import ROUNDS, MetricsSettings
@@ -65,7 +68,7 @@ def compute_iteration_metrics(
     common = dict(iteration=iteration, split=split, samples=cfg.bootstrap_samples, seed=seed)
     transcripts = [t for t in transcripts if t.rounds]
     records = accuracy_records(transcripts, task, **common) + consensus_records(transcripts, task, **common)
-    records += cutoff_records(transcripts, **common)
+    records += cutoff_records(transcripts, **common) + flip_records(transcripts, **common)
     if not cfg.diversity or not transcripts:
         return records
 

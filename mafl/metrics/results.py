@@ -44,6 +44,8 @@ class Results:
         label = str(method.get("label") or method.get("name", "?"))
         if (config.get("dataset") or {}).get("protocol") == "official":
             label += " [official protocol]"  # fine-tuned on debates of the eval problems: not comparable
+        if (config.get("dataset") or {}).get("split") == "dev":
+            label += " [dev split]"  # measured on the dev problems (choosing settings), not the eval problems
         return cls(config=config, method=label, dataset=name("dataset"), model=name("model"),
                    records=list(records), finetune=dict(finetune or {}), seed=config.get("seed"))
 

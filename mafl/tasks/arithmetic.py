@@ -29,7 +29,8 @@ class ArithmeticTask(NumericTask):
 
     def load_problems(self, cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
         return arithmetic_problems(cfg.get("n_train"), cfg.get("n_eval"), eval_seed=cfg.get("eval_seed", 0),
-                                   train_seed=cfg.get("train_seed", 0), low=cfg.get("low", 0), high=cfg.get("high", 29))
+                                   train_seed=cfg.get("train_seed", 0), low=cfg.get("low", 0), high=cfg.get("high", 29),
+                                   split=cfg.get("split", "eval"))
 
 
 def arithmetic_value(a: int, b: int, c: int, d: int, e: int, f: int) -> int:
@@ -58,9 +59,10 @@ def _draw(rng: random.Random, count: int, low: int, high: int, taken: set, split
 
 
 def arithmetic_problems(n_train: int, n_eval: int, eval_seed: int = 0, train_seed: int = 0, low: int = 0,
-                        high: int = 29) -> tuple[list[Problem], list[Problem]]:
+                        high: int = 29, split: str = "eval") -> tuple[list[Problem], list[Problem]]:
     """(train, eval): ``n_train`` and ``n_eval`` distinct questions, no question in both; the eval problems
-    drawn with ``eval_seed``, the train problems with ``train_seed``."""
+    drawn with ``eval_seed``, the train problems with ``train_seed``. ``split="dev"``: ``n_eval`` dev problems
+    (a stream of their own, disjoint from the eval problems) in place of the eval problems."""
     for key, n in (("n_train", n_train), ("n_eval", n_eval)):
         if n is None or int(n) < 0:
             raise ValueError(f"dataset.{key} must be a count for arithmetic (problems are generated), got {n!r}")
@@ -68,6 +70,10 @@ def arithmetic_problems(n_train: int, n_eval: int, eval_seed: int = 0, train_see
         raise ValueError(f"dataset.low={low} > dataset.high={high}")
     eval_problems = _draw(random.Random(f"arithmetic/{eval_seed}/eval"), int(n_eval), int(low), int(high), set(), "eval")
     taken = {tuple(p.meta["operands"]) for p in eval_problems}
+    if split == "dev":
+        eval_problems = _draw(random.Random(f"arithmetic/{eval_seed}/dev"), int(n_eval), int(low), int(high), taken,
+                              "dev")
+        taken |= {tuple(p.meta["operands"]) for p in eval_problems}
     train_problems = _draw(random.Random(f"arithmetic/{train_seed}/train"), int(n_train), int(low), int(high), taken,
                            "train")
     return train_problems, eval_problems

@@ -42,7 +42,10 @@ class BadRow(ValueError):
 
 # the dataset keys every task takes (conf/dataset/*.yaml); a task reads its own besides (Task.config_keys and
 # the arguments of its constructor), and any other key is refused
-DATASET_KEYS = ("name", "task", "n_train", "n_eval", "eval_seed", "train_seed", "protocol", "prompts")
+# dataset.split: which held-out problems a run is measured on: eval (the reported problems) | dev (another seed
+# stream, disjoint from eval and train: the problems settings are chosen on)
+SPLITS = ("eval", "dev")
+DATASET_KEYS = ("name", "task", "n_train", "n_eval", "eval_seed", "train_seed", "protocol", "split", "prompts")
 
 
 class Task(ABC):
@@ -73,10 +76,13 @@ class Task(ABC):
         integer(cfg, "eval_seed", "dataset", low=0)
         integer(cfg, "train_seed", "dataset", low=0)
         choice(cfg, "protocol", "dataset", ("heldout", "official"))
+        choice(cfg, "split", "dataset", SPLITS)
 
     def load_problems(self, cfg: Mapping) -> tuple[list["Problem"], list["Problem"]]:
         """The (train, eval) problems of a dataset config group (``conf/dataset/<name>.yaml``): disjoint, the eval
-        problems drawn with ``eval_seed`` and the train problems with ``train_seed``, whatever the run's seed
+        problems drawn with ``eval_seed`` and the train problems with ``train_seed``, whatever the run's seed.
+        ``split: dev`` returns a dev split in place of the eval problems: as many problems, drawn from a seed stream
+        of their own and disjoint from both the eval and the train problems (for choosing settings)
         (``dataset.protocol`` is applied on top, by :func:`mafl.tasks.load_splits`)."""
         raise NotImplementedError(f"the {self.name} task does not load problems from a dataset config")
 

@@ -145,5 +145,9 @@ class FileTask(Task):
         train_pool = [p for p in train_all if p.id not in held_out and " ".join(p.question.split()) not in held_out]
         if len(train_pool) < len(train_all):
             log.info("left %d eval problems out of the train split", len(train_all) - len(train_pool))
+        if cfg.get("split", "eval") == "dev":  # the dev problems come out of the train pool, never the eval file
+            eval_problems = _sample(train_pool, cfg.get("n_eval"), eval_seed, "dev")
+            dev = {p.id for p in eval_problems}
+            train_pool = [p for p in train_pool if p.id not in dev]
         train_problems = _sample(train_pool, cfg.get("n_train"), train_seed, "train")
         return train_problems, eval_problems

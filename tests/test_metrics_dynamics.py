@@ -1,0 +1,56 @@
+"""The flip matrix of each round transition, on hand-made debates."""
+from __future__ import annotations
+
+import pytest
+
+from mafl.metrics.dynamics import CELLS, flip_metric, flip_records
+from test_metrics_debate import make_transcript
+
+
+def records_by_key(transcripts):
+    return {(r.metric, r.agent): r.value
+            for r in flip_records(transcripts, iteration=0, split="eval", samples=50, seed=0)}
+
+
+def test_flip_cells_per_agent_and_for_the_society():
+    debates = [
+        # agent 0 wrong -> right, agent 1 right -> right, agent 2 right -> wrong
+        make_transcript("a", "3", [["5", "3", "3"], ["3", "3", "4"]]),
+        # agent 0 wrong -> wrong (no answer read, then a wrong one), agent 1 wrong -> right, agent 2 right -> right
+        make_transcript("b", "7", [[None, "8", "7"], ["9", "7", "7"]]),
+    ]
+    got = records_by_key(debates)
+    m = lambda cell: flip_metric(1, cell)  # noqa: E731
+    assert got[(m("wrong_right"), 0)] == 0.5 and got[(m("wrong_wrong"), 0)] == 0.5
+    assert got[(m("right_right"), 1)] == 0.5 and got[(m("wrong_right"), 1)] == 0.5
+    assert got[(m("right_wrong"), 2)] == 0.5 and got[(m("right_right"), 2)] == 0.5
+    # the society: the mean over problems of the share of agents in each cell
+    assert got[(m("wrong_right"), None)] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert got[(m("right_wrong"), None)] == pytest.approx((1 / 3 + 0) / 2)
+    assert sum(got[(m(c), None)] for c in CELLS) == pytest.approx(1.0)
+    for n in range(3):
+        assert sum(got[(m(c), n)] for c in CELLS) == pytest.approx(1.0)
+
+
+def test_every_transition_of_a_longer_debate_and_none_for_one_round():
+    three_rounds = [make_transcript("a", "1", [["1", "2", "2"], ["2", "1", "1"], ["1", "1", "1"]])]
+    got = records_by_key(three_rounds)
+    assert got[(flip_metric(1, "right_wrong"), 0)] == 1.0 and got[(flip_metric(2, "wrong_right"), 0)] == 1.0
+    assert got[(flip_metric(1, "wrong_right"), None)] == pytest.approx(2 / 3)
+    assert got[(flip_metric(2, "right_right"), None)] == pytest.approx(2 / 3)
+    assert records_by_key([make_transcript("b", "1", [["1", "2", "1"]])]) == {}
+
+
+def test_the_report_shows_the_dynamics_table():
+    from mafl.metrics.results import Results
+    from mafl.report import build_report
+
+    recs = flip_records([make_transcript("a", "3", [["5", "3", "3"], ["3", "3", "4"]])], iteration=0,
+                        split="eval", samples=50, seed=0)
+    cfg = {"method": {"name": "debate"}, "dataset": {"name": "arithmetic"}, "model": {"name": "tiny"}, "seed": 0}
+    text = build_report([Results.from_config(cfg, recs)])
+    assert "## debate dynamics (share of agents) on eval by iteration: arithmetic" in text
+    header = next(line for line in text.splitlines() if "flips/round1-2/wrong_right (%)" in line)
+    assert "flips/round1-2/right_wrong (%)" in header
+    # right->right, wrong->right, right->wrong 1/3 each (one problem: no stderr), wrong->wrong none
+    assert "| tiny | debate | 0 | 33.3 (n=1) | 33.3 (n=1) | 33.3 (n=1) | 0.0 (n=1) |" in text
