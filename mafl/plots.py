@@ -1,5 +1,11 @@
-"""PNG plots of a metric against the iteration: one figure per metric and dataset, one line per model/method
-(several runs of the same model/method: their mean, with the standard error across runs as error bars)."""
+"""PNG plots of the runs against the iteration, one line per model/method (several runs of the same model/method:
+their mean, with the standard error across runs as error bars):
+
+* :func:`write_plots`: one figure per metric and dataset;
+* :func:`write_paper_figures`: the paper's two figures per dataset, accuracy against the iteration and the
+  diversity metrics against the iteration (one panel each), and Table 1 (the metric at the final iteration,
+  datasets as columns) drawn as a PNG.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -27,27 +33,81 @@ def write_plots(results: Sequence[Results], out_dir: str | Path, *, split: str =
     groups = group_runs(results)
     written: list[Path] = []
     for metric in dict.fromkeys(metrics):
-        scale = 100.0 if is_percent(metric) else 1.0
         for dataset in sorted({g[2] for g in groups}):
             lines = {(m, meth): curve(runs, metric, split) for (m, meth, d), runs in groups.items() if d == dataset}
             lines = {k: c for k, c in lines.items() if c}
             if not lines:
                 continue
             fig = Figure(figsize=(5, 3.5))
-            ax = fig.subplots()
-            for (model, method), c in lines.items():
-                xs = list(c)
-                ys = [c[k].value * scale for k in xs]
-                err = [(c[k].stderr or 0.0) * scale for k in xs]
-                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{method} ({model})")
-            ax.set_xlabel("iteration")
-            ax.set_ylabel(f"{metric} ({unit(metric)})" if unit(metric) else metric)
-            ax.set_title(f"{dataset}, {split}")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
+            _draw_curves(fig.subplots(), lines, metric, f"{dataset}, {split}")
             fig.tight_layout()
             path = out_dir / plot_file_name(metric, dataset, split)
             fig.savefig(path, dpi=120)
             written.append(path)
+    return written
+
+
+def _draw_curves(ax, lines: dict, metric: str, title: str) -> None:
+    scale = 100.0 if is_percent(metric) else 1.0
+    for (model, method), c in lines.items():
+        xs = list(c)
+        ys = [c[k].value * scale for k in xs]
+        err = [(c[k].stderr or 0.0) * scale for k in xs]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{method} ({model})")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"{metric} ({unit(metric)})" if unit(metric) else metric)
+    ax.set_title(title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+
+
+def write_paper_figures(results: Sequence[Results], out_dir: str | Path, *, split: str = "eval",
+                        metric: str = "accuracy/debate",
+                        diversity: Sequence[str] = ("kl/agents", "embedding_dissimilarity")) -> list[Path]:
+    """``figure_accuracy_<dataset>.png``, ``figure_diversity_<dataset>.png`` (the diversity metrics the runs
+    measured, a panel each, a line for each method that measured them) and ``table_<split>.png``; returns the files written."""
+    from matplotlib.figure import Figure
+
+    from mafl.metrics.aggregate import MISSING, final_cell, format_cell
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(results)
+    datasets = sorted({g[2] for g in groups})
+    written: list[Path] = []
+    for dataset in datasets:
+        runs = {(m, meth): r for (m, meth, d), r in groups.items() if d == dataset}
+        lines = {k: c for k, r in runs.items() if (c := curve(r, metric, split))}
+        if lines:
+            fig = Figure(figsize=(6, 4))
+            _draw_curves(fig.subplots(), lines, metric, f"{dataset}, {split}: {metric} against the iteration")
+            fig.tight_layout()
+            written.append(out_dir / plot_file_name(f"figure_{metric.split('/')[0]}", dataset, split))
+            fig.savefig(written[-1], dpi=120)
+        panels = {x: {k: c for k, r in runs.items() if (c := curve(r, x, split))} for x in diversity}
+        panels = {x: lines for x, lines in panels.items() if lines}
+        if panels:
+            fig = Figure(figsize=(5 * len(panels), 4))
+            axes = fig.subplots(1, len(panels), squeeze=False)[0]
+            for ax, (x, lines) in zip(axes, panels.items()):
+                _draw_curves(ax, lines, x, f"{dataset}, {split}: {x}")
+            fig.tight_layout()
+            written.append(out_dir / plot_file_name("figure_diversity", dataset, split))
+            fig.savefig(written[-1], dpi=120)
+    rows = list(dict.fromkeys((g[0], g[1]) for g in groups))
+    if rows:
+        cells = [[model, method, *(format_cell(final_cell(groups[(model, method, d)], metric, split), metric)
+                                   if (model, method, d) in groups else MISSING for d in datasets)]
+                 for model, method in rows]
+        fig = Figure(figsize=(3 + 2.2 * len(datasets), 0.6 + 0.32 * len(rows)))
+        ax = fig.subplots()
+        ax.axis("off")
+        table = ax.table(cellText=cells, colLabels=["model", "method", *datasets], loc="center", cellLoc="left")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.auto_set_column_width(list(range(2 + len(datasets))))
+        ax.set_title(f"{metric} on {split} at the final iteration (mean ± SE)", fontsize=9)
+        written.append(out_dir / plot_file_name("table", metric, split))
+        fig.savefig(written[-1], dpi=150, bbox_inches="tight")
     return written

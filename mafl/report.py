@@ -11,7 +11,8 @@ Reads every ``results.json`` under the given folders and prints Markdown:
    wrong->wrong;
 5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets.
 
-``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration.
+``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration, the
+paper's two figures (accuracy, and diversity, against the iteration) and the table as a PNG.
 """
 from __future__ import annotations
 
@@ -89,9 +90,10 @@ def report_main(argv: Sequence[str] | None = None) -> str:
         raise SystemExit(f"mafl report: {e}") from e
     text = build_report(results, split=args.split, metric=args.metric)
     if args.plot:
-        from mafl.plots import write_plots
+        from mafl.plots import write_paper_figures, write_plots
 
         written = write_plots(results, args.plot, split=args.split, metrics=[args.metric, *DIVERSITY_METRICS])
+        written += write_paper_figures(results, args.plot, split=args.split, metric=args.metric)
         text += "\n" + "\n".join(f"plot: {p}" for p in written) + "\n"
     sys.stdout.write(text)
     return text

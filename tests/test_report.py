@@ -79,7 +79,10 @@ def test_plots_are_written(sweep, tmp_path):
     pngs = sorted(out.glob("*.png"))
     names = {p.name for p in pngs}
     assert {"eval_accuracy_debate_gsm8k.png", "eval_accuracy_debate_math.png", "eval_consensus_gsm8k.png",
-            "eval_kl_agents_gsm8k.png"} == names
+            "eval_kl_agents_gsm8k.png",
+            # the paper's figures: accuracy per dataset, diversity where it was measured, and the table
+            "eval_figure_accuracy_gsm8k.png", "eval_figure_accuracy_math.png", "eval_figure_diversity_gsm8k.png",
+            "eval_table_accuracy_debate.png"} == names
     for p in pngs:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
         assert f"plot: {p}" in text
