@@ -13,9 +13,8 @@ the corpus always matches what the debate sends):
   ``system_critic``, ``round1``, the agent's own round-1 answer (wrong by one slipped step with probability 1/2),
   then ``debate`` with 1-2 other agents' worked answers (each wrong with probability 1/2) -> a correct worked
   answer (the loss is on this last reply only);
-* summarize: a single user turn ``summarize`` with the others' answers (as the summariser is asked) -> each
-  agent's step results in order and its answer, ``Agent 1 finds 20, 56, 9, 29, -27: the answer is -27.``
-  (a summary keeps what a reader can check: where two agents' chains part, one step differs);
+* summarize: a single user turn ``summarize`` with the others' answers (as the summariser is asked) ->
+  ``Agent 1 says 12. Agent 2 says -3.``;
 * debate after a summary: the debate conversation whose {others} is the ``summary`` template -> a correct
   worked answer.
 """
@@ -30,10 +29,10 @@ from typing import Mapping
 from mafl.tasks.arithmetic import QUESTION
 
 # Bump when the corpus, the chain of thought or the tokenizer changes: it is part of the cache key.
-CORPUS_VERSION = 6
+CORPUS_VERSION = 5
 
 ANSWER = "The answer is {answer}."
-SUMMARY_LINE = "Agent {agent} finds {steps}: the answer is {answer}."
+SUMMARY_LINE = "Agent {agent} says {answer}."
 KINDS = ("round1", "debate", "summarize", "debate_summary")
 
 
@@ -88,7 +87,7 @@ def eval_problems(n: int = 500, seed: int = 0, low: int = 0, high: int = 29) -> 
 # --- the chain of thought -------------------------------------------------------------------------------
 
 def solve(p: ArithmeticProblem, slip: tuple[int, int] | None = None) -> tuple[str, int]:
-    """The worked answer and its final number (:func:`solve_steps` also gives each step's result); ``slip=(step, delta)`` adds ``delta`` to one step's result
+    """The worked answer and its final number; ``slip=(step, delta)`` adds ``delta`` to one step's result
     and carries the error on consistently (an agent that slipped once).
 
     One operation per step, products first: ``4*5=20, 7*8=56, 3+6=9, 9+20=29, 29-56=-27. The answer is -27.``
@@ -96,12 +95,6 @@ def solve(p: ArithmeticProblem, slip: tuple[int, int] | None = None) -> tuple[st
     each operand is copied from a fixed offset (the question or an earlier step), and each step is a function
     of two number tokens (whose embeddings start as place-value sums, see mafl.tiny.pretrain).
     """
-    text, steps = solve_steps(p, slip)
-    return text, steps[-1]
-
-
-def solve_steps(p: ArithmeticProblem, slip: tuple[int, int] | None = None) -> tuple[str, list[int]]:
-    """The worked answer and the result of each of its steps, in order (see :func:`solve`)."""
     def step(i: int, value: int) -> int:
         return value + slip[1] if slip is not None and slip[0] == i else value
 
@@ -111,7 +104,7 @@ def solve_steps(p: ArithmeticProblem, slip: tuple[int, int] | None = None) -> tu
     t = step(3, q + p1)
     r = step(4, t - p2)
     text = f"{p.b}*{p.c}={p1}, {p.e}*{p.f}={p2}, {p.a}+{p.d}={q}, {q}+{p1}={t}, {t}-{p2}={r}. "
-    return text + ANSWER.format(answer=r), [p1, p2, q, t, r]
+    return text + ANSWER.format(answer=r), r
 
 
 N_STEPS = 5
@@ -119,34 +112,28 @@ N_STEPS = 5
 
 def slipped(p: ArithmeticProblem, rng: random.Random) -> tuple[str, int]:
     """A plausible wrong worked answer: one step off by a small or a carry-sized amount."""
-    text, steps = slipped_steps(p, rng)
-    return text, steps[-1]
-
-
-def slipped_steps(p: ArithmeticProblem, rng: random.Random) -> tuple[str, list[int]]:
-    """:func:`slipped` with the result of every step."""
     while True:
         slip = (rng.randrange(N_STEPS), rng.choice([-20, -10, -2, -1, 1, 2, 10, 20]))
         intermediate = [p.b * p.c, p.e * p.f, p.a + p.d, p.a + p.d + p.b * p.c]
         if slip[0] < len(intermediate) and intermediate[slip[0]] + slip[1] < 0:
             continue  # only the difference may be negative
-        text, steps = solve_steps(p, slip)
-        if steps[-1] != p.answer:
-            return text, steps
+        text, answer = solve(p, slip)
+        if answer != p.answer:
+            return text, answer
 
 
 # --- conversations ---------------------------------------------------------------------------------------
 
 def _others(p: ArithmeticProblem, rng: random.Random, prompts: Mapping[str, str]) -> tuple[str, str]:
     """1-2 other agents' worked answers (each wrong with probability 1/2), as the {others} block and as a
-    summary of their step results and answers."""
+    summary of their final answers."""
     k = rng.choice([1, 2])
     agents = sorted(rng.sample(range(1, k + 2), k))
     blocks, lines = [], []
     for agent in agents:
-        text, steps = slipped_steps(p, rng) if rng.random() < 0.5 else solve_steps(p)
+        text, answer = slipped(p, rng) if rng.random() < 0.5 else solve(p)
         blocks.append(prompts["other"].format(agent=agent, response=text))
-        lines.append(SUMMARY_LINE.format(agent=agent, steps=", ".join(map(str, steps)), answer=steps[-1]))
+        lines.append(SUMMARY_LINE.format(agent=agent, answer=answer))
     return "\n".join(blocks), " ".join(lines)
 
 
