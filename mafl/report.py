@@ -5,6 +5,7 @@ Reads every ``results.json`` under the given folders and prints Markdown:
 1. a table shaped like the paper's Table 1: rows = model and method, columns = dataset, cells = the metric at
    each run's final iteration ± its standard error (over problems). Several runs of the same method, dataset
    and model (seeds) are averaged: mean ± standard error across runs, marked ``(n=k)``;
+   and, for the runs of several seeds, each seed's value ± its standard error over problems;
 2. the iteration curve per dataset: rows = model and method, columns = iteration 0..L;
 3. the diversity metrics per dataset and iteration, when the runs measured them;
 4. the debate dynamics: per round transition, the share of agents right->right, wrong->right, right->wrong and
@@ -43,6 +44,14 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
     out += ["", f"± is the standard error over problems (sd/sqrt(n), ddof=1) of one run (n=1); (n=k): the mean ± "
                 f"standard error across k runs (seeds) of the same model, method and dataset. answers/problem: "
                 f"the answers each method generated per problem. {len(results)} run(s)."]
+
+    multi = [(g, runs) for g, runs in groups.items() if len(runs) > 1]
+    if multi:
+        out += ["", f"## {metric}{u} on {split} at the final iteration, per seed", ""]
+        out.append(markdown_table(
+            ["model", "method", "dataset", "seed", "value ± stderr over problems"],
+            [[m, meth, d, str(r.seed), format_cell(final_cell([r], metric, split), metric)]
+             for (m, meth, d), runs in multi for r in sorted(runs, key=lambda r: str(r.seed))]))
 
     for d in datasets:
         curves = {(m, meth): curve(runs, metric, split) for (m, meth, ds), runs in groups.items() if ds == d}

@@ -52,6 +52,10 @@ def test_table_one_and_iteration_curve(sweep, capsys):
     se = math.sqrt(sum((x - 0.62) ** 2 for x in finals) / 1) / math.sqrt(2)
     assert row(text, "tiny", "multiagent_ft").startswith(f"| tiny | multiagent_ft | – | 62.0 ± {100 * se:.1f} (n=2) | 35.0 ± 2.0 (n=1) |")
     assert "across k runs (seeds)" in text
+    per_seed = text[text.index("at the final iteration, per seed"):]
+    assert "| tiny | multiagent_ft | gsm8k | 0 | 60.0 ± 2.0 |" in per_seed
+    assert "| tiny | multiagent_ft | gsm8k | 1 | 64.0 ± 2.0 |" in per_seed
+    assert "| tiny | debate |" not in per_seed.split("##")[0]  # one run: its cell above already is its own
     # the paper's method order: debate before multiagent_ft
     assert text.index("| tiny | debate |") < text.index("| tiny | multiagent_ft |")
     # iteration curve for gsm8k: three iterations, debate only at iteration 0
