@@ -3,6 +3,7 @@
 # 3 fine-tuning iterations, 3 seeds, on the embedded tiny model and Arithmetic; then the report (report.md) with
 # its table and figures (plots/: accuracy and diversity against the iteration).
 #   experiments/toy_paper.sh [key=value ...]      e.g. dataset.split=dev: measure on the dev problems instead
+# $SEEDS and $METHODS choose a part of the study (default: all of it).
 # $JOBS runs at a time (default 2, one CPU thread each: on 2 cores two small runs use the machine better than one).
 # A stopped study restarted with the same command continues where it stopped (each run resumes its folder).
 # Output: $MAFL_OUT (default multirun/toy_paper)/<method>_seed<k>/ and <method>_seed<k>.log.
@@ -29,8 +30,8 @@ run() {
 }
 
 status=0
-for seed in 0 1 2; do
-  for method in multiagent_ft multiagent_ft_single_model star majority_ft debate majority single; do
+for seed in ${SEEDS:-0 1 2}; do
+  for method in ${METHODS:-multiagent_ft multiagent_ft_single_model star majority_ft debate majority single}; do
     while (( $(jobs -rp | wc -l) >= max_jobs )); do wait -n || status=1; done
     run "$method" "$seed" "$@" &
   done

@@ -25,7 +25,7 @@ METHOD_OPTIONS = {p.stem for p in (CONF / "method").glob("*.yaml")}
 
 def test_every_table_cell_has_a_setup_and_every_preset_is_listed():
     presets = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
-    assert presets == set(SETUPS) | set(TABLES) | {"transfer_gsm8k"}
+    assert presets == set(SETUPS) | set(TABLES) | {"transfer_gsm8k", "toy_paper"}
     for p in (CONF / "experiment").glob("*.yaml"):
         assert p.read_text().startswith("# @package _global_\n"), p.name
 
@@ -95,6 +95,44 @@ def test_table2_holds_every_ablation_and_tuned_tables_fine_tune():
     assert five.debate.agents == 5 and five.method.label == "multiagent_ft_5_agents"
     sizes = {compose_cfg(["experiment=agents_sweep", f"debate.agents={n}"]).method.label for n in range(1, 6)}
     assert len(sizes) == 5
+
+
+def test_the_toy_paper_study_is_table_one_with_three_iterations_on_the_tiny_model():
+    params = compose_cfg(["experiment=toy_paper"], return_hydra_config=True).hydra.sweeper.params
+    table1 = compose_cfg(["experiment=table1"], return_hydra_config=True).hydra.sweeper.params
+    assert set(params.method.split(",")) == set(table1.method.split(",")) | {"multiagent_ft_single_model"}
+    assert params.seed == "0,1,2"
+    for method in params.method.split(","):
+        cfg = compose_cfg(["experiment=toy_paper", f"method={method}"])
+        assert (cfg.model.name, cfg.dataset.name, cfg.dataset.n_train, cfg.dataset.n_eval) == ("tiny", "arithmetic",
+                                                                                                500, 500)
+        assert cfg.finetune.iterations == (3 if method in ("star", "majority_ft") or method.startswith("multi") else 0)
+
+
+@pytest.mark.slow
+def test_the_toy_paper_script_runs_its_runs_and_draws_the_table_and_figures(tiny_model_dir, tmp_path):
+    out = tmp_path / "toy"
+    env = subprocess_env(WANDB_MODE="disabled", HF_HUB_OFFLINE="1", MAFL_OUT=str(out), SEEDS="0 1",
+                         METHODS="debate multiagent_ft", MAFL=f"{sys.executable} -m mafl", JOBS="2")
+    args = ["debug=smoke", f"model.path={tiny_model_dir}", "dataset.n_train=4", "dataset.n_eval=4",
+            "debate.max_new_tokens=12", "metrics.diversity_problems=2"]
+    proc = subprocess.run(["bash", str(REPO / "experiments" / "toy_paper.sh"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "plots") == [
+        "debate_seed0", "debate_seed1", "multiagent_ft_seed0", "multiagent_ft_seed1"]
+    report = (out / "report.md").read_text()
+    assert re.search(r"\| tiny \| debate \| 6 \| [\d.]+ ± [\d.]+ \(n=2\) \|", report)
+    assert "| tiny | multiagent_ft | arithmetic | 1 |" in report  # each seed's own value
+    plots = {p.name for p in (out / "plots").glob("*.png")}
+    assert {"eval_figure_accuracy_arithmetic.png", "eval_figure_diversity_arithmetic.png",
+            "eval_table_accuracy_debate.png"} <= plots
+    # the same command again finds every run finished: nothing is fine-tuned again
+    stamp = (out / "multiagent_ft_seed0" / "iter_1" / "models" / "critic_0.json").stat().st_mtime_ns
+    again = subprocess.run(["bash", str(REPO / "experiments" / "toy_paper.sh"), *args], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "multiagent_ft_seed0" / "iter_1" / "models" / "critic_0.json").stat().st_mtime_ns == stamp
 
 
 def test_transfer_evaluates_on_gsm8k_without_fine_tuning(monkeypatch, tmp_path):
