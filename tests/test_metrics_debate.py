@@ -199,6 +199,11 @@ def fake_embedder(texts):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+# the two-round debates' transition: its flip cells and where its answers come from (mafl.metrics.dynamics)
+DYNAMICS = {f"flips/round1-2/{c}" for c in ("right_right", "wrong_right", "right_wrong", "wrong_wrong")} | {
+    f"moves/round1-2/{m}" for m in ("kept", "adopted", "new")}
+
+
 def test_compute_iteration_metrics_lists_every_metric():
     uniform = {w: 0.25 for w in ("w0", "w1", "w2", "w3")}
     dist = {None: uniform, **{f"generator_{n}": peaked(f"w{n}") for n in range(3)},
@@ -212,7 +217,7 @@ def test_compute_iteration_metrics_lists_every_metric():
         "accuracy/debate", "accuracy/round1_majority", "accuracy/agent_round1", "accuracy/agent_final",
         "consensus", "consensus/round1", "kl/agents", "kl/base", "nll", "embedding_dissimilarity",
         "kl/agents_final", "kl/base_final", "nll_final", "embedding_dissimilarity_final",
-        "answers_per_problem", "cutoff/round1", "cutoff/round2",
+        "answers_per_problem", "cutoff/round1", "cutoff/round2", *DYNAMICS,
     }
     keyed = by_key(recs)
     assert keyed[("accuracy/debate", None, None)].n == 5
@@ -227,7 +232,7 @@ def test_compute_iteration_metrics_lists_every_metric():
         word_debates(), NumberTask(), metrics_cfg={**cfg, "diversity": False}, iteration=2, split="eval", seed=0)}
     assert off == {"accuracy/debate", "accuracy/round1_majority", "accuracy/agent_round1",
                    "accuracy/agent_final", "consensus", "consensus/round1", "answers_per_problem", "cutoff/round1",
-                   "cutoff/round2"}
+                   "cutoff/round2", *DYNAMICS}
     with pytest.raises(ValueError, match="diversity_rounds"):
         compute_iteration_metrics(word_debates(), NumberTask(), metrics_cfg={**cfg, "diversity_rounds": ["last"]},
                                   iteration=2, split="eval", seed=0, embedder=fake_embedder)

@@ -54,3 +54,22 @@ def test_the_report_shows_the_dynamics_table():
     assert "flips/round1-2/right_wrong (%)" in header
     # right->right, wrong->right, right->wrong 1/3 each (one problem: no stderr), wrong->wrong none
     assert "| tiny | debate | 0 | 33.3 (n=1) | 33.3 (n=1) | 33.3 (n=1) | 0.0 (n=1) |" in text
+
+
+def test_moves_say_whether_a_new_answer_was_kept_adopted_or_new():
+    from test_metrics_debate import NumberTask
+
+    debates = [
+        # agent 0 adopts agent 1's 3, agent 1 keeps 3, agent 2 says 4 (nobody's): new
+        make_transcript("a", "3", [["5", "3", "3"], ["3", "3", "4"]]),
+        # agent 0 keeps 9.0 (= 9), agent 1 adopts agent 2's 7, agent 2 gives no answer: new
+        make_transcript("b", "7", [["9", "8", "7"], ["9.0", "7", None]]),
+    ]
+    got = {(r.metric, r.agent): r.value for r in flip_records(debates, NumberTask(), iteration=0, split="eval",
+                                                               samples=50, seed=0)}
+    m = lambda move: f"moves/round1-2/{move}"  # noqa: E731
+    assert (got[(m("adopted"), 0)], got[(m("kept"), 0)]) == (0.5, 0.5)
+    assert (got[(m("kept"), 1)], got[(m("adopted"), 1)]) == (0.5, 0.5)
+    assert got[(m("new"), 2)] == 1.0
+    assert got[(m("adopted"), None)] == pytest.approx(1 / 3) and got[(m("new"), None)] == pytest.approx(1 / 3)
+    assert not any(k[0].startswith("moves") for k in records_by_key(debates))  # without a task: flips only

@@ -24,8 +24,9 @@ DIVERSITY_METRICS = [
 BUDGET_METRICS = ["answers_per_problem", "cutoff/round1", "cutoff/round2", "cutoff/round3", "cutoff/summary"]
 # how answers move between rounds (mafl.metrics.dynamics): the transitions of debates of up to 4 rounds
 DYNAMICS_METRICS = [f"flips/round{r}-{r + 1}/{cell}" for r in (1, 2, 3)
-                    for cell in ("right_right", "wrong_right", "right_wrong", "wrong_wrong")]
-PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips")
+                    for cell in ("right_right", "wrong_right", "right_wrong", "wrong_wrong")] + [
+                    f"moves/round{r}-{r + 1}/{move}" for r in (1, 2, 3) for move in ("kept", "adopted", "new")]
+PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips", "moves")
 MISSING = "–"
 
 Group = tuple[str, str, str]  # (model, method label, dataset)

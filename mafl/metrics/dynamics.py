@@ -5,6 +5,12 @@ wrong (``turn.correct``; a cut-off or unreadable answer is wrong) in both rounds
 cells: ``right_right``, ``wrong_right`` (what the paper's critics exist for), ``right_wrong`` and ``wrong_wrong``.
 Records ``flips/round<r>-<r+1>/<cell>``: with ``agent=None`` the mean over problems of the share of agents in the
 cell (the four cells sum to 1), with ``agent=n`` the share of problems where agent n's answers fell in it.
+
+And where each new answer comes from: ``moves/round<r>-<r+1>/<move>``, ``kept`` (the agent's own answer of round
+r, ``task.is_equivalent``), ``adopted`` (not its own but one another agent gave in round r) or ``new`` (neither;
+also a cut-off or unreadable answer), the same two ways. A critic that only copies shows ``adopted``; one that
+re-solves the problem and slips shows ``new``.
+
 Ground truth is used to measure, never to train.
 """
 from __future__ import annotations
@@ -13,8 +19,10 @@ from typing import Sequence
 
 from mafl.debate.transcript import Transcript
 from mafl.metrics.stats import MetricRecord, mean_record
+from mafl.tasks.base import Task
 
 CELLS = ("right_right", "wrong_right", "right_wrong", "wrong_wrong")
+MOVES = ("kept", "adopted", "new")
 
 
 def flip_metric(round_from: int, cell: str) -> str:
@@ -26,18 +34,37 @@ def cell_of(before: bool, after: bool) -> str:
     return f"{'right' if before else 'wrong'}_{'right' if after else 'wrong'}"
 
 
-def flip_records(transcripts: Sequence[Transcript], *, iteration: int, split: str, samples: int,
-                 seed: int) -> list[MetricRecord]:
+def move_of(task: Task, before, after, read) -> str:
+    """``kept``, ``adopted`` or ``new``: where an agent's answer ``after`` comes from, given its own answer
+    ``before`` and the other agents' answers ``read`` of the same round."""
+    if after is None:
+        return "new"
+    if task.is_equivalent(after, before):
+        return "kept"
+    return "adopted" if any(task.is_equivalent(after, a) for a in read if a is not None) else "new"
+
+
+def flip_records(transcripts: Sequence[Transcript], task: Task | None = None, *, iteration: int, split: str,
+                 samples: int, seed: int) -> list[MetricRecord]:
+    """The flip cells of every round transition; with ``task``, the moves too (see the module docstring)."""
     if not transcripts:
         return []
     common = dict(iteration=iteration, split=split, samples=samples, seed=seed)
     records = []
+
+    def shares(labels: list[list[str]], names: Sequence[str], metric_of) -> None:
+        agents = min(len(x) for x in labels)
+        for name in names:
+            metric = metric_of(name)
+            records.append(mean_record([x.count(name) / len(x) for x in labels], metric=metric, **common))
+            records.extend(mean_record([float(x[n] == name) for x in labels], metric=metric, agent=n, **common)
+                           for n in range(agents))
+
     for r in range(min(len(t.rounds) for t in transcripts) - 1):
-        pairs = [[cell_of(a.correct, b.correct) for a, b in zip(t.rounds[r], t.rounds[r + 1])] for t in transcripts]
-        agents = min(len(p) for p in pairs)
-        for cell in CELLS:
-            metric = flip_metric(r + 1, cell)
-            records.append(mean_record([p.count(cell) / len(p) for p in pairs], metric=metric, **common))
-            records += [mean_record([float(p[n] == cell) for p in pairs], metric=metric, agent=n, **common)
-                        for n in range(agents)]
+        cells = [[cell_of(a.correct, b.correct) for a, b in zip(t.rounds[r], t.rounds[r + 1])] for t in transcripts]
+        shares(cells, CELLS, lambda cell: flip_metric(r + 1, cell))
+        if task is not None:
+            moves = [[move_of(task, a.answer, b.answer, [o.answer for o in t.rounds[r] if o.agent != a.agent])
+                      for a, b in zip(t.rounds[r], t.rounds[r + 1])] for t in transcripts]
+            shares(moves, MOVES, lambda move: f"moves/round{r + 1}-{r + 2}/{move}")
     return records

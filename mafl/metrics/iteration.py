@@ -14,6 +14,8 @@ Metric names (``MetricRecord.metric``); ``agent=None`` is the society, ``agent=n
                                     budget (mafl.metrics.cutoff)
 ``flips/round<r>-<r+1>/<cell>``     how answers move from round r to r+1: share of agents right->right,
                                     wrong->right, right->wrong, wrong->wrong (mafl.metrics.dynamics)
+``moves/round<r>-<r+1>/<move>``     where round r+1's answers come from: kept (the agent's own), adopted
+                                    (another agent's of round r), new
 ``kl/agents``                       per-token KL between agents (``agent=i, other=j``: the matrix entry;
                                     ``agent=None``: its mean off the diagonal), round 1 (generators)
 ``kl/base``                         per-token KL of each agent's model against the base model, round 1
@@ -68,7 +70,7 @@ def compute_iteration_metrics(
     common = dict(iteration=iteration, split=split, samples=cfg.bootstrap_samples, seed=seed)
     transcripts = [t for t in transcripts if t.rounds]
     records = accuracy_records(transcripts, task, **common) + consensus_records(transcripts, task, **common)
-    records += cutoff_records(transcripts, **common) + flip_records(transcripts, **common)
+    records += cutoff_records(transcripts, **common) + flip_records(transcripts, task, **common)
     if not cfg.diversity or not transcripts:
         return records
 
