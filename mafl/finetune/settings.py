@@ -1,10 +1,17 @@
-"""The fine-tuning settings (``conf/finetune/*.yaml``), checked before any work starts."""
+"""The fine-tuning settings (``conf/finetune/*.yaml``), checked before any work starts.
+
+Beside what each fine-tune does (``mode``, ``lora``, ``train``, ...), where the fine-tunes run: ``launcher`` (a
+name of :data:`mafl.finetune.launchers.LAUNCHERS`), its options ``finetune.<launcher>`` (e.g. ``finetune.ray``),
+``resources`` of one fine-tune (``num_cpus``, ``num_gpus``; null: 1 GPU on a GPU device), ``max_retries`` of a
+fine-tune whose process died, and ``accelerate``: an accelerate config (a mapping, or the path of a YAML file
+written by ``accelerate config``), which makes each fine-tune a multi-process ``accelerate launch`` job.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Mapping
 
-from mafl.errors import choice, integer, known_keys, number
+from mafl.errors import ConfigError, choice, integer, known_keys, number, plain
 
 MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
 
@@ -24,13 +31,25 @@ class FinetuneSettings:
     train: dict
     mix_general: "MixSettings | None" = None
     global_first: bool = False
+    launcher: str = "local"
+    resources: dict = field(default_factory=dict)
+    max_retries: int = 2
+    launcher_options: dict = field(default_factory=dict)  # {launcher name: finetune.<name>}
+    accelerate: dict | None = None
+
+    def options(self, launcher: str) -> dict:
+        """``finetune.<launcher>``: the options of one launcher."""
+        return dict(self.launcher_options.get(launcher) or {})
 
     @classmethod
     def from_cfg(cls, c: Mapping) -> "FinetuneSettings":
         from mafl.finetune.mixing import MixSettings
 
+        from mafl.finetune.launchers import LAUNCHERS
+
         p = "finetune"
-        known_keys(c, p, [f.name for f in fields(cls)])
+        own = [f.name for f in fields(cls) if f.name != "launcher_options"]
+        known_keys(c, p, own + LAUNCHERS.names())
         train = dict(c.get("train") or {})
         if "learning_rate" in train:
             number(train, "learning_rate", f"{p}.train", low=0.0, strict_low=True)
@@ -49,6 +68,11 @@ class FinetuneSettings:
             train=train,
             mix_general=MixSettings.from_cfg(c.get("mix_general")),
             global_first=bool(c.get("global_first", False)),
+            launcher=_launcher(c.get("launcher", "local")),
+            resources=_resources(c.get("resources")),
+            max_retries=integer({"max_retries": c.get("max_retries", 2)}, "max_retries", p, low=0),
+            launcher_options={name: dict(plain(c.get(name)) or {}) for name in LAUNCHERS.names() if c.get(name)},
+            accelerate=_accelerate(c.get("accelerate")),
         )
 
     def check_arguments(self) -> None:
@@ -62,3 +86,47 @@ class FinetuneSettings:
         for key, cls, values in (("lora", LoraConfig, self.lora), ("train", SFTConfig, self.train)):
             known_keys(values, f"finetune.{key}", [f.name for f in dataclasses.fields(cls) if f.init],
                        what=f"not an argument of {cls.__module__.split('.')[0]} {cls.__name__}")
+        from mafl.finetune.launchers import launcher_class
+
+        launcher_class(self.launcher).check(self)
+        if self.accelerate is not None:
+            from mafl.finetune.distributed import check_accelerate
+
+            check_accelerate(self)
+
+
+def _launcher(name) -> str:
+    from mafl.finetune.launchers import LAUNCHERS
+
+    if name not in LAUNCHERS:
+        LAUNCHERS.load(name)  # a "module:Class" outside the registry, or a ConfigError listing the registered ones
+    return str(name)
+
+
+def _resources(value) -> dict:
+    """``finetune.resources``: ``num_cpus`` and ``num_gpus`` of one fine-tune (numbers >= 0, or null)."""
+    resources = dict(plain(value) or {})
+    known_keys(resources, "finetune.resources", ("num_cpus", "num_gpus"))
+    for key in resources:
+        number(resources, key, "finetune.resources", low=0.0, none_ok=True)
+    return resources
+
+
+def _accelerate(value) -> dict | None:
+    """``finetune.accelerate``: an accelerate config as a mapping, or read from a YAML file."""
+    if value is None:
+        return None
+    value = plain(value)
+    if isinstance(value, str):
+        from pathlib import Path
+
+        import yaml
+
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"finetune.accelerate: no such file {value}")
+        value = yaml.safe_load(path.read_text())
+    if not isinstance(value, dict):
+        raise ConfigError(f"finetune.accelerate: must be an accelerate config (a mapping or a YAML file), "
+                          f"got {value!r}")
+    return value

@@ -129,9 +129,11 @@ def _quiet():
 
 def build_trainer(base_path: str, examples: FinetuneSet | list, work_dir: Path, *, mode: str = "lora",
                   lora: Mapping | None = None, train: Mapping | None = None, init_adapter: str | None = None,
-                  seed: int = 0, device: str = "cpu", dtype: str = "float32", chat_template: str | None = None):
+                  seed: int = 0, device: str = "cpu", dtype: str = "float32", chat_template: str | None = None,
+                  model=None):
     """The ready-to-train ``SFTTrainer`` (its dataset already tokenized, labels masked); ``work_dir`` receives the
-    trainer's own output. Exposed so tests can inspect the tokenized data and the collated batches."""
+    trainer's own output. ``model``: the base model already loaded (LoRA only; see :class:`SharedBase`). Exposed
+    so tests can inspect the tokenized data and the collated batches."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     records = _records(examples)
@@ -140,17 +142,25 @@ def build_trainer(base_path: str, examples: FinetuneSet | list, work_dir: Path, 
     with _quiet():
         return _build_trainer(base_path, records, work_dir, mode=mode, lora=lora, train=train,
                               init_adapter=init_adapter, seed=seed, device=resolve_device(device), dtype=dtype,
-                              chat_template=chat_template)
+                              chat_template=chat_template, model=model)
 
 
 def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adapter, seed, device, dtype,
-                   chat_template):
+                   chat_template, model=None):
     import datasets
-    from transformers import PrinterCallback
+    from transformers import PrinterCallback, set_seed
     from trl import SFTTrainer
 
-    src = init_adapter if (mode == "full" and init_adapter is not None) else base_path  # full: a previous model
-    model, tokenizer = _load(src, dtype, chat_template)
+    if model is not None and mode != "lora":
+        raise ValueError("a shared base model is only for LoRA fine-tuning (full fine-tuning changes it)")
+    if model is None:
+        src = init_adapter if (mode == "full" and init_adapter is not None) else base_path  # full: a previous model
+        model, tokenizer = _load(src, dtype, chat_template)
+    else:
+        from mafl.models import load_tokenizer
+
+        tokenizer = load_tokenizer(base_path, chat_template=chat_template)
+    set_seed(seed)  # the new adapter's weights depend only on the seed, whatever ran in this process before
     peft_config = None
     if mode == "lora":
         from peft import LoraConfig, PeftModel
@@ -231,55 +241,121 @@ def _keep_init(base_path: str, tmp: Path, *, mode: str, lora: Mapping | None, in
     get_peft_model(model, LoraConfig(**dict(plain(lora) or {}))).save_pretrained(tmp)  # lora_B = 0: the base model's outputs
 
 
+class SharedBase:
+    """The base model loaded once and lent to one LoRA fine-tune at a time, so the 2N fine-tunes of an iteration
+    do not each load it from disk. A LoRA fine-tune never changes the base weights: peft injects its layers into
+    the model, and :meth:`lend` takes them out again afterwards (``unload``, no merge), turns gradient
+    checkpointing and the input-gradient hook off and restores ``use_cache``. A model that cannot be cleaned (a
+    fine-tune that failed half-way) is dropped and loaded again on the next loan.
+
+    ``model``: an already loaded model to lend (e.g. the generation backend's), instead of loading it."""
+
+    def __init__(self, path: str, dtype: str = "float32", chat_template: str | None = None, model=None):
+        self.path, self.dtype, self.chat_template = path, dtype, chat_template
+        self.model = model
+        self.loads = 0  # how often the model was read from disk (0 when one was given)
+
+    def matches(self, path: str, dtype: str, chat_template: str | None) -> bool:
+        return (self.path, self.dtype, self.chat_template) == (path, dtype, chat_template)
+
+    @contextlib.contextmanager
+    def lend(self):
+        """The base model, clean (no LoRA layers); cleaned again when the block ends."""
+        if self.model is None:
+            self.model, _ = _load(self.path, self.dtype, self.chat_template)
+            self.loads += 1
+        use_cache = getattr(self.model.config, "use_cache", None)
+        try:
+            yield self.model
+        finally:
+            if not _restore(self.model, use_cache):
+                self.model = None
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _restore(model, use_cache) -> bool:
+    """Undo what a LoRA fine-tune did to the base ``model``; False when LoRA layers are still in it."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if getattr(model, "is_gradient_checkpointing", False):
+        model.gradient_checkpointing_disable()
+    if hasattr(model, "_require_grads_hook"):
+        model.disable_input_require_grads()
+    if use_cache is not None:
+        model.config.use_cache = use_cache
+    model.eval()
+    return not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
 def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | os.PathLike, *, mode: str = "lora",
                    lora: Mapping | None = None, train: Mapping | None = None, init_adapter: str | None = None,
                    seed: int = 0, device: str = "cpu", dtype: str = "float32",
-                   chat_template: str | None = None, desc: str | None = None) -> FinetuneResult:
+                   chat_template: str | None = None, desc: str | None = None,
+                   base: SharedBase | None = None) -> FinetuneResult:
     """Fine-tune ``base_path`` (LoRA: a new adapter, or ``init_adapter`` continued; full: the model itself, or the
     full model in ``init_adapter``) on ``examples`` and write the result atomically to ``out_dir``.
 
     With no examples nothing is trained and ``out_dir`` gets the init weights (``trained=False``). The fine-tune is
-    one stage of the console (``desc``, default ``fine-tune <out_dir's name>``), counting optimizer steps."""
+    one stage of the console (``desc``, default ``fine-tune <out_dir's name>``), counting optimizer steps.
+    ``base``: LoRA on the base model that ``base`` lends (loaded once for many fine-tunes) instead of a fresh
+    copy; the same seed gives the same adapter either way."""
     from mafl.progress import stage
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if base is not None and (mode != "lora" or not base.matches(base_path, dtype, chat_template)):
+        base = None  # full fine-tuning changes the model; another base model cannot be lent
     with stage(desc or f"fine-tune {Path(out_dir).name}", unit="step") as shown:
-        return _finetune_model(base_path, examples, out_dir, mode=mode, lora=lora, train=train,
-                               init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
-                               chat_template=chat_template, shown=shown)
-
-
-def _finetune_model(base_path, examples, out_dir, *, mode, lora, train, init_adapter, seed, device, dtype,
-                    chat_template, shown) -> FinetuneResult:
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    num_examples = len(_records(examples))
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.trainer-"))
-    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter)
-    try:
+        out_dir = Path(out_dir)
         with atomic_folder(out_dir) as tmp:
-            if num_examples == 0:
-                with _quiet():
-                    _keep_init(base_path, tmp, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
-                               dtype=dtype, chat_template=chat_template)
-            else:
-                trainer = build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
-                                        init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
-                                        chat_template=chat_template)
+            result = train_into(tmp, base_path, examples, out_dir, mode=mode, lora=lora, train=train,
+                                init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
+                                chat_template=chat_template, shown=shown, base=base)
+        return result
+
+
+def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, train, init_adapter, seed, device,
+               dtype, chat_template, shown=None, base: SharedBase | None = None) -> FinetuneResult:
+    """Fine-tune and save the weights and ``finetune_result.json`` into ``folder`` (which becomes ``out_dir``).
+    Run by every process of a multi-process (``accelerate launch``) fine-tune: all of them train, the main one
+    writes (FSDP and DeepSpeed gather the weights through the trainer's own ``save_model``)."""
+    out_dir = Path(out_dir)
+    num_examples = len(_records(examples))
+    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter)
+    if num_examples == 0:
+        with _quiet():
+            _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
+                       dtype=dtype, chat_template=chat_template)
+        (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+        return result
+    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{out_dir.name}.trainer-"))
+    try:
+        with base.lend() if base is not None else contextlib.nullcontext() as lent:
+            trainer = build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
+                                    init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
+                                    chat_template=chat_template, model=lent)
+            if shown is not None:
                 trainer.add_callback(_stage_callback(shown))
-                start = time.perf_counter()
-                output = trainer.train()
-                result.trained = True
-                result.train_runtime = float(output.metrics.get("train_runtime", time.perf_counter() - start))
-                result.global_step = int(trainer.state.global_step)
-                result.losses = trainer.finish_step_losses()
-                result.log_history = [dict(h) for h in trainer.state.log_history]
-                model = trainer.accelerator.unwrap_model(trainer.model)
-                model.save_pretrained(tmp)  # a PeftModel saves only its adapter
+            start = time.perf_counter()
+            output = trainer.train()
+            result.trained = True
+            result.train_runtime = float(output.metrics.get("train_runtime", time.perf_counter() - start))
+            result.global_step = int(trainer.state.global_step)
+            result.losses = trainer.finish_step_losses()
+            result.log_history = [dict(h) for h in trainer.state.log_history]
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+                trainer.save_model(str(folder))  # gathers the sharded weights; writes on the main process
+            elif trainer.accelerator.is_main_process:
+                model.save_pretrained(folder)  # a PeftModel saves only its adapter
+            if trainer.accelerator.is_main_process:
                 if mode == "full":
-                    trainer.processing_class.save_pretrained(tmp)
-            (tmp / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+                    trainer.processing_class.save_pretrained(folder)
+                (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+            if lent is not None:
+                model.unload()  # the LoRA layers out of the shared base model
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result

@@ -14,11 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import OmegaConf
-
 from mafl.config import Settings
 from mafl.debate.engine import derive_seed, run_debate
 from mafl.debate.society import Society
+from mafl.finetune.jobs import FinetuneJob
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
 from mafl.methods import make_society, start_weights
 from mafl.rundir import Stages, atomic_write_json
@@ -101,35 +100,44 @@ def init_weights(session: Session, society: Society, model: str, iteration: int)
     return society.weights.get(model) if session.finetune.init == "previous" else None
 
 
-def finetune_society(session: Session, society: Society, sets: dict[str, FinetuneSet], iteration: int) -> dict:
-    """Fine-tune every model of the society on its own set (the global model first); returns {model: result}."""
-    from mafl.finetune.trainer import finetune_model
-
+def finetune_jobs(session: Session, society: Society, sets: dict[str, FinetuneSet],
+                  iteration: int) -> list[list[FinetuneJob]]:
+    """The iteration's fine-tunes as waves of independent jobs: the shared global model first (its weights are
+    where every other model starts), then every model of the society."""
     ft, cfg = session.finetune, session.settings
     it_dir = session.run_dir / f"iter_{iteration}"
+
+    def job(model: str) -> FinetuneJob:
+        return FinetuneJob(
+            model=model, set_path=str(it_dir / "sets" / f"{model}.jsonl"), out_dir=str(it_dir / "models" / model),
+            init=init_weights(session, society, model, iteration), seed=derive_seed(cfg.seed, iteration, model),
+            base_path=session.base_path, mode=ft.mode, lora=dict(ft.lora), train=dict(ft.train), device=cfg.device,
+            dtype=cfg.model.dtype, chat_template=cfg.model.chat_template, accelerate=ft.accelerate,
+            desc=f"iteration {iteration}: fine-tune {model} ({len(sets[model])} examples)")
+
     names = set_names(session, society)
-    results = {}
-    for k, model in enumerate(names):
-        out = it_dir / "models" / model
-        record = it_dir / "models" / f"{model}.json"
-        if out.exists() and record.exists():
-            results[model] = OmegaConf.to_container(OmegaConf.load(record))
-            continue
-        session.release_backend()  # fine-tuning loads its own copy of the base model
-        init = init_weights(session, society, model, iteration)
-        log.info("fine-tuning %s (%d examples, %d/%d)", model, len(sets[model]), k + 1, len(names))
-        res = finetune_model(
-            session.base_path, sets[model], out, mode=ft.mode, lora=ft.lora, train=ft.train, init_adapter=init,
-            seed=derive_seed(cfg.seed, iteration, model), device=cfg.device, dtype=cfg.model.dtype,
-            chat_template=cfg.model.chat_template,
-            desc=f"iteration {iteration}: fine-tune {model} ({len(sets[model])} examples)",
-        )
-        results[model] = res.to_json()
-        atomic_write_json(record, results[model])
-        session.tracker.log_metrics({f"finetune/{model}/examples": len(sets[model]),
-                                     f"finetune/{model}/final_loss": (res.losses[-1] if res.losses else None)},
-                                    step=iteration)
-    return results
+    first = [n for n in names if n == GLOBAL]
+    return [[job(m) for m in first], [job(m) for m in names if m not in first]] if first else [[job(m) for m in names]]
+
+
+def finetune_society(session: Session, society: Society, sets: dict[str, FinetuneSet], iteration: int) -> dict:
+    """Fine-tune every model of the society on its own set (the global model first) with the run's launcher
+    (``finetune.launcher``, see :mod:`mafl.finetune.launchers`); returns {model: record}."""
+    from mafl.finetune.launchers import make_launcher, run_waves
+
+    waves = finetune_jobs(session, society, sets, iteration)
+    if any(not j.done() for wave in waves for j in wave):
+        session.release_backend()  # fine-tuning needs the memory
+    launcher = make_launcher(session.finetune, session.run_dir)
+    try:
+        records = run_waves(launcher, waves)
+    finally:
+        launcher.close()
+    for model, record in records.items():
+        losses = record.get("losses") or []
+        session.tracker.log_metrics({f"finetune/{model}/examples": record.get("num_examples"),
+                                     f"finetune/{model}/final_loss": losses[-1] if losses else None}, step=iteration)
+    return records
 
 
 def run_society_loop(run_dir: Path, settings: Settings, *,

@@ -1,0 +1,47 @@
+"""``finetune.launcher=local`` (the default): the fine-tunes of a wave one after the other, in this process.
+
+LoRA fine-tunes share one base model, loaded on the first and lent to each in turn
+(:class:`~mafl.finetune.trainer.SharedBase`), instead of 2N loads from disk per iteration;
+``finetune.local.share_base=false`` loads a fresh copy for each (the same adapters either way). A job with
+``finetune.accelerate`` runs as its own ``accelerate launch`` processes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from mafl.errors import known_keys
+from mafl.finetune.jobs import FinetuneJob, run_job
+
+OPTIONS = ("share_base",)
+
+
+class LocalLauncher:
+    name = "local"
+
+    def __init__(self, settings, run_dir: Path, base_model=None):
+        self.share_base = bool(settings.options(self.name).get("share_base", True))
+        self.base_model = base_model  # a base model already in memory to lend (e.g. the generation backend's)
+        self.shared = None
+
+    @classmethod
+    def check(cls, settings) -> None:
+        known_keys(settings.options(cls.name), f"finetune.{cls.name}", OPTIONS)
+
+    def run(self, jobs: Sequence[FinetuneJob]) -> list[dict]:
+        return [run_job(job, base=self._base(job)) for job in jobs]
+
+    def _base(self, job: FinetuneJob):
+        if not self.share_base or job.mode != "lora" or job.accelerate is not None:
+            return None
+        from mafl.finetune.trainer import SharedBase
+
+        if self.shared is None or not self.shared.matches(job.base_path, job.dtype, job.chat_template):
+            self.shared = SharedBase(job.base_path, job.dtype, job.chat_template, model=self.base_model)
+            self.base_model = None
+        return self.shared
+
+    def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None

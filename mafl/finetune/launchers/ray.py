@@ -1,0 +1,1 @@
+"""``finetune.launcher=ray``: (in progress)."""

@@ -1,0 +1,1 @@
+"""``finetune.launcher=slurm``: (in progress)."""
