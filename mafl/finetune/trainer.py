@@ -279,8 +279,9 @@ def _restore(model, use_cache) -> bool:
     """Undo what a LoRA fine-tune did to the base ``model``; False when LoRA layers are still in it."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    if getattr(model, "is_gradient_checkpointing", False):
-        model.gradient_checkpointing_disable()
+    new_names = hasattr(type(model), "is_activation_checkpointing")  # transformers >= 5.x renamed them
+    if getattr(model, "is_activation_checkpointing" if new_names else "is_gradient_checkpointing", False):
+        (model.activation_checkpointing_disable if new_names else model.gradient_checkpointing_disable)()
     if hasattr(model, "_require_grads_hook"):
         model.disable_input_require_grads()
     if use_cache is not None:
