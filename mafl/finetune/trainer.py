@@ -49,6 +49,10 @@ class FinetuneResult:
     train_runtime: float = 0.0  # seconds
     global_step: int = 0
     init: str | None = None  # the adapter / model folder training started from (None: the base model)
+    processes: int = 1  # the processes that trained it (finetune.accelerate)
+    distributed: str = "NO"  # accelerate's distributed type of the trainer (NO, MULTI_GPU, MULTI_CPU, FSDP, ...)
+    # the FSDP / DeepSpeed settings `accelerate launch` gave the processes (its environment variables), if any
+    launch_settings: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {**asdict(self), "out_dir": str(self.out_dir)}
@@ -182,7 +186,7 @@ def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adap
 
 def _recording_trainer_class(base):
     """``base`` that also records the loss of every optimizer step (summed over gradient accumulation, like the
-    trainer's own logged loss)."""
+    trainer's own logged loss; averaged over the processes of a multi-process fine-tune)."""
 
     class RecordingTrainer(base):
         def __init__(self, *args, **kwargs):
@@ -196,7 +200,10 @@ def _recording_trainer_class(base):
             if self.state.global_step != self._seen_step:  # a new optimizer step began
                 self.step_losses.append(self._pending)
                 self._pending, self._seen_step = 0.0, self.state.global_step
-            self._pending += float(loss)
+            shown = loss.detach()
+            if self.accelerator.num_processes > 1:  # several processes: the mean of their losses
+                shown = self.accelerator.reduce(shown.clone(), reduction="mean")
+            self._pending += float(shown)
             return loss
 
         def finish_step_losses(self) -> list[float]:
@@ -346,6 +353,10 @@ def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, 
             result.global_step = int(trainer.state.global_step)
             result.losses = trainer.finish_step_losses()
             result.log_history = [dict(h) for h in trainer.state.log_history]
+            result.processes = int(trainer.accelerator.num_processes)
+            result.distributed = str(trainer.accelerator.distributed_type.value)
+            result.launch_settings = {k: v for k, v in os.environ.items()
+                                      if k.startswith(("ACCELERATE_USE_", "FSDP_", "ACCELERATE_DEEPSPEED_"))}
             model = trainer.accelerator.unwrap_model(trainer.model)
             if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
                 trainer.save_model(str(folder))  # gathers the sharded weights; writes on the main process

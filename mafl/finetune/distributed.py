@@ -1,0 +1,77 @@
+"""Several processes (GPUs) for one fine-tune: ``finetune.accelerate`` is an accelerate config (the keys that
+``accelerate config`` writes: ``distributed_type`` DDP/FSDP/DeepSpeed, ``num_processes``, ``fsdp_config``,
+``deepspeed_config``, ...), passed straight through to ``accelerate launch --config_file``.
+
+:func:`launch` runs one :class:`~mafl.finetune.jobs.FinetuneJob` that way, from whichever launcher runs the job
+(in this process for ``local``, inside a Ray task or a SLURM job for the others): it writes the config and the
+job to files, starts ``accelerate launch -m mafl.finetune.distributed <job> <folder>``, and every process runs
+:func:`mafl.finetune.trainer.train_into` (the trainer shards the data, or the model, across them; the main process
+writes the weights, FSDP and DeepSpeed gathering them first). The folder is renamed onto the job's ``out_dir``
+only when all the processes succeeded, so a failed launch leaves nothing behind.
+
+    accelerate config                          # writes ~/.cache/huggingface/accelerate/default_config.yaml
+    mafl finetune.accelerate=$HOME/.cache/huggingface/accelerate/default_config.yaml
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mafl.errors import ConfigError, integer
+from mafl.rundir import atomic_folder
+
+
+def check_accelerate(settings) -> None:
+    """A one-line error for an accelerate config that cannot launch anything."""
+    cfg = settings.accelerate or {}
+    if "num_processes" in cfg:
+        integer(cfg, "num_processes", "finetune.accelerate", low=1)
+    if "distributed_type" in cfg and not isinstance(cfg["distributed_type"], str):
+        raise ConfigError(f"finetune.accelerate.distributed_type: must be a name such as MULTI_GPU, FSDP, DEEPSPEED "
+                          f"(got {cfg['distributed_type']!r})")
+
+
+def launch_command(config_file: Path, job_file: Path, folder: Path) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+            "-m", "mafl.finetune.distributed", str(job_file), str(folder)]
+
+
+def launch(job):
+    """Fine-tune ``job`` with ``accelerate launch`` processes; its weights land atomically in ``job.out_dir``."""
+    import yaml
+
+    from mafl.finetune.trainer import RESULT_FILE, FinetuneResult
+
+    out = Path(job.out_dir)
+    with atomic_folder(out) as folder, tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.launch-") as d:
+        config_file, job_file = Path(d) / "accelerate.yaml", Path(d) / "job.json"
+        config_file.write_text(yaml.safe_dump(dict(job.accelerate)))
+        job_file.write_text(json.dumps(job.to_json()))
+        proc = subprocess.run(launch_command(config_file, job_file, folder), capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+            raise RuntimeError(f"accelerate launch of the fine-tune of {job.model} failed "
+                               f"(exit {proc.returncode}):\n{tail}")
+        data = json.loads((folder / RESULT_FILE).read_text())
+    return FinetuneResult(**{**data, "out_dir": Path(data["out_dir"])})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One process of a multi-process fine-tune: ``python -m mafl.finetune.distributed <job.json> <folder>``."""
+    from mafl.finetune.jobs import FinetuneJob
+    from mafl.finetune.sets import FinetuneSet
+    from mafl.finetune.trainer import train_into
+
+    job_file, folder = (argv if argv is not None else sys.argv[1:])[:2]
+    job = FinetuneJob.from_json(json.loads(Path(job_file).read_text()))
+    examples = FinetuneSet.load(job.set_path, name=job.model)
+    train_into(Path(folder), job.base_path, examples, Path(job.out_dir), mode=job.mode, lora=job.lora,
+               train=job.train, init_adapter=job.init, seed=job.seed, device=job.device, dtype=job.dtype,
+               chat_template=job.chat_template)
+
+
+if __name__ == "__main__":
+    main()
