@@ -10,7 +10,9 @@ Reads every ``results.json`` under the given folders and prints Markdown:
 3. the diversity metrics per dataset and iteration, when the runs measured them;
 4. the debate dynamics: per round transition, the share of agents right->right, wrong->right, right->wrong and
    wrong->wrong;
-5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets.
+5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets;
+6. where the time went: the wall time of every stage of every iteration (train debate, sets, fine-tunes, eval
+   debate, metrics), summed over the runs, and each stage's share of the whole.
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration, the
 paper's two figures (accuracy, and diversity, against the iteration) and the table as a PNG.
@@ -82,7 +84,45 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
             out += ["", f"## {title} on {split} by iteration: {d}", ""]
             out.append(markdown_table(["model", "method", "iteration",
                                        *(f"{x}{' (%)' if unit(x) == '%' else ''}" for x in present)], rows))
+    timing = timing_table(results)
+    if timing:
+        out += ["", "## where the time went (wall seconds)", "", timing]
     return "\n".join(out) + "\n"
+
+
+STAGES = ("train_debate", "sets", "finetune", "eval_debate", "metrics")  # in the order an iteration runs them
+
+
+def timing_table(results: Sequence[Results]) -> str:
+    """Rows: the stages (each model's fine-tune under ``finetune``, which holds them all); columns: the
+    iterations, the total and the stage's share of the run's time. Summed over ``results``; "" when none has
+    timings."""
+    sums: dict[str, dict[int, float]] = {}
+    for r in results:
+        for k, stages in (r.timings or {}).items():
+            for stage, seconds in stages.items():
+                sums.setdefault(stage, {})
+                sums[stage][int(k)] = sums[stage].get(int(k), 0.0) + float(seconds)
+    if not sums:
+        return ""
+    iterations = sorted({k for by in sums.values() for k in by})
+    order = [x for x in STAGES if x in sums] + sorted(x for x in sums if x not in STAGES and "/" not in x)
+    whole = sum(sum(sums[x].values()) for x in order) or 1.0
+    rows = []
+    for stage in order:
+        total = sum(sums[stage].values())
+        rows.append([stage, *(f"{sums[stage][k]:.1f}" if k in sums[stage] else "" for k in iterations),
+                     f"{total:.1f}", f"{100 * total / whole:.0f}%"])
+        if stage == "finetune":
+            for model in sorted(x for x in sums if x.startswith("finetune/")):
+                by = sums[model]
+                rows.append([f"&nbsp;&nbsp;{model.split('/', 1)[1]}", *(f"{by[k]:.1f}" if k in by else ""
+                                                                         for k in iterations),
+                             f"{sum(by.values()):.1f}", ""])
+    table = markdown_table(["stage", *(f"iter {k}" for k in iterations), "total", "share"], rows)
+    note = (f"{len(results)} run(s). Each model's row is its own fine-tune's wall time (loading included); "
+            f"finetune is the wall time of them all, less than their sum when a launcher runs them in parallel.")
+    return table + "\n\n" + note
 
 
 def report_main(argv: Sequence[str] | None = None) -> str:

@@ -1,9 +1,11 @@
 """What one run holds while it works: the task and its problems, the prompts, the base model, the generation
-backend (loaded lazily, freed for fine-tuning), the tracker, and the metrics measured so far."""
+backend (loaded lazily, freed for fine-tuning), the tracker, the metrics measured so far, and the wall time of
+every stage of every iteration (``iter_k/timings.json``; see :meth:`Session.timed`)."""
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +31,8 @@ class Session:
     progress: bool = True
     records: list = field(default_factory=list)
     finetune_log: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # {iteration: {stage: seconds}}
+    _timing: list = field(default_factory=list, repr=False)  # the open stages: [start, seconds of nested stages]
     _backend: Any = field(default=None, repr=False)
     _loaded: dict = field(default_factory=dict, repr=False)
 
@@ -99,11 +103,41 @@ class Session:
     def record_finetune(self, iteration: int, sets: dict, models: dict) -> None:
         self.finetune_log[str(iteration)] = {"sets": sets, "models": models}
 
+    # -- wall time -------------------------------------------------------------------------------------------
+    def iteration_timings(self, iteration: int) -> dict:
+        key = str(iteration)
+        if key not in self.timings:
+            path = self.run_dir / f"iter_{iteration}" / "timings.json"
+            self.timings[key] = json.loads(path.read_text()) if path.exists() else {}
+        return self.timings[key]
+
+    @contextlib.contextmanager
+    def timed(self, iteration: int, stage: str):
+        """Add the wall time of the block to ``stage`` of ``iteration`` (less the time of stages timed inside
+        it), kept in ``iter_k/timings.json``. A stage that a resumed run reads back adds next to nothing, so a
+        stage's time is what computing it cost, over every attempt."""
+        self._timing.append([time.perf_counter(), 0.0])
+        try:
+            yield
+        finally:
+            start, nested = self._timing.pop()
+            spent = time.perf_counter() - start
+            if self._timing:
+                self._timing[-1][1] += spent
+            self.set_timing(iteration, stage, self.iteration_timings(iteration).get(stage, 0.0) + spent - nested)
+
+    def set_timing(self, iteration: int, stage: str, seconds: float) -> None:
+        timings = self.iteration_timings(iteration)
+        timings[stage] = round(float(seconds), 3)
+        atomic_write_json(self.run_dir / f"iter_{iteration}" / "timings.json", timings)
+
     def write_results(self):
         from mafl.metrics.results import Results, write_results
 
+        for k in {int(k) for k in self.finetune_log} | {r.iteration for r in self.records}:
+            self.iteration_timings(k)
         results = Results.from_config(self.settings.config, self.records,
-                                      finetune=self.finetune_log)
+                                      finetune=self.finetune_log, timings=self.timings)
         write_results(self.run_dir, results)
         return results
 

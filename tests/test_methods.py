@@ -402,3 +402,36 @@ def test_the_reported_accuracy_is_that_of_the_debates_final_answers(fake_run):
     assert value[("accuracy/debate", None)] == pytest.approx(even)
     assert value[("accuracy/agent_round1", 0)] == pytest.approx(1.0)
     assert value[("accuracy/agent_round1", 2)] == pytest.approx(0.0)
+
+
+def test_every_stage_of_every_iteration_has_its_wall_time(fake_run):
+    results, _, fake, run_dir = fake_run(voting_answer(), ["finetune.iterations=2"])
+    saved = json.loads((run_dir / "results.json").read_text())["timings"]
+    assert set(saved) == {"0", "1", "2"}
+    assert set(saved["0"]) == {"eval_debate", "metrics"}
+    models = make_society(validate(compose_cfg([f"model.path={run_dir}"]))).models
+    assert set(saved["1"]) == {"train_debate", "sets", "finetune", "eval_debate", "metrics",
+                               *(f"finetune/{m}" for m in models)}
+    assert all(v >= 0 for stages in saved.values() for v in stages.values())
+    assert saved == {k: json.loads((run_dir / f"iter_{k}" / "timings.json").read_text()) for k in saved}
+
+
+def test_report_shows_where_the_time_went(tmp_path):
+    from mafl.metrics import Results, write_results
+    from mafl.report import build_report
+
+    timings = {"0": {"eval_debate": 10.0, "metrics": 2.0},
+               "1": {"train_debate": 30.0, "sets": 1.0, "finetune": 50.0, "finetune/generator_0": 20.0,
+                     "finetune/critic_0": 30.0, "eval_debate": 6.0, "metrics": 1.0}}
+    config = {"method": {"name": "multiagent_ft"}, "dataset": {"name": "arithmetic"}, "model": {"name": "tiny"}}
+    write_results(tmp_path / "run", Results.from_config(config, [], timings=timings))
+    from mafl.metrics.results import load_results
+
+    text = build_report(load_results(tmp_path))
+    section = text.split("## where the time went")[1]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in section.splitlines() if line.startswith("| ") and "stage" not in line}
+    assert rows["train_debate"] == ["", "30.0", "30.0", "30%"]
+    assert rows["finetune"] == ["", "50.0", "50.0", "50%"]
+    assert rows["eval_debate"] == ["10.0", "6.0", "16.0", "16%"]
+    assert rows["&nbsp;&nbsp;critic_0"] == ["", "30.0", "30.0", ""]

@@ -46,10 +46,11 @@ def build_sets(session: Session, society: Society, transcripts, seed: int) -> di
 def debate_train_sets(session: Session, society: Society, iteration: int) -> dict[str, FinetuneSet]:
     """The society debates the train problems (``iter_k/train``); each model's set is its slice of the debate."""
     cfg = session.settings
-    transcripts = run_debate(
-        session.backend(society), session.task, session.train, society, session.debate, session.prompts,
-        seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run_dir / f"iter_{iteration}" / "train",
-        progress=session.progress, desc=f"iteration {iteration}: debate (train)")
+    with session.timed(iteration, "train_debate"):
+        transcripts = run_debate(
+            session.backend(society), session.task, session.train, society, session.debate, session.prompts,
+            seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run_dir / f"iter_{iteration}" / "train",
+            progress=session.progress, desc=f"iteration {iteration}: debate (train)")
     return build_sets(session, society, transcripts, seed=derive_seed(cfg.seed, "sets", iteration))
 
 
@@ -65,13 +66,18 @@ def set_names(session: Session, society: Society) -> list[str]:
 def iteration_sets(session: Session, society: Society, iteration: int, train_sets: TrainSets,
                    stages: Stages) -> dict[str, FinetuneSet]:
     """Every model's set of ``iteration``, kept in ``iter_k/sets`` (read back when a run resumes)."""
-    from mafl.finetune.mixing import load_general, mix_general
-
-    cfg = session.settings
     sets_dir = session.run_dir / f"iter_{iteration}" / "sets"
     names = set_names(session, society)
     if stages.done(f"iter_{iteration}.sets"):
         return {m: FinetuneSet.load(sets_dir / f"{m}.jsonl", name=m) for m in names}
+    with session.timed(iteration, "sets"):  # the train debate inside it is timed on its own
+        return _iteration_sets(session, society, iteration, train_sets, stages, sets_dir)
+
+
+def _iteration_sets(session, society, iteration, train_sets, stages, sets_dir) -> dict[str, FinetuneSet]:
+    from mafl.finetune.mixing import load_general, mix_general
+
+    cfg = session.settings
     sets = train_sets(session, society, iteration)
     if global_first(session, society):
         sets = {GLOBAL: merge_sets(sets.values(), name=GLOBAL, seed=derive_seed(cfg.seed, "sets", iteration),
@@ -130,10 +136,13 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
         session.release_backend()  # fine-tuning needs the memory
     launcher = make_launcher(session.finetune, session.run_dir)
     try:
-        records = run_waves(launcher, waves)
+        with session.timed(iteration, "finetune"):  # all of them: less than their sum when they run in parallel
+            records = run_waves(launcher, waves)
     finally:
         launcher.close()
     for model, record in records.items():
+        if record.get("seconds") is not None:
+            session.set_timing(iteration, f"finetune/{model}", record["seconds"])
         losses = record.get("losses") or []
         session.tracker.log_metrics({f"finetune/{model}/examples": record.get("num_examples"),
                                      f"finetune/{model}/final_loss": losses[-1] if losses else None}, step=iteration)
@@ -156,11 +165,13 @@ def run_society_loop(run_dir: Path, settings: Settings, *,
                 ft_results = finetune_society(session, society, sets, k)
                 session.record_finetune(k, reports, ft_results)
                 society.weights = {m: str(it_dir / "models" / m) for m in society.models}
-            eval_tx = run_debate(
-                session.backend(society), session.task, session.eval, society, debate, session.prompts,
-                seed=derive_seed(settings.seed, "eval"), out_dir=it_dir / "eval",
-                progress=session.progress, desc=f"iteration {k}: debate (eval)")
-            records = session.measure(eval_tx, society, iteration=k, split="eval")
+            with session.timed(k, "eval_debate"):
+                eval_tx = run_debate(
+                    session.backend(society), session.task, session.eval, society, debate, session.prompts,
+                    seed=derive_seed(settings.seed, "eval"), out_dir=it_dir / "eval",
+                    progress=session.progress, desc=f"iteration {k}: debate (eval)")
+            with session.timed(k, "metrics"):
+                records = session.measure(eval_tx, society, iteration=k, split="eval")
             print_iteration(k, records)
         results = session.write_results()
         print_summary(results)

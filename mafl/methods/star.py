@@ -84,15 +84,16 @@ def star_train_sets(session: Session, society: Society, iteration: int) -> dict[
     template = session.settings.method.rationalize
     it_dir = session.run_dir / f"iter_{iteration}"
     backend = session.backend(society)
-    rationales = run_debate(
-        backend, session.task, session.train, society, session.debate, session.prompts,
-        seed=derive_seed(cfg.seed, "train", iteration), out_dir=it_dir / "train", progress=session.progress,
-        desc=f"iteration {iteration}: rationales (train)")
-    failed = failed_problems(rationales, session.task)
-    rationalized = run_debate(
-        backend, session.task, [hinted(p, template) for p in failed], society, session.debate, session.prompts,
-        seed=derive_seed(cfg.seed, "rationalize", iteration), out_dir=it_dir / "rationalize",
-        progress=session.progress, desc=f"iteration {iteration}: rationalisation ({len(failed)} problems)")
+    with session.timed(iteration, "train_debate"):  # the rationales and the rationalisations
+        rationales = run_debate(
+            backend, session.task, session.train, society, session.debate, session.prompts,
+            seed=derive_seed(cfg.seed, "train", iteration), out_dir=it_dir / "train", progress=session.progress,
+            desc=f"iteration {iteration}: rationales (train)")
+        failed = failed_problems(rationales, session.task)
+        rationalized = run_debate(
+            backend, session.task, [hinted(p, template) for p in failed], society, session.debate, session.prompts,
+            seed=derive_seed(cfg.seed, "rationalize", iteration), out_dir=it_dir / "rationalize",
+            progress=session.progress, desc=f"iteration {iteration}: rationalisation ({len(failed)} problems)")
     originals = {p.id: p for p in failed}
     name = society.models[0]
     return {name: star_set(rationales, rationalized, originals, session.task, session.prompts, name=name,
