@@ -67,6 +67,19 @@ class Session:
                 self._loaded[name] = path
         return self._backend
 
+    def lend_base(self):
+        """Before the fine-tunes of an iteration: the backend's base model, when LoRA fine-tunes can train on it
+        in this process (``finetune.launcher=local`` with ``share_base``, one process per fine-tune, a backend
+        that lends it: hf), so it is not loaded again; else None, and the backend is freed for fine-tuning."""
+        ft = self.finetune
+        lendable = (ft.mode == "lora" and ft.launcher == "local" and ft.accelerate is None
+                    and ft.options("local").get("share_base", True) and hasattr(self._backend, "lend_base"))
+        if not lendable:
+            self.release_backend()
+            return None
+        self._loaded = {}  # the adapters are unloaded; session.backend() loads the next society's
+        return self._backend.lend_base()
+
     def release_backend(self) -> None:
         """Free the backend's memory (fine-tuning loads its own copy of the base model)."""
         if self._backend is not None:
@@ -113,23 +126,28 @@ class Session:
 
     @contextlib.contextmanager
     def timed(self, iteration: int, stage: str):
-        """Add the wall time of the block to ``stage`` of ``iteration`` (less the time of stages timed inside
-        it), kept in ``iter_k/timings.json``. A stage that a resumed run reads back adds next to nothing, so a
-        stage's time is what computing it cost, over every attempt."""
+        """Record the wall time of the block as ``stage`` of ``iteration`` (less the time of the stages timed
+        inside it), in ``iter_k/timings.json``, when the block ends without an error and the stage has no time
+        yet: a stage's time is that of the run that finished it (a resumed stage's finished chunks cost it
+        nothing), and a finished run that is run again changes nothing."""
         self._timing.append([time.perf_counter(), 0.0])
+        ok = False
         try:
             yield
+            ok = True
         finally:
             start, nested = self._timing.pop()
             spent = time.perf_counter() - start
             if self._timing:
                 self._timing[-1][1] += spent
-            self.set_timing(iteration, stage, self.iteration_timings(iteration).get(stage, 0.0) + spent - nested)
+            if ok and stage not in self.iteration_timings(iteration):
+                self.set_timing(iteration, stage, spent - nested)
 
     def set_timing(self, iteration: int, stage: str, seconds: float) -> None:
         timings = self.iteration_timings(iteration)
-        timings[stage] = round(float(seconds), 3)
-        atomic_write_json(self.run_dir / f"iter_{iteration}" / "timings.json", timings)
+        if timings.get(stage) != round(float(seconds), 3):
+            timings[stage] = round(float(seconds), 3)
+            atomic_write_json(self.run_dir / f"iter_{iteration}" / "timings.json", timings)
 
     def write_results(self):
         from mafl.metrics.results import Results, write_results

@@ -196,3 +196,30 @@ def test_slurm_array_through_submitit_local_executor(tiny_model_dir, tmp_path, l
     assert_same_adapters(jobs, local_fresh)
     assert (tmp_path / "slurm").is_dir()  # submitit's logs beside the models (folder: null)
     assert REPO.exists()
+
+
+def test_the_generation_backend_lends_its_base_model_to_the_fine_tunes(tiny_model_dir, tmp_path, local_fresh):
+    """No second load between debate and fine-tuning: the fine-tunes train on the backend's own base model, give
+    the fresh loads' adapters, and the backend generates as before afterwards."""
+    from mafl.backends.base import GenerationRequest, Sampling
+    from mafl.backends.hf import HFBackend
+
+    backend = HFBackend(str(tiny_model_dir))
+    for job in local_fresh[:2]:
+        backend.load_adapter(job.model, job.out_dir)
+    requests = [GenerationRequest([{"role": "user", "content": f"What is {i}+1?"}], adapter=a,
+                                  sampling=Sampling(temperature=0, max_new_tokens=8))
+                for i in range(3) for a in (None, local_fresh[0].model, local_fresh[1].model)]
+    before = backend.generate(requests)
+
+    base = backend.lend_base()
+    assert backend.adapters() == []
+    jobs = make_jobs(tiny_model_dir, tmp_path)
+    launcher = make_launcher(settings(), tmp_path, base_model=base)
+    launcher.run(jobs)
+    assert launcher.shared.model is base and launcher.shared.loads == 0  # trained on the backend's copy
+    assert_same_adapters(jobs, local_fresh)
+
+    for job in local_fresh[:2]:
+        backend.load_adapter(job.model, job.out_dir)
+    assert backend.generate(requests) == before

@@ -90,6 +90,13 @@ class HFBackend:
         lora = list(self.peft.peft_config) if self.peft is not None else []
         return sorted(lora + list(self.full_models))
 
+    def lend_base(self):
+        """The bare base model, every adapter unloaded (load them again afterwards): LoRA fine-tunes train on it
+        instead of a second copy (:class:`mafl.finetune.trainer.SharedBase` puts it back as it was)."""
+        for name in self.adapters():
+            self.unload(name)
+        return self.base
+
     def close(self) -> None:
         self.full_models.clear()
         self.peft = None

@@ -132,9 +132,10 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     from mafl.finetune.launchers import make_launcher, run_waves
 
     waves = finetune_jobs(session, society, sets, iteration)
-    if any(not j.done() for wave in waves for j in wave):
-        session.release_backend()  # fine-tuning needs the memory
-    launcher = make_launcher(session.finetune, session.run_dir)
+    base = None
+    if any(not j.done() for wave in waves for j in wave):  # the backend's base model, or its memory freed
+        base = session.lend_base()
+    launcher = make_launcher(session.finetune, session.run_dir, base_model=base)
     try:
         with session.timed(iteration, "finetune"):  # all of them: less than their sum when they run in parallel
             records = run_waves(launcher, waves)

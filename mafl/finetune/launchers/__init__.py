@@ -59,8 +59,13 @@ def launcher_class(name: str) -> type[Launcher]:
     return LAUNCHERS.load(name)
 
 
-def make_launcher(settings: "FinetuneSettings", run_dir: Path) -> Launcher:
-    return launcher_class(settings.launcher)(settings, Path(run_dir))
+def make_launcher(settings: "FinetuneSettings", run_dir: Path, base_model=None) -> Launcher:
+    """The run's launcher; ``base_model``: a base model already in memory that the local launcher lends to its
+    LoRA fine-tunes (the generation backend's, see :meth:`mafl.session.Session.lend_base`)."""
+    cls = launcher_class(settings.launcher)
+    if base_model is not None:
+        return cls(settings, Path(run_dir), base_model=base_model)
+    return cls(settings, Path(run_dir))
 
 
 def run_waves(launcher: Launcher, waves: Sequence[Sequence["FinetuneJob"]]) -> dict[str, dict]:
