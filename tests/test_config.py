@@ -172,3 +172,14 @@ def test_a_subprocess_runs_this_checkout(tmp_path):
                           text=True, timeout=60, cwd=tmp_path, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).resolve().is_relative_to(REPO / "mafl")
+
+
+def test_debate_chunk_size_auto_is_the_backends():
+    from mafl.backends import backend_class
+    from mafl.config import validate
+
+    assert validate(compose_cfg([])).debate.chunk_size == backend_class("hf").capabilities.chunk_size == 100
+    assert backend_class("vllm").capabilities.chunk_size == 1000  # every request of a benchmark's round at once
+    assert validate(compose_cfg(["debate.chunk_size=7"])).debate.chunk_size == 7
+    with pytest.raises(ConfigError, match="debate.chunk_size: must be an integer"):
+        validate(compose_cfg(["debate.chunk_size=big"]))

@@ -19,7 +19,8 @@
   work. The same requests (with the same seeds) give the same completions however often they are asked.
 * **Capabilities.** :class:`Capabilities` says what a backend can do beyond generation; it is a class attribute,
   so a check can read it before any model is loaded (``backend_class(name).capabilities``): validation refuses
-  ``finetune.mode=full`` for a backend without ``full_models``.
+  ``finetune.mode=full`` for a backend without ``full_models``, and ``debate.chunk_size=auto`` becomes the
+  backend's ``chunk_size``.
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class Capabilities:
 
     score: bool = True  # log-likelihoods of given responses (the nll and KL metrics)
     full_models: bool = False  # load_adapter() also takes a whole fine-tuned model's folder (finetune.mode=full)
+    # problems per checkpointed debate chunk with debate.chunk_size=auto: as many as keep the backend busy (a
+    # chunk's round is one generate() call; vLLM schedules every request of it at once)
+    chunk_size: int = 100
 
 
 @dataclass(frozen=True)

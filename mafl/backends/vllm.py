@@ -48,7 +48,7 @@ def _token_logprob(entry, token: int) -> float:
 
 
 class VLLMBackend:
-    capabilities = Capabilities(score=True, full_models=False)
+    capabilities = Capabilities(score=True, full_models=False, chunk_size=1000)  # a whole benchmark per round
 
     def __init__(
         self,

@@ -1,9 +1,10 @@
 """The debate: every agent of the society answers every problem, then reads the others and answers again.
 
 All turns of one round are sent to the backend as one list (every agent, every problem of a chunk), so the
-backend batches across agents and problems. Problems are debated in fixed chunks; each finished chunk is saved
-atomically, so a stopped debate keeps the chunks it finished, and a chunk's sampling seeds depend only on the
-run seed, the debate's name and the chunk's index: a resumed debate gives the same transcripts as an
+backend batches across agents and problems. Problems are debated in fixed chunks (``debate.chunk_size``; auto:
+the backend's, as many problems as keep it busy: vLLM wants every request of a round at once); each finished
+chunk is saved atomically, so a stopped debate keeps the chunks it finished, and a chunk's sampling seeds depend
+only on the run seed, the debate's name and the chunk's index: a resumed debate gives the same transcripts as an
 uninterrupted one.
 """
 from __future__ import annotations
@@ -103,6 +104,13 @@ def debate_chunk(backend: Backend, task: Task, problems: Sequence[Problem], soci
     ]
 
 
+def chunk_size_of(backend: Backend) -> int:
+    """``debate.chunk_size=auto``: the backend's own (:attr:`Capabilities.chunk_size`), else 100 problems."""
+    from mafl.backends.base import Capabilities
+
+    return getattr(getattr(backend, "capabilities", None), "chunk_size", Capabilities.chunk_size)
+
+
 def run_debate(backend: Backend, task: Task, problems: Sequence[Problem], society: Society,
                settings: DebateSettings, prompts: Prompts, *, seed: int, out_dir: Path | str,
                progress: bool = True, desc: str = "debate",
@@ -113,7 +121,7 @@ def run_debate(backend: Backend, task: Task, problems: Sequence[Problem], societ
     final = out_dir / "transcripts.jsonl"
     if final.exists():
         return [Transcript.from_json(d) for d in read_jsonl(final)]
-    size = settings.chunk_size
+    size = settings.chunk_size or chunk_size_of(backend)
     chunks = [problems[i:i + size] for i in range(0, len(problems), size)]
     transcripts: list[Transcript] = []
     from mafl.progress import stage

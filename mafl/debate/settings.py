@@ -24,7 +24,7 @@ class DebateSettings:
     top_k: int
     max_new_tokens: int
     summary_max_new_tokens: int
-    chunk_size: int
+    chunk_size: int | None  # None: auto (the backend's, set by mafl.config.validate)
 
     @classmethod
     def from_cfg(cls, c: Mapping) -> "DebateSettings":
@@ -45,7 +45,7 @@ class DebateSettings:
             top_k=integer(c, "top_k", p, low=0),
             max_new_tokens=integer(c, "max_new_tokens", p, low=1),
             summary_max_new_tokens=integer(c, "summary_max_new_tokens", p, low=1),
-            chunk_size=integer(c, "chunk_size", p, low=1),
+            chunk_size=None if c.get("chunk_size") == "auto" else integer(c, "chunk_size", p, low=1),
         )
         readers(s.agents, s.topology, s.adjacency)  # checks a custom adjacency
         return s

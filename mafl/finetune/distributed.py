@@ -19,19 +19,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mafl.errors import ConfigError, integer
 from mafl.rundir import atomic_folder
 
-
-def check_accelerate(settings) -> None:
-    """A one-line error for an accelerate config that cannot launch anything."""
-    cfg = settings.accelerate or {}
-    if "num_processes" in cfg:
-        integer(cfg, "num_processes", "finetune.accelerate", low=1)
-    if "distributed_type" in cfg and not isinstance(cfg["distributed_type"], str):
-        raise ConfigError(f"finetune.accelerate.distributed_type: must be a name such as MULTI_GPU, FSDP, DEEPSPEED "
-                          f"(got {cfg['distributed_type']!r})")
+if TYPE_CHECKING:
+    from mafl.finetune.jobs import FinetuneJob
 
 
 def launch_command(config_file: Path, job_file: Path, folder: Path) -> list[str]:
@@ -39,7 +32,7 @@ def launch_command(config_file: Path, job_file: Path, folder: Path) -> list[str]
             "-m", "mafl.finetune.distributed", str(job_file), str(folder)]
 
 
-def launch(job):
+def launch(job: "FinetuneJob"):
     """Fine-tune ``job`` with ``accelerate launch`` processes; its weights land atomically in ``job.out_dir``."""
     import yaml
 
@@ -61,16 +54,15 @@ def launch(job):
 
 def main(argv: list[str] | None = None) -> None:
     """One process of a multi-process fine-tune: ``python -m mafl.finetune.distributed <job.json> <folder>``."""
-    from mafl.finetune.jobs import FinetuneJob
     from mafl.finetune.sets import FinetuneSet
     from mafl.finetune.trainer import train_into
 
     job_file, folder = (argv if argv is not None else sys.argv[1:])[:2]
-    job = FinetuneJob.from_json(json.loads(Path(job_file).read_text()))
-    examples = FinetuneSet.load(job.set_path, name=job.model)
-    train_into(Path(folder), job.base_path, examples, Path(job.out_dir), mode=job.mode, lora=job.lora,
-               train=job.train, init_adapter=job.init, seed=job.seed, device=job.device, dtype=job.dtype,
-               chat_template=job.chat_template)
+    job = json.loads(Path(job_file).read_text())  # a FinetuneJob's JSON
+    examples = FinetuneSet.load(job["set_path"], name=job["model"])
+    train_into(Path(folder), job["base_path"], examples, Path(job["out_dir"]), mode=job["mode"], lora=job["lora"],
+               train=job["train"], init_adapter=job["init"], seed=job["seed"], device=job["device"],
+               dtype=job["dtype"], chat_template=job["chat_template"])
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def run_job(job: FinetuneJob | dict, *, base: Any = None) -> dict:
     """Fine-tune ``job``'s model here (unless it is done) and return its record: the fine-tuning result, plus the
     job's wall time (``seconds``) and where it ran (``host``). ``base``: a :class:`mafl.finetune.trainer.SharedBase`
     that lends its already loaded base model (LoRA only), instead of loading it from disk."""
-    from mafl.finetune import trainer
+    import mafl.finetune.trainer as trainer
     from mafl.finetune.sets import FinetuneSet
     from mafl.rundir import atomic_write_json
 

@@ -90,9 +90,16 @@ class FinetuneSettings:
 
         launcher_class(self.launcher).check(self)
         if self.accelerate is not None:
-            from mafl.finetune.distributed import check_accelerate
+            _check_accelerate(self.accelerate)
 
-            check_accelerate(self)
+
+def _check_accelerate(cfg: dict) -> None:
+    """A one-line error for an accelerate config that cannot launch anything (accelerate checks the rest)."""
+    if "num_processes" in cfg:
+        integer(cfg, "num_processes", "finetune.accelerate", low=1)
+    if "distributed_type" in cfg and not isinstance(cfg["distributed_type"], str):
+        raise ConfigError(f"finetune.accelerate.distributed_type: must be a name such as MULTI_GPU, FSDP, DEEPSPEED "
+                          f"(got {cfg['distributed_type']!r})")
 
 
 def _launcher(name) -> str:
