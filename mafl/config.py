@@ -10,7 +10,7 @@ A bad value raises :class:`ConfigError` with a one-line message that names the k
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from omegaconf import OmegaConf
@@ -66,8 +66,6 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     debate = DebateSettings.from_cfg(cfg["debate"])
     from mafl.backends import backend_class
 
-    if debate.chunk_size is None:  # auto: as many problems per chunk as keep the backend busy
-        debate = replace(debate, chunk_size=backend_class(backend.name).capabilities.chunk_size)
     if finetune.mode == "full" and not backend_class(backend.name).capabilities.full_models:
         raise ConfigError(f"finetune.mode: full fine-tuning makes whole models, which backend={backend.name} cannot "
                           "serve beside the base model; use backend=hf or finetune=lora")

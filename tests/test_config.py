@@ -174,12 +174,26 @@ def test_a_subprocess_runs_this_checkout(tmp_path):
     assert Path(proc.stdout.strip()).resolve().is_relative_to(REPO / "mafl")
 
 
-def test_debate_chunk_size_auto_is_the_backends():
+def test_debate_chunk_size_auto_is_the_backends(tmp_path):
+    from helpers import ScriptedBackend
     from mafl.backends import backend_class
-    from mafl.config import validate
+    from mafl.backends.base import Capabilities
+    from mafl.debate.engine import run_debate
+    from mafl.debate.prompts import Prompts
+    from mafl.debate.society import Society
+    from mafl.tasks import get_task, load_splits
 
-    assert validate(compose_cfg([])).debate.chunk_size == backend_class("hf").capabilities.chunk_size == 100
+    assert backend_class("hf").capabilities.chunk_size == 100
     assert backend_class("vllm").capabilities.chunk_size == 1000  # every request of a benchmark's round at once
+    cfg = compose_cfg(["dataset.n_eval=10", "debate.agents=2", "debate.rounds=1"])
+    settings = validate(cfg)
+    assert settings.debate.chunk_size is None  # auto
+    backend = ScriptedBackend(lambda r: "The answer is 1.")
+    backend.capabilities = Capabilities(chunk_size=4)
+    _, problems = load_splits(cfg.dataset)
+    run_debate(backend, get_task("arithmetic"), problems, Society(agents=2), settings.debate,
+               Prompts.from_cfg(cfg.dataset.prompts), seed=0, out_dir=tmp_path, progress=False)
+    assert len(list((tmp_path / "chunks").iterdir())) == 3 and len(backend.calls) == 3  # 4 + 4 + 2 problems
     assert validate(compose_cfg(["debate.chunk_size=7"])).debate.chunk_size == 7
     with pytest.raises(ConfigError, match="debate.chunk_size: must be an integer"):
         validate(compose_cfg(["debate.chunk_size=big"]))

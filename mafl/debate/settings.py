@@ -24,7 +24,7 @@ class DebateSettings:
     top_k: int
     max_new_tokens: int
     summary_max_new_tokens: int
-    chunk_size: int | None  # None: auto (the backend's, set by mafl.config.validate)
+    chunk_size: int | None  # None: auto (the backend's, mafl.debate.engine.chunk_size_of)
 
     @classmethod
     def from_cfg(cls, c: Mapping) -> "DebateSettings":
