@@ -142,7 +142,9 @@ def main() -> None:
           f"{shared['train_seconds']:.1f} s in trainer.train)")
     print(f"local, one load per model: {fresh['seconds']:7.1f} s  ({fresh['loads']} loads; "
           f"{fresh['train_seconds']:.1f} s in trainer.train)")
-    print(f"six loads / one load     : {fresh['seconds'] / shared['seconds']:.2f}x the wall time")
+    print(f"six loads / one load     : {fresh['seconds'] / shared['seconds']:.2f}x the wall time; outside "
+          f"trainer.train (loading, set-up, saving): {fresh['seconds'] - fresh['train_seconds']:.1f} s vs "
+          f"{shared['seconds'] - shared['train_seconds']:.1f} s")
     print(f"ray, {ray['workers']} workers           : {ray['seconds']:7.1f} s  (after {ray['cluster_seconds']:.1f} s "
           f"to start the cluster and {ray['warm_seconds']:.1f} s for its workers to import trl, as this process had)")
     cold = ray["seconds"] + ray["cluster_seconds"] + ray["warm_seconds"]
