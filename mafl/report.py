@@ -10,7 +10,9 @@ Reads every ``results.json`` under the given folders and prints Markdown:
 3. the diversity metrics per dataset and iteration, when the runs measured them;
 4. the debate dynamics: per round transition, the share of agents right->right, wrong->right, right->wrong and
    wrong->wrong;
-5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets.
+5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets;
+6. per run, the metrics it could not measure (and why) and, for a run that talked to an API, its usage
+   (requests, tokens and cost, from ``usage.json``).
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration, the
 paper's two figures (accuracy, and diversity, against the iteration) and the table as a PNG.
@@ -26,6 +28,7 @@ from mafl.metrics.aggregate import (
     format_cell, group_runs, markdown_table, unit,
 )
 from mafl.metrics.results import Results, load_results
+from mafl.summary import run_notes
 
 
 def build_report(results: Sequence[Results], *, split: str = "eval", metric: str = "accuracy/debate") -> str:
@@ -82,6 +85,12 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
             out += ["", f"## {title} on {split} by iteration: {d}", ""]
             out.append(markdown_table(["model", "method", "iteration",
                                        *(f"{x}{' (%)' if unit(x) == '%' else ''}" for x in present)], rows))
+    notes = [(r, run_notes(r)) for r in results]
+    if any(lines for _, lines in notes):
+        out += ["", "## notes by run", ""]
+        for r, lines in notes:
+            where = r.path.parent if r.path is not None else f"{r.model} {r.method} {r.dataset}"
+            out += [f"- {where}: {line}" for line in lines]
     return "\n".join(out) + "\n"
 
 

@@ -23,6 +23,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, Sequence
 
@@ -36,6 +37,19 @@ class Capabilities:
 
     score: bool = True  # log-likelihoods of given responses (the nll and KL metrics)
     full_models: bool = False  # load_adapter() also takes a whole fine-tuned model's folder (finetune.mode=full)
+
+
+class ScoringUnavailable(RuntimeError):
+    """``score`` cannot be answered (a server that returns no prompt log-probabilities, no local tokenizer): the
+    likelihood metrics are reported as unavailable, with this message as the reason, and the run goes on."""
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th request of a call, for a backend that seeds each request on its own. Requests
+    of one debate round share ``Sampling.seed``: identical prompts with identical seeds would give identical
+    answers."""
+    digest = hashlib.sha256(repr((seed, index)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ def debate_train_sets(session: Session, society: Society, iteration: int) -> dic
     """The society debates the train problems (``iter_k/train``); each model's set is its slice of the debate."""
     cfg = session.settings
     transcripts = run_debate(
-        session.backend(society), session.task, session.train, society, session.debate, session.prompts,
+        session.backend(society, stage=f"iter_{iteration}/train"), session.task, session.train, society,
+        session.debate, session.prompts,
         seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run_dir / f"iter_{iteration}" / "train",
         progress=session.progress, desc=f"iteration {iteration}: debate (train)")
     return build_sets(session, society, transcripts, seed=derive_seed(cfg.seed, "sets", iteration))
@@ -149,7 +150,8 @@ def run_society_loop(run_dir: Path, settings: Settings, *,
                 session.record_finetune(k, reports, ft_results)
                 society.weights = {m: str(it_dir / "models" / m) for m in society.models}
             eval_tx = run_debate(
-                session.backend(society), session.task, session.eval, society, debate, session.prompts,
+                session.backend(society, stage=f"iter_{k}/eval"), session.task, session.eval, society, debate,
+                session.prompts,
                 seed=derive_seed(settings.seed, "eval"), out_dir=it_dir / "eval",
                 progress=session.progress, desc=f"iteration {k}: debate (eval)")
             records = session.measure(eval_tx, society, iteration=k, split="eval")

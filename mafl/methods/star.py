@@ -83,7 +83,7 @@ def star_train_sets(session: Session, society: Society, iteration: int) -> dict[
     cfg = session.settings
     template = session.settings.method.rationalize
     it_dir = session.run_dir / f"iter_{iteration}"
-    backend = session.backend(society)
+    backend = session.backend(society, stage=f"iter_{iteration}/train")
     rationales = run_debate(
         backend, session.task, session.train, society, session.debate, session.prompts,
         seed=derive_seed(cfg.seed, "train", iteration), out_dir=it_dir / "train", progress=session.progress,

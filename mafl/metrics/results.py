@@ -6,7 +6,8 @@ Schema::
       "config": {...},                 # the resolved config
       "method": "multiagent_ft", "dataset": "gsm8k", "model": "tiny", "seed": 0,
       "records": [MetricRecord, ...],  # see mafl.metrics.iteration for the metric names
-      "finetune": {"1": {"sets": {<model>: set report}, "models": {<model>: fine-tuning result}}, ...}
+      "finetune": {"1": {"sets": {<model>: set report}, "models": {<model>: fine-tuning result}}, ...},
+      "unavailable": {<metric>: why it could not be measured}   # e.g. KL and NLL on a server without logprobs
     }
 
 The file is written atomically (temp file + ``os.replace``), so a reader never sees half a file.
@@ -33,11 +34,13 @@ class Results:
     records: list[MetricRecord] = field(default_factory=list)
     finetune: dict[str, dict] = field(default_factory=dict)
     seed: int | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it could not be measured
     path: Path | None = None  # the file it was read from (not saved)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], records: Iterable[MetricRecord] = (),
-                    finetune: dict[str, dict] | None = None) -> "Results":
+                    finetune: dict[str, dict] | None = None, unavailable: dict[str, str] | None = None
+                    ) -> "Results":
         """Method, dataset, model and seed named by the resolved config (``method.name``, ``dataset.name``, ...)."""
         name = lambda group: str((config.get(group) or {}).get("name", "?"))  # noqa: E731
         method = config.get("method") or {}
@@ -47,12 +50,14 @@ class Results:
         if (config.get("dataset") or {}).get("split") == "dev":
             label += " [dev split]"  # measured on the dev problems (choosing settings), not the eval problems
         return cls(config=config, method=label, dataset=name("dataset"), model=name("model"),
-                   records=list(records), finetune=dict(finetune or {}), seed=config.get("seed"))
+                   records=list(records), finetune=dict(finetune or {}), seed=config.get("seed"),
+                   unavailable=dict(unavailable or {}))
 
     def to_json(self) -> dict:
         return {
             "config": self.config, "method": self.method, "dataset": self.dataset, "model": self.model,
             "seed": self.seed, "records": [r.to_json() for r in self.records], "finetune": self.finetune,
+            "unavailable": self.unavailable,
         }
 
     @classmethod
@@ -60,7 +65,7 @@ class Results:
         return cls(
             config=d.get("config") or {}, method=str(d.get("method", "?")), dataset=str(d.get("dataset", "?")),
             model=str(d.get("model", "?")), records=[MetricRecord.from_json(r) for r in d.get("records", [])],
-            finetune=d.get("finetune") or {}, seed=d.get("seed"), path=path,
+            finetune=d.get("finetune") or {}, seed=d.get("seed"), unavailable=d.get("unavailable") or {}, path=path,
         )
 
     def select(self, metric: str, split: str = "eval", agent: int | None = None) -> list[MetricRecord]:
