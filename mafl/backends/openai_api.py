@@ -81,7 +81,7 @@ class OpenAIBackend:
         api_key_env: str = "OPENAI_API_KEY",
         base_model: str | None = None,
         tokenizer: str | None = None,
-        max_concurrency: int = 64,
+        max_concurrency: int = 128,
         timeout: float = 600.0,
         max_retries: int = 5,
         prices: dict | None = None,

@@ -58,7 +58,7 @@ class BatchQueue:
     """One worker runs every backend call, one at a time, in a thread: consecutive ``generate`` (or ``score``)
     jobs waiting in the queue go to the backend as one call; ``admin`` jobs (loading weights) run alone."""
 
-    def __init__(self, run: dict[str, Callable[[list], list]], batch_wait: float = 0.005, max_batch: int = 1024):
+    def __init__(self, run: dict[str, Callable[[list], list]], batch_wait: float = 0.02, max_batch: int = 1024):
         self.run, self.batch_wait, self.max_batch = run, batch_wait, max_batch
         self.queue: asyncio.Queue[_Job] | None = None
         self.worker: asyncio.Task | None = None
@@ -139,7 +139,7 @@ class Server:
     """The served weights and the endpoints' work, on one :class:`HFBackend` (``backend``)."""
 
     def __init__(self, backend, base_name: str, adapters: dict[str, str] | None = None, *,
-                 batch_wait: float = 0.005, api_key: str | None = None):
+                 batch_wait: float = 0.02, api_key: str | None = None):
         self.backend, self.base_name = backend, base_name
         self.roots: dict[str, str] = {}  # served adapter name -> its folder
         self.api_key = api_key

@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: %(default)s)")
     p.add_argument("--dtype", default=None, help="the weights' dtype (default: the run's, else float32)")
     p.add_argument("--batch-size", type=int, default=64, help="requests per generate() batch (default: %(default)s)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+    p.add_argument("--batch-wait-ms", type=float, default=20.0,
                    help="how long the first request of a batch waits for others (default: %(default)s)")
     p.add_argument("--api-key-env", metavar="NAME", help="require the API key held by environment variable NAME")
     p.add_argument("--vllm-command", action="store_true", help="print the `vllm serve` command and exit")
