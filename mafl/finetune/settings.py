@@ -1,12 +1,15 @@
 """The fine-tuning settings (``conf/finetune/*.yaml``), checked before any work starts."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Mapping
 
-from mafl.errors import choice, integer, known_keys, number
+from mafl.errors import choice, integer, known_keys, number, plain
 
 MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
+# who runs an iteration's fine-tunes: here, with the local trainer | jobs of an OpenAI-compatible fine-tuning API
+# (mafl/finetune/api.py, a launcher with the launchers' contract: run(jobs) -> records)
+LAUNCHERS = {"local": None, "openai": "mafl.finetune.api:OpenAILauncher"}
 
 if TYPE_CHECKING:
     from mafl.finetune.mixing import MixSettings
@@ -24,13 +27,19 @@ class FinetuneSettings:
     train: dict
     mix_general: "MixSettings | None" = None
     global_first: bool = False
+    launcher: str = "local"
+    launcher_options: dict = field(default_factory=dict)  # {launcher name: finetune.<name>}
+
+    def options(self, launcher: str) -> dict:
+        """``finetune.<launcher>``: the options of one launcher."""
+        return dict(self.launcher_options.get(launcher) or {})
 
     @classmethod
     def from_cfg(cls, c: Mapping) -> "FinetuneSettings":
         from mafl.finetune.mixing import MixSettings
 
         p = "finetune"
-        known_keys(c, p, [f.name for f in fields(cls)])
+        known_keys(c, p, [f.name for f in fields(cls) if f.name != "launcher_options"] + list(LAUNCHERS))
         train = dict(c.get("train") or {})
         if "learning_rate" in train:
             number(train, "learning_rate", f"{p}.train", low=0.0, strict_low=True)
@@ -49,6 +58,8 @@ class FinetuneSettings:
             train=train,
             mix_general=MixSettings.from_cfg(c.get("mix_general")),
             global_first=bool(c.get("global_first", False)),
+            launcher=choice({"launcher": c.get("launcher", "local")}, "launcher", p, LAUNCHERS),
+            launcher_options={n: dict(plain(c.get(n)) or {}) for n in LAUNCHERS if c.get(n)},
         )
 
     def check_arguments(self) -> None:
@@ -62,3 +73,7 @@ class FinetuneSettings:
         for key, cls, values in (("lora", LoraConfig, self.lora), ("train", SFTConfig, self.train)):
             known_keys(values, f"finetune.{key}", [f.name for f in dataclasses.fields(cls) if f.init],
                        what=f"not an argument of {cls.__module__.split('.')[0]} {cls.__name__}")
+        if LAUNCHERS[self.launcher] is not None:
+            from mafl.registry import load
+
+            load(LAUNCHERS[self.launcher]).check(self)

@@ -9,6 +9,7 @@ new society debates the eval problems and is measured.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -107,6 +108,8 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     from mafl.finetune.trainer import finetune_model
 
     ft, cfg = session.finetune, session.settings
+    if ft.launcher != "local":
+        return launch_finetunes(session, society, sets, iteration)
     it_dir = session.run_dir / f"iter_{iteration}"
     names = set_names(session, society)
     results = {}
@@ -131,6 +134,39 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
                                      f"finetune/{model}/final_loss": (res.losses[-1] if res.losses else None)},
                                     step=iteration)
     return results
+
+
+def launch_finetunes(session: Session, society: Society, sets: dict[str, FinetuneSet], iteration: int) -> dict:
+    """The iteration's fine-tunes given to the run's launcher (``finetune.launcher``: ``openai``, jobs of a
+    fine-tuning API, mafl/finetune/api.py), the shared global model's first; a finished one is read back."""
+    from types import SimpleNamespace
+
+    from mafl.finetune.settings import LAUNCHERS
+    from mafl.registry import load
+
+    ft, cfg = session.finetune, session.settings
+    it_dir = session.run_dir / f"iter_{iteration}"
+
+    def job(model: str):
+        out = it_dir / "models" / model
+        return SimpleNamespace(model=model, set_path=str(it_dir / "sets" / f"{model}.jsonl"), out_dir=str(out),
+                               record=out.parent / f"{model}.json", init=init_weights(session, society, model, iteration),
+                               seed=derive_seed(cfg.seed, iteration, model), base_path=session.base_path)
+
+    names = set_names(session, society)
+    waves = [[n for n in names if n == GLOBAL], [n for n in names if n != GLOBAL]]
+    launcher = load(LAUNCHERS[ft.launcher])(ft, session.run_dir)
+    records = {}
+    try:
+        for wave in waves:
+            jobs = [job(m) for m in wave]
+            pending = [j for j in jobs if not (Path(j.out_dir).is_dir() and j.record.exists())]
+            done = dict(zip((j.model for j in pending), launcher.run(pending))) if pending else {}
+            for j in jobs:
+                records[j.model] = done.get(j.model) or json.loads(j.record.read_text())
+    finally:
+        launcher.close()
+    return records
 
 
 def run_society_loop(run_dir: Path, settings: Settings, *,
