@@ -62,3 +62,22 @@ def mafl_serve(args: list[str], log: Path, **kwargs) -> Iterator[ServeProcess]:
         yield server
     finally:
         server.kill()
+
+
+QUESTION = "What is the result of 3+4*5+6-7*8? Make sure to state your answer at the end of the response."
+
+
+def make_adapters(base: str, names: list[str], out: Path) -> dict[str, str]:
+    """LoRA adapters with random non-zero weights: each model answers differently."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = {}
+    for k, name in enumerate(names):
+        torch.manual_seed(k + 1)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                               LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+        model.save_pretrained(out / name)
+        paths[name] = str(out / name)
+    return paths

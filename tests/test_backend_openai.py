@@ -10,29 +10,10 @@ import pytest
 
 from mafl.backends.base import GenerationRequest, Sampling, ScoringRequest, ScoringUnavailable
 from mafl.errors import ConfigError, RunError
-from serving import mafl_serve
+from serving import QUESTION, make_adapters, mafl_serve
 
 pytest.importorskip("openai")
 pytest.importorskip("fastapi")
-
-QUESTION = "What is the result of 3+4*5+6-7*8? Make sure to state your answer at the end of the response."
-
-
-def make_adapters(base: str, names: list[str], out) -> dict[str, str]:
-    """LoRA adapters with random non-zero weights: each model answers differently."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    paths = {}
-    for k, name in enumerate(names):
-        torch.manual_seed(k + 1)
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                               LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
-        model.save_pretrained(out / name)
-        paths[name] = str(out / name)
-    return paths
-
 
 @pytest.fixture(scope="module")
 def weights(talking_model_dir, tmp_path_factory):
