@@ -29,15 +29,14 @@ LOOP = ["debug=smoke", "dataset.n_train=8", "dataset.n_eval=4", "debate.chunk_si
 MODELS = ["generator_0", "generator_1", "generator_2", "critic_0", "critic_1", "critic_2"]
 
 
-def test_a_run_killed_while_its_jobs_run_re_attaches_and_the_fine_tuned_models_speak(tmp_path):
-    from mafl.models import resolve_model_path
-
-    base = resolve_model_path(compose_cfg().model)
+def test_a_run_killed_while_its_jobs_run_re_attaches_and_the_fine_tuned_models_speak(tmp_path,
+                                                                                     small_tiny_model_dir):
+    base = str(small_tiny_model_dir)
     run_dir = tmp_path / "run"
-    with mafl_serve(["--model", "tiny"], tmp_path / "serve.log") as server:
+    with mafl_serve(["--model", base], tmp_path / "serve.log") as server:
         service = FinetuneService(model_folder=base, serve_url=server.url)
         with ServiceThread(service, free_port()) as ft:
-            args = LOOP + ["backend=openai", f"backend.base_url={server.url}", f"finetune.openai.base_url={ft.url}",
+            args = LOOP + [f"model.path={base}", "backend=openai", f"backend.base_url={server.url}", f"finetune.openai.base_url={ft.url}",
                            f"run_dir={run_dir}"]
             service.gate.clear()  # the jobs run until the test lets them finish
             log = open(tmp_path / "run.log", "wb")
