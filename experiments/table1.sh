@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Table 1 for one model: every method (Base, Majority, Debate, STaR, Majority FT, ours) x 3 seeds on Arithmetic,
 # GSM8K and MATH, then one report with a column per dataset.
-#   experiments/table1.sh MODEL [key=value ...]        MODEL: tiny | phi3 | mistral | llama3
+#   experiments/table1.sh MODEL [key=value ...]        MODEL: tiny | phi3 | mistral | llama3 | gpt35 (OpenAI API)
 #   DATASETS="arithmetic gsm8k" experiments/table1.sh phi3
 # Output: $MAFL_OUT (default multirun/table1/<model>)/<dataset>/<job>/
 set -euo pipefail

@@ -1,8 +1,9 @@
-"""The ``mafl`` command: a thin Hydra ``main()`` over :func:`mafl.pipeline.run`, plus two sub-commands.
+"""The ``mafl`` command: a thin Hydra ``main()`` over :func:`mafl.pipeline.run`, plus three sub-commands.
 
     mafl [key=value ...]            run an experiment (``-m``/``--multirun`` for a sweep)
     mafl report FOLDER... [--plot]  tables (and plots) from run or sweep folders
     mafl build-tiny [--rebuild]     build (or rebuild) the embedded tiny model
+    mafl serve [FOLDER] [...]       an OpenAI-compatible server over a run's models (mafl/serve)
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mafl.errors import ConfigError
+from mafl.errors import ConfigError, RunError
 from mafl.methods import tuned_iterations  # noqa: F401  (registers ${mafl_tuned_iterations:...})
 
 # the config tree ships inside the package (mafl/conf), so an installed mafl runs from any folder
@@ -39,6 +40,10 @@ def main(cfg: DictConfig):
         logging.getLogger("mafl").error("bad config: %s", e)
         print(f"mafl: bad config: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunError as e:  # the finished stages are kept: the same command resumes
+        logging.getLogger("mafl").error("%s", e)
+        print(f"mafl: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def cli() -> None:
@@ -52,4 +57,8 @@ def cli() -> None:
         from mafl.tiny.__main__ import main as tiny_main
 
         sys.exit(tiny_main(args[1:]))
+    if args[:1] == ["serve"]:
+        from mafl.serve.cli import main as serve_main
+
+        sys.exit(serve_main(args[1:]))
     main()

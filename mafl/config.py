@@ -69,6 +69,9 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     if finetune.mode == "full" and not backend_class(backend.name).capabilities.full_models:
         raise ConfigError(f"finetune.mode: full fine-tuning makes whole models, which backend={backend.name} cannot "
                           "serve beside the base model; use backend=hf or finetune=lora")
+    if finetune.launcher == "openai" and backend.name != "openai":
+        raise ConfigError(f"finetune.launcher: openai makes models that only an API serves; use backend=openai "
+                          f"(got backend={backend.name})")
     if backend.name == "vllm":
         rank, limit = finetune.lora.get("r"), backend.options.get("max_lora_rank")
         if isinstance(rank, int) and isinstance(limit, int) and rank > limit:

@@ -13,6 +13,11 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message starts with the key."""
 
 
+class RunError(RuntimeError):
+    """A run cannot go on (e.g. a server that still fails after its retries); the message is one line and holds no
+    secret. The finished stages are kept: the same command resumes once the cause is fixed."""
+
+
 def integer(cfg: Mapping, key: str, prefix: str, *, low: int | None = None, none_ok: bool = False) -> int | None:
     value = cfg.get(key)
     if value is None and none_ok:

@@ -13,6 +13,8 @@ Reads every ``results.json`` under the given folders and prints Markdown:
 5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets;
 6. where the time went: the wall time of every stage of every iteration (train debate, sets, fine-tunes, eval
    debate, metrics), summed over the runs, and each stage's share of the whole.
+7. per run, the metrics it could not measure (and why) and, for a run that talked to an API, its usage
+   (requests, tokens and cost, from ``usage.json``).
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration, the
 paper's two figures (accuracy, and diversity, against the iteration) and the table as a PNG.
@@ -28,6 +30,7 @@ from mafl.metrics.aggregate import (
     format_cell, group_runs, markdown_table, unit,
 )
 from mafl.metrics.results import Results, load_results
+from mafl.summary import run_notes
 
 
 def build_report(results: Sequence[Results], *, split: str = "eval", metric: str = "accuracy/debate") -> str:
@@ -87,6 +90,12 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
     timing = timing_table(results)
     if timing:
         out += ["", "## where the time went (wall seconds)", "", timing]
+    notes = [(r, run_notes(r)) for r in results]
+    if any(lines for _, lines in notes):
+        out += ["", "## notes by run", ""]
+        for r, lines in notes:
+            where = r.path.parent if r.path is not None else f"{r.model} {r.method} {r.dataset}"
+            out += [f"- {where}: {line}" for line in lines]
     return "\n".join(out) + "\n"
 
 

@@ -33,6 +33,7 @@ class Session:
     finetune_log: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)  # {iteration: {stage: seconds}}
     _timing: list = field(default_factory=list, repr=False)  # the open stages: [start, seconds of nested stages]
+    unavailable: dict = field(default_factory=dict)  # metric -> why it could not be measured
     _backend: Any = field(default=None, repr=False)
     _loaded: dict = field(default_factory=dict, repr=False)
 
@@ -45,8 +46,9 @@ class Session:
         return self.settings.finetune
 
     # -- the backend -----------------------------------------------------------------------------------------
-    def backend(self, society: Society):
-        """The generation backend, holding exactly ``society``'s fine-tuned weights."""
+    def backend(self, society: Society, stage: str | None = None):
+        """The generation backend, holding exactly ``society``'s fine-tuned weights; ``stage`` names what its
+        next requests are for (``iter_k/train``...) in the usage ledger of a backend that keeps one (an API's)."""
         if self._backend is None:
             from mafl.backends import backend_class
 
@@ -58,6 +60,10 @@ class Session:
                 progress=self.progress, **backend.options,
             )
             self._loaded = {}
+            if getattr(self._backend, "usage", None) is not None:
+                self._backend.usage.attach(self.run_dir)
+        if stage is not None and getattr(self._backend, "usage", None) is not None:
+            self._backend.usage.stage = stage
         for name in [n for n in self._loaded if n not in society.weights]:
             self._backend.unload(name)
             del self._loaded[name]
@@ -96,18 +102,24 @@ class Session:
         from mafl.metrics.stats import MetricRecord
 
         path = self.run_dir / f"iter_{iteration}" / split / "metrics.json"
+        # metrics that could not be measured (a server without prompt log-probabilities), with the reason
+        missing_path = path.with_name("unavailable.json")
         if path.exists():
             records = [MetricRecord.from_json(d) for d in json.loads(path.read_text())]
+            unavailable = json.loads(missing_path.read_text()) if missing_path.exists() else {}
         else:
             from mafl.progress import stage
 
-            metrics = self.settings.metrics
-            backend = self.backend(society) if metrics.diversity else None
+            metrics, unavailable = self.settings.metrics, {}
+            backend = self.backend(society, stage=f"iter_{iteration}/metrics") if metrics.diversity else None
             with stage(f"iteration {iteration}: metrics ({split})"):
                 records = compute_iteration_metrics(
                     transcripts, self.task, backend=backend, metrics_cfg=metrics, iteration=iteration,
-                    split=split, seed=self.settings.seed)
+                    split=split, seed=self.settings.seed, unavailable=unavailable)
+            if unavailable:
+                atomic_write_json(missing_path, unavailable)
             atomic_write_json(path, [r.to_json() for r in records])
+        self.unavailable.update(unavailable)
         self.records = [r for r in self.records if not (r.iteration == iteration and r.split == split)] + records
         self.tracker.log_metrics(records, step=iteration)
         self.write_results()
@@ -155,8 +167,9 @@ class Session:
         for k in {int(k) for k in self.finetune_log} | {r.iteration for r in self.records}:
             self.iteration_timings(k)
         results = Results.from_config(self.settings.config, self.records,
-                                      finetune=self.finetune_log, timings=self.timings)
-        write_results(self.run_dir, results)
+                                      finetune=self.finetune_log, timings=self.timings,
+                                      unavailable=self.unavailable)
+        results.path = write_results(self.run_dir, results)
         return results
 
 

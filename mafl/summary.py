@@ -71,8 +71,27 @@ def summary_table(results, width: int = WIDTH) -> str:
     return "\n".join(lines)
 
 
+def run_notes(results) -> list[str]:
+    """Lines on what a run could not measure (and why) and, for a run that talked to an API, its usage
+    (``usage.json`` beside ``results.json``)."""
+    import json
+
+    from mafl.backends.usage import USAGE_FILE, usage_line
+
+    reasons: dict[str, list[str]] = {}
+    for metric, reason in sorted(results.unavailable.items()):
+        reasons.setdefault(reason, []).append(metric)
+    lines = [f"unavailable: {', '.join(metrics)} ({reason})" for reason, metrics in reasons.items()]
+    usage = results.path.parent / USAGE_FILE if results.path is not None else None
+    if usage is not None and usage.exists():
+        lines.append(f"API usage: {usage_line(json.loads(usage.read_text()))}")
+    return lines
+
+
 def print_summary(results) -> None:
     from mafl.progress import console
 
     console().print()
     console().print(summary_table(results), markup=False, soft_wrap=True)
+    for text in run_notes(results):
+        console().print(text, markup=False, soft_wrap=True)

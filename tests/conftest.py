@@ -77,3 +77,18 @@ def talking_model_dir(tmp_path_factory) -> Path:
 def bos_model_dir(tmp_path_factory) -> Path:
     """A random Llama whose tokenizer has a BOS token (see ``make_random_model``)."""
     return make_random_model(tmp_path_factory.mktemp("random_llama_bos"), bos=True)
+
+
+@pytest.fixture(scope="session")
+def small_tiny_model_dir(tmp_path_factory) -> Path:
+    """The embedded model's recipe shrunk (hidden 64, 2 layers, 150 steps): built in seconds, it writes answers in
+    the tiny model's form (wrong ones), so a debate gives fine-tuning sets and the loop trains real adapters."""
+    from hydra import compose, initialize_config_dir
+
+    from mafl.tiny import ensure_tiny_model
+
+    with initialize_config_dir(config_dir=str(REPO / "mafl" / "conf"), version_base="1.3"):
+        recipe = dict(compose(config_name="config").model.tiny)
+    recipe.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, steps=150,
+                  batch_size=16, warmup_steps=10)
+    return ensure_tiny_model(recipe, home=tmp_path_factory.mktemp("mafl_home"), progress=False)

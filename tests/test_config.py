@@ -43,6 +43,8 @@ def test_every_group_option_composes_validates_and_sets_its_values(group, option
     extra = []
     if (group, option) == ("dataset", "jsonl"):  # the one option whose files are mandatory keys
         extra = [f"dataset.train_file={tmp_path / 'train.jsonl'}", f"dataset.eval_file={tmp_path / 'eval.jsonl'}"]
+    if (group, option) == ("finetune", "openai"):  # fine-tuned API models are served by an API only
+        extra = ["backend=openai"]
     cfg = compose_cfg([f"{group}={option}", *extra])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     data_dir = cfg.dataset.get("data_dir")

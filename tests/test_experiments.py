@@ -17,8 +17,9 @@ from helpers import CONF, compose_cfg, subprocess_env
 REPO = CONF.parents[1]  # the config tree is mafl/conf
 SCRIPTS = sorted((REPO / "experiments").glob("*.sh"))
 HUB_MODELS = ("phi3", "mistral", "llama3")
+API_MODELS = ("gpt35",)  # behind an API: backend=openai, finetune=openai
 DATASETS = ("arithmetic", "gsm8k", "math")
-SETUPS = [f"{d}_{m}" for d in DATASETS for m in (*HUB_MODELS, "tiny")]
+SETUPS = [f"{d}_{m}" for d in DATASETS for m in (*HUB_MODELS, *API_MODELS, "tiny")]
 TABLES = ["table1", "table2_ablations", "iterations_curve", "agents5", "agents_sweep"]
 METHOD_OPTIONS = {p.stem for p in (CONF / "method").glob("*.yaml")}
 
@@ -40,6 +41,9 @@ def test_a_setup_chooses_its_model_and_dataset(setup, monkeypatch, tmp_path):
         assert cfg.model.dtype == "bfloat16" and cfg.finetune.train.gradient_checkpointing is True
         assert cfg.debate.max_new_tokens >= 256
         assert OmegaConf.load(CONF / "experiment" / f"{setup}.yaml").device == "auto"
+    elif model in API_MODELS:
+        assert (cfg.backend.name, cfg.finetune.launcher) == ("openai", "openai")
+        assert cfg.model.path.startswith("gpt-3.5") and cfg.backend.prices[cfg.model.path]["prompt"] > 0
     else:
         assert cfg.model.path == "tiny"
 

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from mafl.backends.base import (COMMON_SETTINGS, Backend, Capabilities, Completion, GenerationRequest, Sampling,
-                                Score, ScoringRequest)
+                                Score, ScoringRequest, ScoringUnavailable)
 from mafl.errors import known_keys, plain
 from mafl.registry import Registry
 
 BACKENDS: Registry[str] = Registry("backend", "backend.name")
 BACKENDS.register("hf", "mafl.backends.hf:HFBackend")
 BACKENDS.register("vllm", "mafl.backends.vllm:VLLMBackend")
+BACKENDS.register("openai", "mafl.backends.openai_api:OpenAIBackend")
 
 # constructor arguments that come from other sections of the config (model.*, device), not from backend.*
 FROM_RUN = ("model_path", *COMMON_SETTINGS)
@@ -30,14 +31,19 @@ class BackendSettings:
 
     @classmethod
     def from_cfg(cls, c: Mapping) -> "BackendSettings":
-        """A ConfigError naming ``backend.name`` when it is not registered, or a key the class does not take."""
+        """A ConfigError naming ``backend.name`` when it is not registered, or a key the class does not take, or
+        a value its ``check_options(options)`` (where the class has one) refuses."""
         options = dict(plain(c))
         name = options.pop("name", None)
-        params = inspect.signature(backend_class(name)).parameters
+        backend = backend_class(name)
+        check = getattr(backend, "check_options", None)
+        if check is not None:
+            check(options)
+        params = inspect.signature(backend).parameters
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             known_keys(options, "backend", ["name", *(p for p in params if p not in FROM_RUN)])
         return cls(name=name, options=options)
 
 
 __all__ = ["COMMON_SETTINGS", "Backend", "BackendSettings", "Capabilities", "Completion", "GenerationRequest",
-           "Sampling", "Score", "ScoringRequest", "BACKENDS", "backend_class"]
+           "Sampling", "Score", "ScoringRequest", "ScoringUnavailable", "BACKENDS", "backend_class"]

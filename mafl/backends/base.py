@@ -24,6 +24,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, Sequence
 
@@ -40,6 +41,19 @@ class Capabilities:
     # problems per checkpointed debate chunk with debate.chunk_size=auto: as many as keep the backend busy (a
     # chunk's round is one generate() call; vLLM schedules every request of it at once)
     chunk_size: int = 100
+
+
+class ScoringUnavailable(RuntimeError):
+    """``score`` cannot be answered (a server that returns no prompt log-probabilities, no local tokenizer): the
+    likelihood metrics are reported as unavailable, with this message as the reason, and the run goes on."""
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th request of a call, for a backend that seeds each request on its own. Requests
+    of one debate round share ``Sampling.seed``: identical prompts with identical seeds would give identical
+    answers."""
+    digest = hashlib.sha256(repr((seed, index)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)

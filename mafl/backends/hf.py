@@ -221,7 +221,26 @@ class HFBackend:
         return out  # type: ignore[return-value]
 
     def _score_batch(self, model, name, pairs) -> list[Score]:
-        rows = [p + r for p, r in pairs]
+        rows = self._token_logprobs_batch(model, name, [p + r for p, r in pairs])
+        return [Score(logprob=float(logp[len(p) - 1: len(p) + len(r) - 1].sum()), num_tokens=len(r))
+                for (p, r), (logp, _) in zip(pairs, rows)]
+
+    @torch.inference_mode()
+    def token_logprobs(self, rows: Sequence[Sequence[int]], adapter: str | None = None
+                       ) -> list[tuple[list[float | None], list[int | None]]]:
+        """For each row of token ids: the log-probability of each token given the ones before it and its rank
+        among the model's choices there (1: the most likely), ``None`` for the first token (what a server's
+        prompt log-probabilities are)."""
+        model, name = self._route(adapter)
+        out = []
+        for j in range(0, len(rows), self.batch_size):
+            for logp, ranks in self._token_logprobs_batch(model, name, [list(r) for r in rows[j:j + self.batch_size]],
+                                                          with_ranks=True):
+                out.append(([None] + logp.tolist(), [None] + ranks.tolist()))
+        return out
+
+    def _token_logprobs_batch(self, model, name, rows: list[list[int]], with_ranks: bool = False):
+        """[(logprob of tokens 1.. given the ones before, their ranks or None)] of each row: one forward pass."""
         width = max(len(x) for x in rows)
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -231,8 +250,9 @@ class HFBackend:
         ids, mask = ids.to(self.device), mask.to(self.device)
         kwargs = {"adapter_names": [name] * len(rows)} if name is not None else {}
         logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-        scores = []
-        for i, (p, r) in enumerate(pairs):
-            scores.append(Score(logprob=float(logp[i, len(p) - 1: len(p) + len(r) - 1].sum()), num_tokens=len(r)))
-        return scores
+        all_logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        logp = all_logp.gather(-1, ids[:, 1:, None])
+        ranks = (all_logp > logp).sum(-1) + 1 if with_ranks else None
+        logp = logp[..., 0]
+        return [(logp[i, : len(x) - 1].cpu(), ranks[i, : len(x) - 1].cpu() if with_ranks else None)
+                for i, x in enumerate(rows)]

@@ -10,14 +10,14 @@ would need a second share of the GPU's memory: loading one raises ``NotImplement
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from mafl.backends import chat
-from mafl.backends.base import Capabilities, Completion, GenerationRequest, Sampling, Score, ScoringRequest
+from mafl.backends.base import (Capabilities, Completion, GenerationRequest, Sampling, Score, ScoringRequest,
+                                request_seed)
 from mafl.errors import plain
 from mafl.models import is_adapter_folder, load_tokenizer
 from mafl.progress import is_verbose
@@ -33,13 +33,6 @@ def import_vllm():
     import vllm
 
     return vllm
-
-
-def request_seed(seed: int, index: int) -> int:
-    """The seed of the ``index``-th request of a call. Requests of one debate round share ``Sampling.seed``, and
-    vLLM seeds each request on its own: identical prompts with identical seeds would give identical answers."""
-    digest = hashlib.sha256(repr((seed, index)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def _token_logprob(entry, token: int) -> float:

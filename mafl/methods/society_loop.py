@@ -48,7 +48,8 @@ def debate_train_sets(session: Session, society: Society, iteration: int) -> dic
     cfg = session.settings
     with session.timed(iteration, "train_debate"):
         transcripts = run_debate(
-            session.backend(society), session.task, session.train, society, session.debate, session.prompts,
+            session.backend(society, stage=f"iter_{iteration}/train"), session.task,
+            session.train, society, session.debate, session.prompts,
             seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run_dir / f"iter_{iteration}" / "train",
             progress=session.progress, desc=f"iteration {iteration}: debate (train)")
     return build_sets(session, society, transcripts, seed=derive_seed(cfg.seed, "sets", iteration))
@@ -168,7 +169,8 @@ def run_society_loop(run_dir: Path, settings: Settings, *,
                 society.weights = {m: str(it_dir / "models" / m) for m in society.models}
             with session.timed(k, "eval_debate"):
                 eval_tx = run_debate(
-                    session.backend(society), session.task, session.eval, society, debate, session.prompts,
+                    session.backend(society, stage=f"iter_{k}/eval"), session.task, session.eval, society, debate,
+                    session.prompts,
                     seed=derive_seed(settings.seed, "eval"), out_dir=it_dir / "eval",
                     progress=session.progress, desc=f"iteration {k}: debate (eval)")
             with session.timed(k, "metrics"):

@@ -83,7 +83,7 @@ def star_train_sets(session: Session, society: Society, iteration: int) -> dict[
     cfg = session.settings
     template = session.settings.method.rationalize
     it_dir = session.run_dir / f"iter_{iteration}"
-    backend = session.backend(society)
+    backend = session.backend(society, stage=f"iter_{iteration}/train")
     with session.timed(iteration, "train_debate"):  # the rationales and the rationalisations
         rationales = run_debate(
             backend, session.task, session.train, society, session.debate, session.prompts,

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from mafl.backends.base import Backend
+from mafl.backends.base import Backend, ScoringUnavailable
 from mafl.debate.transcript import Transcript
 from mafl.metrics.accuracy import accuracy_records
 from mafl.metrics.cutoff import cutoff_records
 from mafl.metrics.dynamics import flip_records
 from mafl.metrics.diversity import Embedder, consensus_records, diversity_subset, embedding_records, load_embedder
-from mafl.metrics.likelihood import likelihood_records
+from mafl.metrics.likelihood import LIKELIHOOD_METRICS, likelihood_records
 from mafl.metrics.settings import ROUNDS, MetricsSettings
 from mafl.metrics.stats import MetricRecord
 from mafl.tasks.base import Task
@@ -59,12 +59,15 @@ def compute_iteration_metrics(
     split: str,
     seed: int,
     embedder: Embedder | Callable[[list[str]], Any] | None = None,
+    unavailable: dict[str, str] | None = None,
 ) -> list[MetricRecord]:
     """The records of one iteration and split (see the module docstring for the list).
 
     ``metrics_cfg``: the checked settings, or a ``metrics`` config (checked here). ``embedder`` (texts ->
     unit-norm embeddings) replaces the model named by ``metrics.embedding_model``; ``embedding_model: null``
-    turns embedding dissimilarity off.
+    turns embedding dissimilarity off. A backend that cannot score (``ScoringUnavailable``: a server without prompt
+    log-probabilities) gives no likelihood metrics; each is put in ``unavailable`` with the reason, and every other
+    metric is measured.
     """
     cfg = metrics_cfg if isinstance(metrics_cfg, MetricsSettings) else MetricsSettings.from_cfg(metrics_cfg)
     common = dict(iteration=iteration, split=split, samples=cfg.bootstrap_samples, seed=seed)
@@ -81,8 +84,12 @@ def compute_iteration_metrics(
     if backend is not None:
         for r in rounds:
             index, suffix = ROUNDS[r]
-            records += likelihood_records(subset, backend, round_index=index, suffix=suffix,
-                                          chunk_size=cfg.score_chunk_size, **common)
+            try:
+                records += likelihood_records(subset, backend, round_index=index, suffix=suffix,
+                                              chunk_size=cfg.score_chunk_size, **common)
+            except ScoringUnavailable as e:
+                if unavailable is not None:
+                    unavailable.update({m + suffix: str(e) for m in LIKELIHOOD_METRICS})
     if embedder is None and cfg.embedding_model:
         embedder = load_embedder(cfg.embedding_model, cfg.embedding_device, cfg.embedding_batch_size)
     if embedder is not None:

@@ -27,6 +27,8 @@ from mafl.backends.base import Backend, ScoringRequest
 from mafl.debate.transcript import Transcript
 from mafl.metrics.stats import MetricRecord, ratio_record, statistic_record
 
+LIKELIHOOD_METRICS = ("kl/agents", "kl/base", "nll")
+
 
 def score_all(backend: Backend, requests: list[ScoringRequest], *, chunk_size: int, desc: str) -> list:
     """``backend.score`` over ``requests`` in chunks, with a progress bar."""

@@ -9,6 +9,7 @@ Schema::
       "finetune": {"1": {"sets": {<model>: set report}, "models": {<model>: fine-tuning result}}, ...},
       "timings": {"0": {"eval_debate": s, "metrics": s}, "1": {"train_debate": s, "sets": s, "finetune": s,
                   "finetune/<model>": s, ..., "eval_debate": s, "metrics": s}, ...}   # wall seconds per stage
+      "unavailable": {<metric>: why it could not be measured}   # e.g. KL and NLL on a server without logprobs
     }
 
 The file is written atomically (temp file + ``os.replace``), so a reader never sees half a file.
@@ -36,11 +37,13 @@ class Results:
     finetune: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, dict] = field(default_factory=dict)
     seed: int | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it could not be measured
     path: Path | None = None  # the file it was read from (not saved)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], records: Iterable[MetricRecord] = (),
-                    finetune: dict[str, dict] | None = None, timings: dict[str, dict] | None = None) -> "Results":
+                    finetune: dict[str, dict] | None = None, timings: dict[str, dict] | None = None,
+                    unavailable: dict[str, str] | None = None) -> "Results":
         """Method, dataset, model and seed named by the resolved config (``method.name``, ``dataset.name``, ...)."""
         name = lambda group: str((config.get(group) or {}).get("name", "?"))  # noqa: E731
         method = config.get("method") or {}
@@ -51,13 +54,14 @@ class Results:
             label += " [dev split]"  # measured on the dev problems (choosing settings), not the eval problems
         return cls(config=config, method=label, dataset=name("dataset"), model=name("model"),
                    records=list(records), finetune=dict(finetune or {}), timings=dict(timings or {}),
-                   seed=config.get("seed"))
+                   seed=config.get("seed"), unavailable=dict(unavailable or {}))
 
     def to_json(self) -> dict:
         return {
             "config": self.config, "method": self.method, "dataset": self.dataset, "model": self.model,
             "seed": self.seed, "records": [r.to_json() for r in self.records], "finetune": self.finetune,
             "timings": self.timings,
+            "unavailable": self.unavailable,
         }
 
     @classmethod
@@ -65,7 +69,8 @@ class Results:
         return cls(
             config=d.get("config") or {}, method=str(d.get("method", "?")), dataset=str(d.get("dataset", "?")),
             model=str(d.get("model", "?")), records=[MetricRecord.from_json(r) for r in d.get("records", [])],
-            finetune=d.get("finetune") or {}, timings=d.get("timings") or {}, seed=d.get("seed"), path=path,
+            finetune=d.get("finetune") or {}, timings=d.get("timings") or {}, seed=d.get("seed"),
+            unavailable=d.get("unavailable") or {}, path=path,
         )
 
     def select(self, metric: str, split: str = "eval", agent: int | None = None) -> list[MetricRecord]:

@@ -40,6 +40,8 @@ LAUNCHERS: Registry[str] = Registry("fine-tuning launcher", "finetune.launcher")
 LAUNCHERS.register("local", "mafl.finetune.launchers.local:LocalLauncher")
 LAUNCHERS.register("ray", "mafl.finetune.launchers.ray:RayLauncher")
 LAUNCHERS.register("slurm", "mafl.finetune.launchers.slurm:SlurmLauncher")
+# jobs of an OpenAI-compatible fine-tuning API (finetune=openai; needs backend=openai)
+LAUNCHERS.register("openai", "mafl.finetune.api:OpenAILauncher")
 
 
 class Launcher(Protocol):

@@ -1,0 +1,119 @@
+"""``mafl serve [FOLDER] [--model PATH] [--host 127.0.0.1] [--port 8000] ...``: serve a base model and the
+fine-tuned weights of a run (or weights, or adapter) folder through an OpenAI-compatible API.
+
+    mafl serve runs/default                 # the run's base model and every iteration's models (iter_k/<model>)
+    mafl serve runs/default/iter_2/models   # the models of one iteration, by name
+    mafl serve --model tiny                 # the base model alone (adapters can be loaded at run time)
+    mafl serve runs/default --vllm-command  # print the `vllm serve` command that serves the same on a GPU
+
+The API key of the server (optional) is read from the environment variable that ``--api-key-env`` names, never
+from the command line (which other users of the machine can see).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+INSTALL_HINT = "pip install 'mafl[serve]'"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mafl serve", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", nargs="?", help="a run folder, a weights folder (iter_k/models) or an adapter folder")
+    p.add_argument("--model", help="the base model: tiny, a folder or a hub name (default: the folder's)")
+    p.add_argument("--served-model-name", help="the base model's name in the API (default: its path, as vLLM)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: %(default)s)")
+    p.add_argument("--dtype", default=None, help="the weights' dtype (default: the run's, else float32)")
+    p.add_argument("--batch-size", type=int, default=64, help="requests per generate() batch (default: %(default)s)")
+    p.add_argument("--batch-wait-ms", type=float, default=20.0,
+                   help="how long the first request of a batch waits for others (default: %(default)s)")
+    p.add_argument("--api-key-env", metavar="NAME", help="require the API key held by environment variable NAME")
+    p.add_argument("--vllm-command", action="store_true", help="print the `vllm serve` command and exit")
+    p.add_argument("--inject-faults", metavar="SPEC", help="tests only: e.g. 429=0.1,500=0.1,drop=0.1,seed=0 "
+                   "(mafl/serve/faults.py)")
+    p.add_argument("--log-level", default="warning", help="uvicorn's log level (default: %(default)s)")
+    return p
+
+
+def model_settings(weights, model: str) -> None:
+    """``--model``: the name of a model config (``tiny``, ``llama3``: conf/model/<name>.yaml), or a path."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from mafl.models import ModelSettings, resolve_model_path
+
+    preset = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{model}.yaml"
+    c = OmegaConf.to_container(OmegaConf.load(preset)) if preset.exists() else {"path": model, "dtype": "float32"}
+    settings = ModelSettings.from_cfg(c)
+    weights.base = resolve_model_path(settings)
+    weights.model = dict(dtype=settings.dtype, chat_template=settings.chat_template,
+                         trust_remote_code=settings.trust_remote_code)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from mafl.serve.weights import ServedWeights, find_weights
+
+    try:
+        weights = find_weights(args.folder) if args.folder else ServedWeights(base=None)
+    except FileNotFoundError as e:
+        print(f"mafl serve: {e}", file=sys.stderr)
+        return 2
+    if args.model:
+        model_settings(weights, args.model)
+    if weights.base is None:
+        print("mafl serve: the base model is not known from the folder: pass --model", file=sys.stderr)
+        return 2
+    if args.vllm_command:
+        from mafl.serve.weights import vllm_command
+
+        print(vllm_command(weights))
+        return 0
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            print(f"mafl serve: --api-key-env: the environment variable {args.api_key_env} is not set", file=sys.stderr)
+            return 2
+    spec = None
+    if args.inject_faults:
+        from mafl.serve.faults import FaultSpec
+
+        try:
+            spec = FaultSpec.parse(args.inject_faults)
+        except ValueError as e:
+            print(f"mafl serve: {e}", file=sys.stderr)
+            return 2
+    try:
+        import uvicorn
+
+        from mafl.serve.app import Server, create_app
+    except ImportError as e:
+        print(f"mafl serve needs fastapi and uvicorn ({e.name} is missing): {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    from mafl.backends.hf import HFBackend
+
+    model = weights.model
+    backend = HFBackend(weights.base, dtype=args.dtype or model.get("dtype", "float32"), device=args.device,
+                        batch_size=args.batch_size, chat_template=model.get("chat_template"),
+                        trust_remote_code=bool(model.get("trust_remote_code", False)))
+    server = Server(backend, args.served_model_name or weights.base, weights.adapters,
+                    batch_wait=args.batch_wait_ms / 1000, api_key=api_key)
+    app = create_app(server)
+    if spec is not None:
+        from mafl.serve.faults import FaultInjection
+
+        app = FaultInjection(app, spec)
+    print(f"mafl serve: {server.base_name} and {len(server.roots)} adapter(s) at "
+          f"http://{args.host}:{args.port}/v1", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

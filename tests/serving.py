@@ -1,0 +1,83 @@
+"""``mafl serve`` as a real subprocess on 127.0.0.1 for tests: started, waited for, killed."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from helpers import subprocess_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    def __init__(self, args: list[str], log: Path, port: int | None = None, env: dict | None = None):
+        self.args, self.log, self.env = list(args), Path(log), env or {}
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 120) -> "ServeProcess":
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mafl", "serve", *self.args, "--port", str(self.port)], stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True, env=subprocess_env(OMP_NUM_THREADS="1", **self.env))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mafl serve exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"mafl serve did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def mafl_serve(args: list[str], log: Path, **kwargs) -> Iterator[ServeProcess]:
+    server = ServeProcess(args, log, **kwargs).start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+QUESTION = "What is the result of 3+4*5+6-7*8? Make sure to state your answer at the end of the response."
+
+
+def make_adapters(base: str, names: list[str], out: Path) -> dict[str, str]:
+    """LoRA adapters with random non-zero weights: each model answers differently."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = {}
+    for k, name in enumerate(names):
+        torch.manual_seed(k + 1)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                               LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+        model.save_pretrained(out / name)
+        paths[name] = str(out / name)
+    return paths
