@@ -69,7 +69,7 @@ def write_paper_figures(results: Sequence[Results], out_dir: str | Path, *, spli
     measured, a panel each, a line for each method that measured them) and ``table_<split>.png``; returns the files written."""
     from matplotlib.figure import Figure
 
-    from mafl.metrics.aggregate import MISSING, final_cell, format_cell
+    from mafl.metrics.aggregate import final_cells
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,9 +97,7 @@ def write_paper_figures(results: Sequence[Results], out_dir: str | Path, *, spli
             fig.savefig(written[-1], dpi=120)
     rows = list(dict.fromkeys((g[0], g[1]) for g in groups))
     if rows:
-        cells = [[model, method, *(format_cell(final_cell(groups[(model, method, d)], metric, split), metric)
-                                   if (model, method, d) in groups else MISSING for d in datasets)]
-                 for model, method in rows]
+        cells = [[model, method, *final_cells(groups, model, method, datasets, metric, split)] for model, method in rows]
         fig = Figure(figsize=(3 + 2.2 * len(datasets), 0.6 + 0.32 * len(rows)))
         ax = fig.subplots()
         ax.axis("off")

@@ -26,7 +26,7 @@ import sys
 from typing import Sequence
 
 from mafl.metrics.aggregate import (
-    BUDGET_METRICS, DIVERSITY_METRICS, DYNAMICS_METRICS, MISSING, answers_per_problem, curve, final_cell,
+    BUDGET_METRICS, DIVERSITY_METRICS, DYNAMICS_METRICS, answers_per_problem, curve, final_cell, final_cells,
     format_cell, group_runs, markdown_table, unit,
 )
 from mafl.metrics.results import Results, load_results
@@ -42,8 +42,7 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
     out.append(markdown_table(
         ["model", "method", "answers/problem", *datasets],
         [[model, method, answers_per_problem([r for d in datasets for r in groups.get((model, method, d), [])], split),
-          *(format_cell(final_cell(groups[(model, method, d)], metric, split), metric, seeds=True)
-            if (model, method, d) in groups else MISSING for d in datasets)]
+          *final_cells(groups, model, method, datasets, metric, split, seeds=True)]
          for model, method in rows_of],
     ))
     out += ["", f"± is the standard error over problems (sd/sqrt(n), ddof=1) of one run (n=1); (n=k): the mean ± "

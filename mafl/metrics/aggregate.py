@@ -109,6 +109,14 @@ def format_cell(cell: Cell | MetricRecord | None, metric: str, seeds: bool = Fal
     return text + (f" (n={cell.runs})" if cell.runs > 1 or seeds else "")
 
 
+def final_cells(groups: dict[Group, list[Results]], model: str, method: str, datasets: Sequence[str], metric: str,
+                split: str, seeds: bool = False) -> list[str]:
+    """One row of Table 1: the metric at the final iteration in each dataset's column (``–`` where the model and
+    method have no run on that dataset)."""
+    return [format_cell(final_cell(groups[(model, method, d)], metric, split), metric, seeds=seeds)
+            if (model, method, d) in groups else MISSING for d in datasets]
+
+
 def answers_per_problem(runs: Sequence[Results], split: str) -> str:
     """The answers generated per problem at the runs' final iteration (``–`` for runs that did not record it)."""
     values = sorted({round(recs[-1].value, 1) for recs in (r.select("answers_per_problem", split) for r in runs)
