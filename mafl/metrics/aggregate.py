@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
+from mafl.metrics.dynamics import CELLS, MOVES, flip_metric, move_metric
 from mafl.metrics.results import Results
 from mafl.metrics.stats import MetricRecord, mean_stderr
 
@@ -23,9 +24,8 @@ DIVERSITY_METRICS = [
 # what the answers cost and what their token budgets cut off (mafl.metrics.cutoff)
 BUDGET_METRICS = ["answers_per_problem", "cutoff/round1", "cutoff/round2", "cutoff/round3", "cutoff/summary"]
 # how answers move between rounds (mafl.metrics.dynamics): the transitions of debates of up to 4 rounds
-DYNAMICS_METRICS = [f"flips/round{r}-{r + 1}/{cell}" for r in (1, 2, 3)
-                    for cell in ("right_right", "wrong_right", "right_wrong", "wrong_wrong")] + [
-                    f"moves/round{r}-{r + 1}/{move}" for r in (1, 2, 3) for move in ("kept", "adopted", "new")]
+DYNAMICS_METRICS = ([flip_metric(r, cell) for r in (1, 2, 3) for cell in CELLS]
+                    + [move_metric(r, move) for r in (1, 2, 3) for move in MOVES])
 PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips", "moves")
 MISSING = "–"
 

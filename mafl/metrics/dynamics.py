@@ -30,6 +30,11 @@ def flip_metric(round_from: int, cell: str) -> str:
     return f"flips/round{round_from}-{round_from + 1}/{cell}"
 
 
+def move_metric(round_from: int, move: str) -> str:
+    """``moves/round1-2/adopted``: the metric name of one move of the transition from ``round_from``."""
+    return f"moves/round{round_from}-{round_from + 1}/{move}"
+
+
 def cell_of(before: bool, after: bool) -> str:
     return f"{'right' if before else 'wrong'}_{'right' if after else 'wrong'}"
 
@@ -66,5 +71,5 @@ def flip_records(transcripts: Sequence[Transcript], task: Task | None = None, *,
         if task is not None:
             moves = [[move_of(task, a.answer, b.answer, [o.answer for o in t.rounds[r] if o.agent != a.agent])
                       for a, b in zip(t.rounds[r], t.rounds[r + 1])] for t in transcripts]
-            shares(moves, MOVES, lambda move: f"moves/round{r + 1}-{r + 2}/{move}")
+            shares(moves, MOVES, lambda move: move_metric(r + 1, move))
     return records
