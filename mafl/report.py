@@ -9,7 +9,8 @@ Reads every ``results.json`` under the given folders and prints Markdown:
 2. the iteration curve per dataset: rows = model and method, columns = iteration 0..L;
 3. the diversity metrics per dataset and iteration, when the runs measured them;
 4. the debate dynamics: per round transition, the share of agents right->right, wrong->right, right->wrong and
-   wrong->wrong;
+   wrong->wrong, where their new answers come from (kept, adopted, new), how often they take up the others'
+   majority, and the consensus of every round; then the same per agent (each agent's flip matrix);
 5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets;
 6. where the time went: the wall time of every stage of every iteration (train debate, sets, fine-tunes, eval
    debate, metrics), summed over the runs, and each stage's share of the whole.
@@ -26,7 +27,7 @@ import sys
 from typing import Sequence
 
 from mafl.metrics.aggregate import (
-    BUDGET_METRICS, DIVERSITY_METRICS, DYNAMICS_METRICS, answers_per_problem, curve, final_cell, final_cells,
+    BUDGET_METRICS, DIVERSITY_METRICS, DYNAMICS_METRICS, AGENT_DYNAMICS, answers_per_problem, curve, final_cell, final_cells,
     format_cell, group_runs, markdown_table, unit,
 )
 from mafl.metrics.results import Results, load_results
@@ -86,6 +87,10 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
             out += ["", f"## {title} on {split} by iteration: {d}", ""]
             out.append(markdown_table(["model", "method", "iteration",
                                        *(f"{x}{' (%)' if unit(x) == '%' else ''}" for x in present)], rows))
+    for d in datasets:
+        table = agent_dynamics_table({g: runs for g, runs in groups.items() if g[2] == d}, split)
+        if table:
+            out += ["", f"## debate dynamics per agent on {split} by iteration: {d}", "", table]
     timing = timing_table(results)
     if timing:
         out += ["", "## where the time went (wall seconds)", "", timing]
@@ -96,6 +101,28 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
             where = r.path.parent if r.path is not None else f"{r.model} {r.method} {r.dataset}"
             out += [f"- {where}: {line}" for line in lines]
     return "\n".join(out) + "\n"
+
+
+def agent_dynamics_table(groups, split: str) -> str:
+    """Rows: model, method, iteration, round transition and agent; columns: the agent's flip matrix (share of
+    its problems in each cell), its moves and its adoption of the others' majority (%). "" when no run has them."""
+    from mafl.metrics.dynamics import ADOPT
+
+    rows = []
+    for (m, meth, _), runs in groups.items():
+        found = {(rec.metric.split("/")[1], rec.agent) for r in runs for rec in r.records
+                 if rec.split == split and rec.agent is not None and rec.other is None
+                 and rec.metric.startswith(("flips/", f"{ADOPT}/"))}
+        for transition, agent in sorted(found):
+            curves = {name: curve(runs, f"{prefix}/{transition}{suffix}", split, agent)
+                      for name, prefix, suffix in AGENT_DYNAMICS}
+            for k in sorted({k for c in curves.values() for k in c}):
+                rows.append([m, meth, str(k), transition.removeprefix("round"), str(agent),
+                             *(format_cell(curves[name].get(k), "flips", seeds=True) for name, _, _ in AGENT_DYNAMICS)])
+    if not rows:
+        return ""
+    return markdown_table(["model", "method", "iteration", "rounds", "agent",
+                           *(f"{name} (%)" for name, _, _ in AGENT_DYNAMICS)], rows)
 
 
 STAGES = ("train_debate", "sets", "finetune", "eval_debate", "metrics")  # in the order an iteration runs them

@@ -86,6 +86,14 @@ def test_notebook_executes_on_a_run(small_run, tmp_path, monkeypatch):
     assert len(images) >= 6
     assert outputs(cell_with(nb, "ax.scatter("), "image/png")
 
+    # the debate dynamics: each agent's flip matrix per transition and iteration, and its plots
+    dynamics = "".join(outputs(cell_with(nb, "dynamics.pivot_table"), "text/plain"))
+    for column in ("right_right", "wrong_right", "right_wrong", "wrong_wrong", "kept", "adopted", "new"):
+        assert column in dynamics
+    assert "round1-2" in dynamics
+    plots = outputs(cell_with(nb, "consensus_rounds = "), "image/png")
+    assert len(plots) == 2  # the per-agent dynamics and the consensus of every round
+
     # the side-by-side examples: the first eval problem, every agent, round 1 and the final round
     first = read_jsonl(small_run / "iter_0" / "eval" / "transcripts.jsonl")[0]
     examples = cell_with(nb, "problem_id = EXAMPLE_PROBLEM")

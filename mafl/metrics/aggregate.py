@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from mafl.metrics.dynamics import CELLS, MOVES, flip_metric, move_metric
+from mafl.metrics.dynamics import ADOPT, CELLS, MOVES, adopt_metric, consensus_metric, flip_metric, move_metric
 from mafl.metrics.results import Results
 from mafl.metrics.stats import MetricRecord, mean_stderr
 
@@ -24,9 +24,14 @@ DIVERSITY_METRICS = [
 # what the answers cost and what their token budgets cut off (mafl.metrics.cutoff)
 BUDGET_METRICS = ["answers_per_problem", "cutoff/round1", "cutoff/round2", "cutoff/round3", "cutoff/summary"]
 # how answers move between rounds (mafl.metrics.dynamics): the transitions of debates of up to 4 rounds
+# (and the consensus of every round, round 1's also among the diversity metrics)
 DYNAMICS_METRICS = ([flip_metric(r, cell) for r in (1, 2, 3) for cell in CELLS]
-                    + [move_metric(r, move) for r in (1, 2, 3) for move in MOVES])
-PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips", "moves")
+                    + [move_metric(r, move) for r in (1, 2, 3) for move in MOVES]
+                    + [adopt_metric(r) for r in (1, 2, 3)] + [consensus_metric(r) for r in (1, 2, 3, 4)])
+# the columns of one agent's dynamics in a round transition: (label, metric prefix, suffix)
+AGENT_DYNAMICS = ([(cell.replace("_", "→"), "flips", f"/{cell}") for cell in CELLS]
+                  + [(move, "moves", f"/{move}") for move in MOVES] + [("adopts others' majority", ADOPT, "")])
+PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips", "moves", ADOPT)
 MISSING = "–"
 
 Group = tuple[str, str, str]  # (model, method label, dataset)
@@ -87,11 +92,12 @@ def final_cell(runs: Sequence[Results], metric: str, split: str) -> Cell | None:
     return combine([(x.value, x.stderr) for x in finals]) if finals else None
 
 
-def curve(runs: Sequence[Results], metric: str, split: str) -> dict[int, Cell]:
-    """The metric per iteration, combined across the runs that measured that iteration."""
+def curve(runs: Sequence[Results], metric: str, split: str, agent: int | None = None) -> dict[int, Cell]:
+    """The metric (of the society, or of ``agent``) per iteration, combined across the runs that measured that
+    iteration."""
     by_iteration: dict[int, list[tuple[float, float | None]]] = defaultdict(list)
     for r in runs:
-        for rec in r.select(metric, split):
+        for rec in r.select(metric, split, agent):
             by_iteration[rec.iteration].append((rec.value, rec.stderr))
     return {k: combine(v) for k, v in sorted(by_iteration.items())}
 

@@ -11,6 +11,16 @@ r, ``task.is_equivalent``), ``adopted`` (not its own but one another agent gave 
 also a cut-off or unreadable answer), the same two ways. A critic that only copies shows ``adopted``; one that
 re-solves the problem and slips shows ``new``.
 
+How often an agent gives in to the others: ``adopt_majority/round<r>-<r+1>``, over the agents whose round-r answer
+differs from the answer a strict majority of the *other* agents gave in round r (with 3 agents: the two others
+agree, and not with it), the share whose round-r+1 answer is that majority's. Per problem the share of such
+agents, averaged over the problems that have one (``agent=None``); with ``agent=n`` the share of agent n's such
+problems. Agents that never face a united opposition have no value.
+
+And how much the society agrees in each round: ``consensus/round<r>`` (r >= 2; ``consensus/round1`` is in
+:mod:`mafl.metrics.diversity`), the share of agents whose round-r answer is that round's majority (the last
+round's: the debate's final answer, so it equals ``consensus``).
+
 Ground truth is used to measure, never to train.
 """
 from __future__ import annotations
@@ -23,6 +33,7 @@ from mafl.tasks.base import Task
 
 CELLS = ("right_right", "wrong_right", "right_wrong", "wrong_wrong")
 MOVES = ("kept", "adopted", "new")
+ADOPT = "adopt_majority"
 
 
 def flip_metric(round_from: int, cell: str) -> str:
@@ -33,6 +44,16 @@ def flip_metric(round_from: int, cell: str) -> str:
 def move_metric(round_from: int, move: str) -> str:
     """``moves/round1-2/adopted``: the metric name of one move of the transition from ``round_from``."""
     return f"moves/round{round_from}-{round_from + 1}/{move}"
+
+
+def adopt_metric(round_from: int) -> str:
+    """``adopt_majority/round1-2``: how often agents take up the others' majority between two rounds."""
+    return f"{ADOPT}/round{round_from}-{round_from + 1}"
+
+
+def consensus_metric(round_number: int) -> str:
+    """``consensus/round2``: the share of agents agreeing with round ``round_number``'s majority."""
+    return f"consensus/round{round_number}"
 
 
 def cell_of(before: bool, after: bool) -> str:
@@ -49,9 +70,67 @@ def move_of(task: Task, before, after, read) -> str:
     return "adopted" if any(task.is_equivalent(after, a) for a in read if a is not None) else "new"
 
 
+def others_majority(task: Task, read: Sequence) -> str | None:
+    """The answer held by a strict majority of ``read`` (the other agents' answers; an unreadable one counts
+    against every answer), or None."""
+    for a in read:
+        if a is not None and sum(task.is_equivalent(b, a) for b in read if b is not None) * 2 > len(read):
+            return a
+    return None
+
+
+def adoption(task: Task, before, after, read) -> float | None:
+    """1.0 when the agent moved to the others' strict majority, 0.0 when it did not, None when the others had
+    no strict majority or the agent already held it."""
+    majority = others_majority(task, read)
+    if majority is None or (before is not None and task.is_equivalent(before, majority)):
+        return None
+    return float(after is not None and task.is_equivalent(after, majority))
+
+
+def adoption_records(transcripts: Sequence[Transcript], task: Task, **common) -> list[MetricRecord]:
+    """``adopt_majority/round<r>-<r+1>`` of every round transition, society and per agent (module docstring)."""
+    records = []
+    for r in range(min(len(t.rounds) for t in transcripts) - 1):
+        rows = [[adoption(task, a.answer, b.answer, [o.answer for o in t.rounds[r] if o.agent != a.agent])
+                 for a, b in zip(t.rounds[r], t.rounds[r + 1])] for t in transcripts]
+        society = [sum(v for v in row if v is not None) / n for row in rows
+                   if (n := sum(v is not None for v in row))]
+        if society:
+            records.append(mean_record(society, metric=adopt_metric(r + 1), **common))
+        for n in range(min(len(row) for row in rows)):
+            mine = [row[n] for row in rows if row[n] is not None]
+            if mine:
+                records.append(mean_record(mine, metric=adopt_metric(r + 1), agent=n, **common))
+    return records
+
+
+def round_consensus_records(transcripts: Sequence[Transcript], task: Task, *, seed: int,
+                            **common) -> list[MetricRecord]:
+    """``consensus/round<r>`` for every round r >= 2 (module docstring); none for a single agent."""
+    from mafl.debate.engine import derive_seed
+    from mafl.tasks.vote import majority_vote
+
+    if min(t.num_agents for t in transcripts) < 2:
+        return []
+    last = min(len(t.rounds) for t in transcripts)
+    records = []
+    for r in range(1, last):
+        shares = []
+        for t in transcripts:
+            answers = [u.answer for u in t.rounds[r]]
+            winner = (t.final_answer if r == len(t.rounds) - 1 else
+                      majority_vote(task, answers, tie_seed=derive_seed(seed, t.problem.id, f"round{r + 1}_vote")).winner)
+            shares.append(sum(task.is_equivalent(a, winner) for a in answers) / len(answers)
+                          if winner is not None else 0.0)
+        records.append(mean_record(shares, metric=consensus_metric(r + 1), seed=seed, **common))
+    return records
+
+
 def flip_records(transcripts: Sequence[Transcript], task: Task | None = None, *, iteration: int, split: str,
                  samples: int, seed: int) -> list[MetricRecord]:
-    """The flip cells of every round transition; with ``task``, the moves too (see the module docstring)."""
+    """The flip cells of every round transition; with ``task``, the moves, the adoption of the others' majority
+    and the consensus of every round too (see the module docstring)."""
     if not transcripts:
         return []
     common = dict(iteration=iteration, split=split, samples=samples, seed=seed)
@@ -72,4 +151,8 @@ def flip_records(transcripts: Sequence[Transcript], task: Task | None = None, *,
             moves = [[move_of(task, a.answer, b.answer, [o.answer for o in t.rounds[r] if o.agent != a.agent])
                       for a, b in zip(t.rounds[r], t.rounds[r + 1])] for t in transcripts]
             shares(moves, MOVES, lambda move: move_metric(r + 1, move))
+    if task is not None:
+        records += adoption_records(transcripts, task, **common)
+        records += round_consensus_records(transcripts, task, iteration=iteration, split=split, samples=samples,
+                                           seed=seed)
     return records

@@ -16,6 +16,9 @@ Metric names (``MetricRecord.metric``); ``agent=None`` is the society, ``agent=n
                                     wrong->right, right->wrong, wrong->wrong (mafl.metrics.dynamics)
 ``moves/round<r>-<r+1>/<move>``     where round r+1's answers come from: kept (the agent's own), adopted
                                     (another agent's of round r), new
+``adopt_majority/round<r>-<r+1>``   of the agents facing a strict majority of the others that differs from
+                                    their own round-r answer, the share that take it up in round r+1
+``consensus/round<r>``              (r >= 2) share of agents agreeing with round r's majority
 ``kl/agents``                       per-token KL between agents (``agent=i, other=j``: the matrix entry;
                                     ``agent=None``: its mean off the diagonal), round 1 (generators)
 ``kl/base``                         per-token KL of each agent's model against the base model, round 1
