@@ -201,7 +201,8 @@ def fake_embedder(texts):
 
 # the two-round debates' transition: its flip cells and where its answers come from (mafl.metrics.dynamics)
 DYNAMICS = {f"flips/round1-2/{c}" for c in ("right_right", "wrong_right", "right_wrong", "wrong_wrong")} | {
-    f"moves/round1-2/{m}" for m in ("kept", "adopted", "new")}
+    f"moves/round1-2/{m}" for m in ("kept", "adopted", "new")} | {"consensus/round2"}
+# (adopt_majority/round1-2 only where an agent faces a united majority of the others: none in word_debates)
 
 
 def test_compute_iteration_metrics_lists_every_metric():
