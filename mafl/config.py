@@ -1,6 +1,7 @@
 """Typed settings at the boundary: :func:`validate` builds every component's settings from the Hydra config
 before any work starts. Each component owns its settings and their checks (``mafl/debate/settings.py``,
-``mafl/finetune/settings.py``, ``mafl/metrics/settings.py``, ``LoggerSettings`` in ``mafl/tracking.py``,
+``mafl/finetune/settings.py``, ``mafl/metrics/settings.py``, ``SocietySettings`` in
+``mafl/debate/society_models.py``, ``LoggerSettings`` in ``mafl/tracking.py``,
 ``BackendSettings`` in ``mafl/backends``, ``MethodSettings`` in ``mafl/methods``, ``ModelSettings`` in
 ``mafl/models.py``, ``DatasetSettings`` in ``mafl/tasks``, whose task checks the dataset's keys);
 this module checks what belongs to the run as a whole and what crosses components.
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 
 from mafl.backends import BackendSettings
 from mafl.debate.settings import DebateSettings
+from mafl.debate.society_models import SocietySettings
 from mafl.errors import ConfigError
 from mafl.finetune.settings import FinetuneSettings
 from mafl.methods import MethodSettings, make_society, start_weights
@@ -45,6 +47,7 @@ class Settings:
     backend: BackendSettings
     metrics: MetricsSettings
     logger: LoggerSettings
+    society: SocietySettings = SocietySettings()  # society.models: agent n's base (a mixed society), or not mixed
 
 
 def validate(cfg: Mapping[str, Any]) -> Settings:
@@ -64,6 +67,7 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     model = ModelSettings.from_cfg(cfg["model"])
     dataset = DatasetSettings.from_cfg(cfg["dataset"])
     debate = DebateSettings.from_cfg(cfg["debate"])
+    society = SocietySettings.from_cfg(cfg.get("society"), cfg["model"])
     from mafl.backends import backend_class
 
     if finetune.mode == "full" and not backend_class(backend.name).capabilities.full_models:
@@ -80,9 +84,11 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     settings = Settings(config=config, seed=cfg["seed"], device=cfg["device"], model=model, dataset=dataset, debate=debate,
                         finetune=finetune, method=method, backend=backend,
                         metrics=MetricsSettings.from_cfg(cfg.get("metrics")),
-                        logger=LoggerSettings.from_cfg(cfg.get("logger")))
+                        logger=LoggerSettings.from_cfg(cfg.get("logger")), society=society)
     if method.spec.prepare:
         settings = load(method.spec.prepare)(settings)
+    settings.society.check(settings.debate.agents, method.label, method.shared, method.spec.mixed,
+                           finetune.global_first)
     if method.spec.check:
         load(method.spec.check)(settings)
     if method.weights:

@@ -88,3 +88,45 @@ def load_causal_lm(path: str, *, dtype: str = "float32", device: str = "cpu", tr
 
 def is_adapter_folder(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
+
+
+class WrongBaseError(ValueError):
+    """Fine-tuned weights loaded onto a base model they were not fine-tuned from."""
+
+
+def weights_base(path: str | Path) -> str | None:
+    """The base model the fine-tuned weights in folder ``path`` were made from: mafl's own record
+    (``finetune_result.json``'s ``base``), else a LoRA adapter's ``base_model_name_or_path``; None when neither says
+    (weights made elsewhere, or a model of an API)."""
+    import json
+
+    folder = Path(path)
+    for name, key in (("finetune_result.json", "base"), ("adapter_config.json", "base_model_name_or_path")):
+        file = folder / name
+        if file.is_file():
+            found = json.loads(file.read_text()).get(key)
+            if found:
+                return str(found)
+    return None
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model paths name the same model: the same name, the same folder, or embedded tiny models of the
+    same recipe (a cache folder's name is its recipe's hash: another ``$MAFL_HOME`` holds the same model)."""
+    if str(a) == str(b):
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if not (pa.is_dir() and pb.is_dir()):
+        return False
+    if pa.resolve() == pb.resolve():
+        return True
+    return pa.name == pb.name and (pa / "recipe.json").is_file() and (pb / "recipe.json").is_file()
+
+
+def check_weights_base(path: str | Path, base_path: str, name: str) -> None:
+    """Refuse to serve ``name``'s weights in ``path`` on the base ``base_path`` when they say they were fine-tuned
+    from another base (:class:`WrongBaseError`)."""
+    found = weights_base(path)
+    if found is not None and not same_model(found, base_path):
+        raise WrongBaseError(f"{name}: the weights in {path} were fine-tuned from {found}, not from its agent's base "
+                             f"{base_path}")

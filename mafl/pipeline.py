@@ -43,10 +43,17 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         raise ConfigError("run_dir: not set, and the run was not launched by Hydra; pass run_dir=<folder>") from None
 
 
+# sections added since a run may have been made, at their default: absent from its saved config, they are the same
+ADDED_SECTIONS = {"society": {"models": None}}
+
+
 def comparable(cfg: DictConfig) -> dict:
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in VOLATILE_KEYS:
         d.pop(key, None)
+    for key, default in ADDED_SECTIONS.items():
+        if d.get(key) == default:
+            d.pop(key)
     return d
 
 
@@ -70,6 +77,9 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> None:
         old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
         for key in VOLATILE_KEYS:
             old.pop(key, None)
+        for key, default in ADDED_SECTIONS.items():
+            if old.get(key) == default:
+                old.pop(key)
         diff = _first_difference(old, comparable(cfg))
         if diff:
             raise ConfigError(f"{diff}: differs from the run already in {run_dir}; resume it with the same "

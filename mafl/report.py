@@ -12,9 +12,11 @@ Reads every ``results.json`` under the given folders and prints Markdown:
    wrong->wrong, where their new answers come from (kept, adopted, new), how often they take up the others'
    majority, and the consensus of every round; then the same per agent (each agent's flip matrix);
 5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets;
-6. where the time went: the wall time of every stage of every iteration (train debate, sets, fine-tunes, eval
+6. for a run of a mixed society (``society.models``), each agent (named with its base) by iteration: its accuracy,
+   KL against its own base and NLL, and the matrix of KL between agents;
+7. where the time went: the wall time of every stage of every iteration (train debate, sets, fine-tunes, eval
    debate, metrics), summed over the runs, and each stage's share of the whole.
-7. per run, the metrics it could not measure (and why) and, for a run that talked to an API, its usage
+8. per run, the metrics it could not measure (and why) and, for a run that talked to an API, its usage
    (requests, tokens and cost, from ``usage.json``).
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration, the
@@ -91,6 +93,9 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
         table = agent_dynamics_table({g: runs for g, runs in groups.items() if g[2] == d}, split)
         if table:
             out += ["", f"## debate dynamics per agent on {split} by iteration: {d}", "", table]
+    agents = agents_section(results, split)
+    if agents:
+        out += ["", agents]
     timing = timing_table(results)
     if timing:
         out += ["", "## where the time went (wall seconds)", "", timing]
@@ -123,6 +128,40 @@ def agent_dynamics_table(groups, split: str) -> str:
         return ""
     return markdown_table(["model", "method", "iteration", "rounds", "agent",
                            *(f"{name} (%)" for name, _, _ in AGENT_DYNAMICS)], rows)
+
+
+AGENT_METRICS = ("accuracy/agent_round1", "accuracy/agent_final", "kl/base", "nll")
+
+
+def agents_section(results: Sequence[Results], split: str) -> str:
+    """For each run of a mixed society (``society.models``): each agent's accuracy, KL against its own base and
+    NLL by iteration, and the KL between agents (``kl/agents[i, j]``) at each iteration, every agent named with
+    its base; "" when no run is of a mixed society."""
+    from mafl.debate.society_models import agent_bases
+
+    out = []
+    for r in results:
+        bases = agent_bases(r.config)
+        if not bases:
+            continue
+        name = [f"{n} ({b})" for n, b in enumerate(bases)]
+        iterations = sorted({x.iteration for x in r.records if x.split == split})
+        one = lambda metric, k, n: next((x for x in r.select(metric, split, n) if x.iteration == k), None)  # noqa: E731
+        rows = [[str(k), name[n], *(format_cell(one(m, k, n), m) for m in AGENT_METRICS)]
+                for k in iterations for n in range(len(bases))]
+        out += [f"## each agent of {r.model} ({r.method}, {r.dataset}, seed {r.seed}) on {split}", "",
+                markdown_table(["iteration", "agent (base)", *(f"{m}{' (%)' if unit(m) == '%' else ''}"
+                                                               for m in AGENT_METRICS)], rows), ""]
+        pairs = {(x.iteration, x.agent, x.other): x for x in r.records
+                 if x.metric == "kl/agents" and x.split == split and x.other is not None}
+        for k in sorted({k for k, _, _ in pairs}):
+            out += [f"kl/agents (per token) at iteration {k}: row i, column j = KL(agent i || agent j) on agent i's "
+                    "round-1 answers", ""]
+            out.append(markdown_table(["agent (base)", *name], [
+                [name[i], *("" if i == j else format_cell(pairs.get((k, i, j)), "kl/agents")
+                            for j in range(len(bases)))] for i in range(len(bases))]))
+            out.append("")
+    return "\n".join(out).rstrip()
 
 
 STAGES = ("train_debate", "sets", "finetune", "eval_debate", "metrics")  # in the order an iteration runs them

@@ -26,7 +26,7 @@ class Session:
     task: Any
     train: list
     eval: list
-    base_path: str
+    base_path: str  # the base model's path (a mixed society: agent 0's base's)
     tracker: Any
     progress: bool = True
     records: list = field(default_factory=list)
@@ -34,6 +34,7 @@ class Session:
     timings: dict = field(default_factory=dict)  # {iteration: {stage: seconds}}
     _timing: list = field(default_factory=list, repr=False)  # the open stages: [start, seconds of nested stages]
     unavailable: dict = field(default_factory=dict)  # metric -> why it could not be measured
+    base_paths: dict = field(default_factory=dict)  # a mixed society (society.models): base name -> its path
     _backend: Any = field(default=None, repr=False)
     _loaded: dict = field(default_factory=dict, repr=False)
 
@@ -49,6 +50,15 @@ class Session:
     def backend(self, society: Society, stage: str | None = None):
         """The generation backend, holding exactly ``society``'s fine-tuned weights; ``stage`` names what its
         next requests are for (``iter_k/train``...) in the usage ledger of a backend that keeps one (an API's)."""
+        if self._backend is None and society.mixed:
+            from mafl.backends import backend_class
+            from mafl.backends.society import SocietyBackend
+
+            bases = {name: (self.base_paths[name], model) for name, model in self.settings.society.bases.items()}
+            self._backend = SocietyBackend.build(
+                backend_class(self.settings.backend.name), bases, society.routes(), device=self.settings.device,
+                progress=self.progress, **self.settings.backend.options)
+            self._loaded = {}
         if self._backend is None:
             from mafl.backends import backend_class
 
@@ -73,10 +83,22 @@ class Session:
                 self._loaded[name] = path
         return self._backend
 
+    def base_of(self, model: str) -> tuple[str, Any]:
+        """(path, :class:`~mafl.models.ModelSettings`) of the base that ``model`` of the society is fine-tuned
+        from: its agent's base in a mixed society, else the run's model."""
+        society = self.settings.society
+        if not society.mixed:
+            return self.base_path, self.settings.model
+        from mafl.debate.society import agent_of
+
+        base = society.models[agent_of(model)]
+        return self.base_paths[base.name], base
+
     def lend_base(self):
         """Before the fine-tunes of an iteration: the backend's base model, when LoRA fine-tunes can train on it
         in this process (``finetune.launcher=local`` with ``share_base``, one process per fine-tune, a backend
-        that lends it: hf), so it is not loaded again; else None, and the backend is freed for fine-tuning."""
+        that lends it: hf), so it is not loaded again; else None, and the backend is freed for fine-tuning (a mixed
+        society's backend lends none: each fine-tune loads its own agent's base)."""
         ft = self.finetune
         lendable = (ft.mode == "lora" and ft.launcher == "local" and ft.accelerate is None
                     and ft.options("local").get("share_base", True) and hasattr(self._backend, "lend_base"))
@@ -181,13 +203,25 @@ def open_session(run_dir: Path, settings: Settings, progress: bool = True) -> It
     from mafl.tracking import make_tracker
 
     train, eval_ = settings.dataset.load_problems()
-    base_path = resolve_model_path(settings.model, progress=progress)
+    society = settings.society
+    if society.mixed:  # each base (not the run's own model, which no agent may speak with)
+        base_paths = {name: resolve_model_path(m, progress=progress) for name, m in society.bases.items()}
+        base_path = base_paths[society.models[0].name]
+        shown = ", ".join(f"agent {n}: {m.name}" for n, m in enumerate(society.models))
+        record = {"agents": [{"agent": n, "base": m.name, "path": base_paths[m.name]}
+                             for n, m in enumerate(society.models)]}
+        where = run_dir / "society.json"  # agent n's base and its path
+        if not where.exists() or json.loads(where.read_text()) != record:
+            atomic_write_json(where, record)
+    else:
+        base_paths, base_path = {}, resolve_model_path(settings.model, progress=progress)
+        shown = base_path
     tracker = make_tracker(settings.logger, run_dir, settings.config)
     session = Session(run_dir=run_dir, settings=settings,
                       prompts=settings.dataset.prompts, task=settings.dataset.task, train=train, eval=eval_,
-                      base_path=base_path, tracker=tracker, progress=progress)
+                      base_path=base_path, tracker=tracker, progress=progress, base_paths=base_paths)
     line(f"{settings.method.name} on {settings.dataset.name} ({len(train)} train, {len(eval_)} eval problems), "
-         f"model {base_path}, run folder {run_dir}")
+         f"model {shown}, run folder {run_dir}")
     try:
         yield session
     finally:

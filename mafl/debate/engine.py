@@ -39,7 +39,8 @@ def debate_chunk(backend: Backend, task: Task, problems: Sequence[Problem], soci
 
     A later round continues each agent's own conversation (``settings.context="conversation"``) or starts a
     fresh prompt with the others' answers only (``"others"``). Summaries are written by the untuned base model
-    (``settings.summarizer="base"``, as in the paper's code) or by the model about to speak (``"self"``). A
+    (``settings.summarizer="base"``, as in the paper's code; in a mixed society the reading agent's own base) or by
+    the model about to speak (``"self"``). A
     response cut off by ``max_new_tokens`` (``Completion.finished`` false) keeps its text but gets no answer:
     it never votes and never becomes a training target."""
     from mafl.tasks.vote import majority_vote
@@ -63,7 +64,7 @@ def debate_chunk(backend: Backend, task: Task, problems: Sequence[Problem], soci
             requests = []
             for p, n in slots:
                 latest = [t.response for t in rounds[p][r - 1]]
-                writer = society.adapter(society.speaker(n, r)) if settings.summarizer == "self" else None
+                writer = society.adapter(society.speaker(n, r)) if settings.summarizer == "self" else society.base(n)
                 requests.append(GenerationRequest(
                     prompts.summarize_request(_others(latest, reads[n], settings.max_others)),
                     adapter=writer, sampling=sampling(r, n, summary=True)))

@@ -53,6 +53,7 @@ class FinetuneResult:
     distributed: str = "NO"  # accelerate's distributed type of the trainer (NO, MULTI_GPU, MULTI_CPU, FSDP, ...)
     # the FSDP / DeepSpeed settings `accelerate launch` gave the processes (its environment variables), if any
     launch_settings: dict = field(default_factory=dict)
+    base: str | None = None  # the base model it was fine-tuned from (mafl.models.check_weights_base reads it)
 
     def to_json(self) -> dict:
         return {**asdict(self), "out_dir": str(self.out_dir)}
@@ -331,7 +332,8 @@ def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, 
     writes (FSDP and DeepSpeed gather the weights through the trainer's own ``save_model``)."""
     out_dir = Path(out_dir)
     num_examples = len(_records(examples))
-    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter)
+    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter,
+                            base=str(base_path))
     if num_examples == 0:
         with _quiet():
             _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,

@@ -12,6 +12,10 @@ each agent's generator and critic on its own slice of the debate (its ablations 
 conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model on its own majority-voted samples;
 ``star`` fine-tunes one model on its rationales that reach the ground truth (mafl/methods/star.py).
 ``method.weights`` starts any society from saved fine-tuned weights (zero-shot transfer).
+
+A mixed society (``society.models``: a base model per agent) runs with ``single`` (agent 0's base), ``debate`` and
+``multiagent_ft``; the methods where one model answers for every agent (``majority``, ``majority_ft``, ``star``,
+the single-model ablation) refuse it (``Method.mixed``).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class Method:
     check: str | None = None  # "module:attr" of check(settings), the method's own checks of the run's settings
     # "module:attr" of prepare(settings) -> settings: the settings the method runs with (validate() applies it)
     prepare: str | None = None
+    mixed: bool = True  # takes a mixed society (society.models: a base per agent); False: one model samples all
 
     def run(self, run_dir: Path, settings: Settings) -> dict:
         return load(self.runner)(run_dir, settings)
@@ -47,8 +52,8 @@ class Method:
 
 METHODS: Registry[Method] = Registry("method", "method.name")
 for _method in (
-    Method("single", LOOP, finetunes=False, shared=False),
-    Method("majority", LOOP, finetunes=False, shared=False, prepare="mafl.methods:majority_samples"),
+    Method("single", LOOP, finetunes=False, shared=False, prepare="mafl.methods:first_base"),
+    Method("majority", LOOP, finetunes=False, shared=False, prepare="mafl.methods:majority_samples", mixed=False),
     Method("debate", LOOP, finetunes=False, shared=False),
     Method("star", "mafl.methods.star:run_star", finetunes=True, shared=True, check="mafl.methods.star:check_star"),
     Method("majority_ft", LOOP, finetunes=True, shared=True),
@@ -107,11 +112,20 @@ def majority_samples(settings: Settings) -> Settings:
     return replace(settings, debate=replace(debate, agents=samples, rounds=1))
 
 
+def first_base(settings: Settings) -> Settings:
+    """``method=single`` of a mixed society: its one agent is agent 0, on agent 0's base (``society.models[0]``)."""
+    society = settings.society
+    if not society.mixed or settings.debate.agents != 1:
+        return settings
+    return replace(settings, society=replace(society, models=society.models[:1]))
+
+
 def make_society(settings: Settings) -> Society:
     """multiagent_ft: 2N models (N without critics); majority_ft, star and the single-model ablation: one shared
-    model."""
+    model. A mixed society (``society.models``) knows each agent's base."""
     debate = settings.debate
-    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=settings.method.shared)
+    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=settings.method.shared,
+                   bases=settings.society.base_names)
 
 
 def start_weights(settings: Settings, society: Society) -> dict[str, str]:

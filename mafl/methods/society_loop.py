@@ -110,16 +110,18 @@ def init_weights(session: Session, society: Society, model: str, iteration: int)
 def finetune_jobs(session: Session, society: Society, sets: dict[str, FinetuneSet],
                   iteration: int) -> list[list[FinetuneJob]]:
     """The iteration's fine-tunes as waves of independent jobs: the shared global model first (its weights are
-    where every other model starts), then every model of the society."""
+    where every other model starts), then every model of the society, each from its base (in a mixed society:
+    its agent's)."""
     ft, cfg = session.finetune, session.settings
     it_dir = session.run_dir / f"iter_{iteration}"
 
     def job(model: str) -> FinetuneJob:
+        base_path, base = session.base_of(model)  # a mixed society: its agent's base
         return FinetuneJob(
             model=model, set_path=str(it_dir / "sets" / f"{model}.jsonl"), out_dir=str(it_dir / "models" / model),
             init=init_weights(session, society, model, iteration), seed=derive_seed(cfg.seed, iteration, model),
-            base_path=session.base_path, mode=ft.mode, lora=dict(ft.lora), train=dict(ft.train), device=cfg.device,
-            dtype=cfg.model.dtype, chat_template=cfg.model.chat_template, accelerate=ft.accelerate,
+            base_path=base_path, mode=ft.mode, lora=dict(ft.lora), train=dict(ft.train), device=cfg.device,
+            dtype=base.dtype, chat_template=base.chat_template, accelerate=ft.accelerate,
             desc=f"iteration {iteration}: fine-tune {model} ({len(sets[model])} examples)")
 
     names = set_names(session, society)

@@ -15,7 +15,8 @@ Records: ``kl/agents`` with ``agent=i, other=j`` for each ordered pair (the matr
 Which turns: round 1, spoken by the generators (``generator_i``), is what the paper's KL figure compares; with
 ``final`` in ``metrics.diversity_rounds`` the last round, spoken by the critics, is scored too (names with the
 suffix ``_final``). The model of a turn is ``turn.model``; a model the backend has not loaded (the untuned
-society of iteration 0) is the base model.
+society of iteration 0) is the base model. In a mixed society (``society.models``) each model is scored under its
+own agent's base and tokenizer, and ``kl/base`` is against the speaking agent's own base.
 """
 from __future__ import annotations
 
@@ -49,15 +50,16 @@ def score_round(
     """Log-likelihoods of one round: ``logp[p, i, j]`` (agent i's response under agent j's model),
     ``base[p, i]`` (under the base model) and ``tokens[p, i]``. Identical requests are scored once."""
     loaded = set(backend.adapters())
+    base_of = getattr(backend, "base_of", None)  # a mixed society's backend: each model's own base
     agents = min(len(t.rounds[round_index]) for t in transcripts)
     unique: dict[tuple, int] = {}
     requests: list[ScoringRequest] = []
     index = np.zeros((len(transcripts), agents, agents + 1), dtype=int)  # last column: the base model
     for p, t in enumerate(transcripts):
         turns = t.rounds[round_index][:agents]
-        models = [u.model if u.model in loaded else None for u in turns] + [None]
+        models = [u.model if u.model in loaded else None for u in turns]
         for i, u in enumerate(turns):
-            for j, adapter in enumerate(models):
+            for j, adapter in enumerate(models + [base_of(u.model) if base_of is not None else None]):
                 key = (p, i, adapter)
                 if key not in unique:
                     unique[key] = len(requests)

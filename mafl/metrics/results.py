@@ -4,7 +4,8 @@ Schema::
 
     {
       "config": {...},                 # the resolved config
-      "method": "multiagent_ft", "dataset": "gsm8k", "model": "tiny", "seed": 0,
+      "method": "multiagent_ft", "dataset": "gsm8k", "model": "tiny", "seed": 0,   # model of a mixed society
+                                       # (society.models): its agents' bases, "tiny+tiny_s1+tiny"
       "records": [MetricRecord, ...],  # see mafl.metrics.iteration for the metric names
       "finetune": {"1": {"sets": {<model>: set report}, "models": {<model>: fine-tuning result}}, ...},
       "timings": {"0": {"eval_debate": s, "metrics": s}, "1": {"train_debate": s, "sets": s, "finetune": s,
@@ -52,7 +53,11 @@ class Results:
             label += " [official protocol]"  # fine-tuned on debates of the eval problems: not comparable
         if (config.get("dataset") or {}).get("split") == "dev":
             label += " [dev split]"  # measured on the dev problems (choosing settings), not the eval problems
-        return cls(config=config, method=label, dataset=name("dataset"), model=name("model"),
+        from mafl.debate.society_models import agent_bases
+
+        bases = agent_bases(config)  # a mixed society: its bases, agent by agent
+        model = "+".join(bases) if bases else name("model")
+        return cls(config=config, method=label, dataset=name("dataset"), model=model,
                    records=list(records), finetune=dict(finetune or {}), timings=dict(timings or {}),
                    seed=config.get("seed"), unavailable=dict(unavailable or {}))
 

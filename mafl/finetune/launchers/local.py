@@ -29,7 +29,13 @@ class LocalLauncher:
         known_keys(settings.options(cls.name), f"finetune.{cls.name}", OPTIONS)
 
     def run(self, jobs: Sequence[FinetuneJob]) -> list[dict]:
-        return [run_job(job, base=self._base(job)) for job in jobs]
+        """The jobs of one base after one another (a mixed society's jobs have several: each is loaded once), the
+        records in the order of ``jobs``."""
+        order = sorted(range(len(jobs)), key=lambda i: ([j.base_path for j in jobs].index(jobs[i].base_path), i))
+        records: dict[int, dict] = {}
+        for i in order:
+            records[i] = run_job(jobs[i], base=self._base(jobs[i]))
+        return [records[i] for i in range(len(jobs))]
 
     def _base(self, job: FinetuneJob):
         if not self.share_base or job.mode != "lora" or job.accelerate is not None:
@@ -37,6 +43,7 @@ class LocalLauncher:
         from mafl.finetune.trainer import SharedBase
 
         if self.shared is None or not self.shared.matches(job.base_path, job.dtype, job.chat_template):
+            # the lent model is the first base's (a session lends one only when every job has the same base)
             self.shared = SharedBase(job.base_path, job.dtype, job.chat_template, model=self.base_model)
             self.base_model = None
         return self.shared
