@@ -21,7 +21,7 @@ from mafl.debate.settings import DebateSettings
 from mafl.debate.society_models import SocietySettings
 from mafl.errors import ConfigError
 from mafl.finetune.settings import FinetuneSettings
-from mafl.methods import MethodSettings, make_society, start_weights
+from mafl.methods import MethodSettings, make_society, start_weights, with_objective
 from mafl.metrics.settings import MetricsSettings
 from mafl.models import ModelSettings
 from mafl.registry import load
@@ -63,6 +63,7 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
         raise ConfigError(f"seed: must be an integer >= 0 (got {cfg.get('seed')!r})")
     finetune = FinetuneSettings.from_cfg(cfg["finetune"])
     method = MethodSettings.from_cfg(cfg["method"], finetune.iterations)
+    finetune = with_objective(finetune, method)
     backend = BackendSettings.from_cfg(cfg["backend"])
     model = ModelSettings.from_cfg(cfg["model"])
     dataset = DatasetSettings.from_cfg(cfg["dataset"])

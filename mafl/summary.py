@@ -33,11 +33,16 @@ def print_iteration(iteration: int, records: Sequence) -> None:
 
 def sets_line(iteration: int, reports: dict) -> str:
     """One line on an iteration's fine-tuning sets: examples per model (% whose answer is right, for analysis
-    only) and the problems that gave none for lack of a majority."""
+    only), its preference pairs when it has some (% whose chosen side is right and rejected side wrong), and the
+    problems that gave none for lack of a majority."""
     parts = []
     for name, rep in reports.items():
         acc = rep.get("accuracy")
-        parts.append(f"{name} {rep['size']}" + (f" ({100 * acc:.0f}%)" if acc is not None else ""))
+        part = f"{name} {rep['size']}" + (f" ({100 * acc:.0f}%)" if acc is not None else "")
+        if rep.get("pairs") is not None:
+            pairs, label_acc = rep["pairs"]["pairs"], rep["pairs"].get("label_accuracy")
+            part += f" + {pairs} pairs" + (f" ({100 * label_acc:.0f}% right>wrong)" if label_acc is not None else "")
+        parts.append(part)
     skipped = max((rep.get("skipped_no_majority", 0) for rep in reports.values()), default=0)
     return f"iteration {iteration} sets: " + ", ".join(parts) + f" | {skipped} problems without a majority"
 

@@ -71,6 +71,9 @@ class OpenAILauncher:
         known_keys(options, f"finetune.{cls.name}", OPTIONS)
         if settings.mode != "lora":
             raise ConfigError("finetune.mode: an API fine-tunes its own way; keep mode=lora with launcher=openai")
+        if settings.objective not in (None, "sft"):
+            raise ConfigError(f"finetune.objective: launcher=openai runs SFT jobs only (got {settings.objective}); "
+                              "use finetune.objective=sft, or a local launcher")
         if "poll_seconds" in options:
             number(options, "poll_seconds", "finetune.openai", low=0.0)
         if "min_examples" in options:

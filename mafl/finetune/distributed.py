@@ -54,15 +54,13 @@ def launch(job: "FinetuneJob"):
 
 def main(argv: list[str] | None = None) -> None:
     """One process of a multi-process fine-tune: ``python -m mafl.finetune.distributed <job.json> <folder>``."""
-    from mafl.finetune.sets import FinetuneSet
+    from mafl.finetune.jobs import FinetuneJob
     from mafl.finetune.trainer import train_into
 
     job_file, folder = (argv if argv is not None else sys.argv[1:])[:2]
-    job = json.loads(Path(job_file).read_text())  # a FinetuneJob's JSON
-    examples = FinetuneSet.load(job["set_path"], name=job["model"])
-    train_into(Path(folder), job["base_path"], examples, Path(job["out_dir"]), mode=job["mode"], lora=job["lora"],
-               train=job["train"], init_adapter=job["init"], seed=job["seed"], device=job["device"],
-               dtype=job["dtype"], chat_template=job["chat_template"])
+    job = FinetuneJob.from_json(json.loads(Path(job_file).read_text()))
+    kwargs = job.training()
+    train_into(Path(folder), job.base_path, kwargs.pop("examples"), Path(job.out_dir), **kwargs)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ class FinetuneJob:
     chat_template: str | None = None
     accelerate: dict | None = None  # an accelerate config: the job runs as `accelerate launch` processes
     desc: str | None = None  # the console's name of the job
+    objective: str = "sft"  # sft | dpo | sft+dpo (finetune.objective)
+    pairs_path: str | None = None  # its preference pairs (JSONL of the run folder; dpo, sft+dpo)
+    dpo: dict = field(default_factory=dict)  # trl DPOConfig arguments
 
     @property
     def record(self) -> Path:
@@ -55,6 +58,17 @@ class FinetuneJob:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def training(self) -> dict:
+        """The keyword arguments of :func:`mafl.finetune.trainer.train_into` / ``finetune_model`` after the base
+        path and the out folder: the set and pairs read from their files, and the settings."""
+        from mafl.finetune.pairs import PairSet
+        from mafl.finetune.sets import FinetuneSet
+
+        pairs = PairSet.load(self.pairs_path, name=self.model) if self.pairs_path else None
+        return dict(examples=FinetuneSet.load(self.set_path, name=self.model), pairs=pairs, mode=self.mode,
+                    lora=self.lora, train=self.train, init_adapter=self.init, seed=self.seed, device=self.device,
+                    dtype=self.dtype, chat_template=self.chat_template, objective=self.objective, dpo=self.dpo)
+
     @classmethod
     def from_json(cls, d: dict) -> "FinetuneJob":
         return cls(**d)
@@ -65,7 +79,6 @@ def run_job(job: FinetuneJob | dict, *, base: Any = None) -> dict:
     job's wall time (``seconds``) and where it ran (``host``). ``base``: a :class:`mafl.finetune.trainer.SharedBase`
     that lends its already loaded base model (LoRA only), instead of loading it from disk."""
     import mafl.finetune.trainer as trainer
-    from mafl.finetune.sets import FinetuneSet
     from mafl.rundir import atomic_write_json
 
     if isinstance(job, dict):
@@ -75,15 +88,14 @@ def run_job(job: FinetuneJob | dict, *, base: Any = None) -> dict:
     atomic_write_json(job.running, {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
     try:
         start = time.perf_counter()
-        examples = FinetuneSet.load(job.set_path, name=job.model)
-        kwargs = dict(mode=job.mode, lora=job.lora, train=job.train, init_adapter=job.init, seed=job.seed,
-                      device=job.device, dtype=job.dtype, chat_template=job.chat_template, desc=job.desc)
         if job.accelerate is not None:
             from mafl.finetune.distributed import launch
 
             result = launch(job)
         else:
-            result = trainer.finetune_model(job.base_path, examples, job.out_dir, base=base, **kwargs)
+            kwargs = job.training()
+            result = trainer.finetune_model(job.base_path, kwargs.pop("examples"), job.out_dir, base=base,
+                                            desc=job.desc, **kwargs)
         record = {**result.to_json(), "seconds": time.perf_counter() - start, "host": socket.gethostname()}
         atomic_write_json(job.record, record)
         return record

@@ -29,12 +29,15 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
 from mafl.rundir import atomic_write_json, atomic_write_jsonl, read_jsonl
 from mafl.tasks.base import Task
 from mafl.tasks.vote import public_consensus
+
+if TYPE_CHECKING:
+    from mafl.finetune.pairs import PairSet
 
 GENERATOR, D_MINUS, D_PLUS = "generator", "d_minus", "d_plus"
 
@@ -82,6 +85,9 @@ class FinetuneSet:
     duplicates_removed: int = 0
     dropped_by_cap: int = 0
     skipped_no_majority: int = 0  # problems that gave no examples: no answer held by enough agents
+    # the same model's preference pairs from the same transcripts (finetune.objective dpo | sft+dpo), else None;
+    # saved and loaded on their own (mafl.finetune.pairs)
+    pairs: "PairSet | None" = None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -107,6 +113,8 @@ class FinetuneSet:
         if self.name.startswith("critic"):
             rep["d_minus"] = sum(e.kind == D_MINUS for e in self.examples)
             rep["d_plus"] = sum(e.kind == D_PLUS for e in self.examples)
+        if self.pairs is not None:
+            rep["pairs"] = self.pairs.report()
         return rep
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Mapping
 from mafl.errors import ConfigError, choice, integer, known_keys, number, plain
 
 MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
+# what each model is trained on: its set (trl SFTTrainer), its preference pairs (trl DPOTrainer), or the set then
+# the pairs (see mafl.finetune.trainer)
+OBJECTIVES = ("sft", "dpo", "sft+dpo")
 
 if TYPE_CHECKING:
     from mafl.finetune.mixing import MixSettings
@@ -36,6 +39,14 @@ class FinetuneSettings:
     max_retries: int = 2
     launcher_options: dict = field(default_factory=dict)  # {launcher name: finetune.<name>}
     accelerate: dict | None = None
+    objective: str | None = None  # sft | dpo | sft+dpo; None: the method's (mafl.methods.with_objective)
+    max_pairs: int | None = None  # the most preference pairs of one model (None: no cap)
+    dpo: dict = field(default_factory=dict)  # trl DPOConfig arguments, passed straight through
+
+    @property
+    def uses_pairs(self) -> bool:
+        """The models train on preference pairs (``objective`` dpo or sft+dpo)."""
+        return self.objective in ("dpo", "sft+dpo")
 
     def options(self, launcher: str) -> dict:
         """``finetune.<launcher>``: the options of one launcher."""
@@ -73,17 +84,22 @@ class FinetuneSettings:
             max_retries=integer({"max_retries": c.get("max_retries", 2)}, "max_retries", p, low=0),
             launcher_options={name: dict(plain(c.get(name)) or {}) for name in LAUNCHERS.names() if c.get(name)},
             accelerate=_accelerate(c.get("accelerate")),
+            objective=choice(c, "objective", p, OBJECTIVES) if c.get("objective") is not None else None,
+            max_pairs=integer(c, "max_pairs", p, low=1, none_ok=True),
+            dpo=dict(plain(c.get("dpo")) or {}),
         )
 
     def check_arguments(self) -> None:
-        """``lora`` and ``train`` are passed straight to peft's ``LoraConfig`` and trl's ``SFTConfig``: a key that
-        is not one of their arguments is refused now rather than at the first fine-tune (imports peft and trl)."""
+        """``lora``, ``train`` and ``dpo`` are passed straight to peft's ``LoraConfig``, trl's ``SFTConfig`` and
+        ``DPOConfig``: a key that is not one of their arguments is refused now rather than at the first fine-tune
+        (imports peft and trl)."""
         import dataclasses
 
         from peft import LoraConfig
-        from trl import SFTConfig
+        from trl import DPOConfig, SFTConfig
 
-        for key, cls, values in (("lora", LoraConfig, self.lora), ("train", SFTConfig, self.train)):
+        for key, cls, values in (("lora", LoraConfig, self.lora), ("train", SFTConfig, self.train),
+                                 ("dpo", DPOConfig, self.dpo)):
             known_keys(values, f"finetune.{key}", [f.name for f in dataclasses.fields(cls) if f.init],
                        what=f"not an argument of {cls.__module__.split('.')[0]} {cls.__name__}")
         from mafl.finetune.launchers import launcher_class

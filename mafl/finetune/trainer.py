@@ -31,7 +31,7 @@ from typing import Mapping
 
 from mafl.errors import plain
 from mafl.finetune.sets import Example, FinetuneSet
-from mafl.finetune.settings import MODES
+from mafl.finetune.settings import MODES, OBJECTIVES
 from mafl.models import resolve_device, torch_dtype
 from mafl.rundir import atomic_folder
 
@@ -54,6 +54,11 @@ class FinetuneResult:
     # the FSDP / DeepSpeed settings `accelerate launch` gave the processes (its environment variables), if any
     launch_settings: dict = field(default_factory=dict)
     base: str | None = None  # the base model it was fine-tuned from (mafl.models.check_weights_base reads it)
+    objective: str = "sft"  # sft | dpo | sft+dpo (finetune.objective)
+    num_pairs: int = 0  # the preference pairs it was given (dpo, sft+dpo)
+    pairs_too_long: int = 0  # pairs dropped because their prompt alone reaches max_length
+    dpo_metrics: dict = field(default_factory=dict)  # DPO: reward accuracies, margins, ... (mafl.finetune.dpo)
+    sft: dict | None = None  # sft+dpo: the result of the SFT stage that the DPO stage started from
 
     def to_json(self) -> dict:
         return {**asdict(self), "out_dir": str(self.out_dir)}
@@ -97,10 +102,9 @@ def _load(path: str, dtype: str, chat_template: str | None):
     return model, tokenizer
 
 
-def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str, dtype: str):
-    from trl import SFTConfig
-
-    kwargs = dict(plain(train) or {})
+def trainer_defaults(kwargs: dict, output_dir: Path, seed: int, device: str, dtype: str) -> dict:
+    """A trainer's arguments with what a user did not set filled in (see the module docstring); ``seed`` always."""
+    kwargs = dict(kwargs)
     kwargs.setdefault("output_dir", str(output_dir))
     kwargs.setdefault("use_cpu", device == "cpu")
     kwargs.setdefault("report_to", "none")
@@ -108,9 +112,16 @@ def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str,
     kwargs.setdefault("save_strategy", "no")
     kwargs.setdefault("bf16", dtype == "bfloat16")
     kwargs.setdefault("fp16", dtype == "float16")
+    kwargs["seed"] = seed
+    return kwargs
+
+
+def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str, dtype: str):
+    from trl import SFTConfig
+
+    kwargs = trainer_defaults(dict(plain(train) or {}), output_dir, seed, device, dtype)
     if kwargs.get("completion_only_loss") is None:  # trl's default would train pre-tokenized rows on every token
         kwargs["completion_only_loss"] = True
-    kwargs["seed"] = seed
     return SFTConfig(**kwargs)
 
 
@@ -150,11 +161,11 @@ def build_trainer(base_path: str, examples: FinetuneSet | list, work_dir: Path, 
                               chat_template=chat_template, model=model)
 
 
-def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adapter, seed, device, dtype,
-                   chat_template, model=None):
-    import datasets
-    from transformers import PrinterCallback, set_seed
-    from trl import SFTTrainer
+def policy(base_path, *, mode, lora, init_adapter, seed, dtype, chat_template, model=None):
+    """(model, tokenizer, peft_config) a fine-tune starts from: LoRA on the base model (``model``: a shared one
+    already loaded) with a new adapter (``peft_config``) or ``init_adapter`` loaded trainable; full: the base model
+    or the previous full model in ``init_adapter``."""
+    from transformers import set_seed
 
     if model is not None and mode != "lora":
         raise ValueError("a shared base model is only for LoRA fine-tuning (full fine-tuning changes it)")
@@ -174,6 +185,17 @@ def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adap
             model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
         else:
             peft_config = LoraConfig(**dict(plain(lora) or {}))
+    return model, tokenizer, peft_config
+
+
+def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adapter, seed, device, dtype,
+                   chat_template, model=None):
+    import datasets
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    model, tokenizer, peft_config = policy(base_path, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
+                                           dtype=dtype, chat_template=chat_template, model=model)
     args = _sft_config(train, work_dir, seed, device, dtype)
     trainer = _recording_trainer_class(SFTTrainer)(
         model=model, args=args, train_dataset=datasets.Dataset.from_list(tokenized(records, tokenizer)),
@@ -302,18 +324,24 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
                    lora: Mapping | None = None, train: Mapping | None = None, init_adapter: str | None = None,
                    seed: int = 0, device: str = "cpu", dtype: str = "float32",
                    chat_template: str | None = None, desc: str | None = None,
-                   base: SharedBase | None = None) -> FinetuneResult:
+                   base: SharedBase | None = None, objective: str = "sft", pairs=None,
+                   dpo: Mapping | None = None) -> FinetuneResult:
     """Fine-tune ``base_path`` (LoRA: a new adapter, or ``init_adapter`` continued; full: the model itself, or the
     full model in ``init_adapter``) on ``examples`` and write the result atomically to ``out_dir``.
 
-    With no examples nothing is trained and ``out_dir`` gets the init weights (``trained=False``). The fine-tune is
-    one stage of the console (``desc``, default ``fine-tune <out_dir's name>``), counting optimizer steps.
-    ``base``: LoRA on the base model that ``base`` lends (loaded once for many fine-tunes) instead of a fresh
-    copy; the same seed gives the same adapter either way."""
+    ``objective``: ``sft`` trains on ``examples`` (trl SFTTrainer); ``dpo`` on the preference ``pairs`` (a
+    :class:`~mafl.finetune.pairs.PairSet` or a list; trl DPOTrainer with the ``dpo`` arguments, see
+    :mod:`mafl.finetune.dpo`); ``sft+dpo`` on ``examples`` first, then on ``pairs`` from the SFT result (which is
+    then also the DPO reference). With nothing to train on, nothing is trained and ``out_dir`` gets the init weights
+    (``trained=False``). The fine-tune is one stage of the console (``desc``, default ``fine-tune <out_dir's
+    name>``), counting optimizer steps. ``base``: LoRA on the base model that ``base`` lends (loaded once for many
+    fine-tunes) instead of a fresh copy; the same seed gives the same adapter either way."""
     from mafl.progress import stage
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if base is not None and (mode != "lora" or not base.matches(base_path, dtype, chat_template)):
         base = None  # full fine-tuning changes the model; another base model cannot be lent
     with stage(desc or f"fine-tune {Path(out_dir).name}", unit="step") as shown:
@@ -321,31 +349,93 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
         with atomic_folder(out_dir) as tmp:
             result = train_into(tmp, base_path, examples, out_dir, mode=mode, lora=lora, train=train,
                                 init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
-                                chat_template=chat_template, shown=shown, base=base)
+                                chat_template=chat_template, shown=shown, base=base, objective=objective,
+                                pairs=pairs, dpo=dpo)
         return result
 
 
 def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, train, init_adapter, seed, device,
-               dtype, chat_template, shown=None, base: SharedBase | None = None) -> FinetuneResult:
+               dtype, chat_template, shown=None, base: SharedBase | None = None, objective: str = "sft",
+               pairs=None, dpo: Mapping | None = None) -> FinetuneResult:
     """Fine-tune and save the weights and ``finetune_result.json`` into ``folder`` (which becomes ``out_dir``).
     Run by every process of a multi-process (``accelerate launch``) fine-tune: all of them train, the main one
     writes (FSDP and DeepSpeed gather the weights through the trainer's own ``save_model``)."""
     out_dir = Path(out_dir)
+    common = dict(mode=mode, lora=lora, seed=seed, device=device, dtype=dtype, chat_template=chat_template,
+                  shown=shown, base=base)
+    num_pairs = len(pairs) if pairs is not None else 0
+    if objective == "sft" or (objective == "sft+dpo" and not num_pairs):
+        result, main = _sft_into(folder, base_path, examples, out_dir, train=train, init_adapter=init_adapter,
+                                 **common)
+    elif objective == "dpo":
+        result, main = _dpo_into(folder, base_path, pairs, out_dir, dpo=dpo, init_adapter=init_adapter, **common)
+    else:  # sft+dpo: SFT into a stage folder (the same path in every process), then DPO from it into `folder`
+        stage_dir = folder.parent / f"{folder.name}.sft"
+        try:
+            sft, _ = _sft_into(stage_dir, base_path, examples, out_dir, train=train, init_adapter=init_adapter,
+                               **common)
+            result, main = _dpo_into(folder, base_path, pairs, out_dir, dpo=dpo, init_adapter=str(stage_dir),
+                                     **common)
+            result.sft, result.init, result.num_examples = sft.to_json(), init_adapter, sft.num_examples
+        finally:
+            shutil.rmtree(stage_dir, ignore_errors=True)
+    result.objective, result.num_pairs = objective, num_pairs
+    if main:
+        (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+    return result
+
+
+def _sft_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, train, init_adapter, seed, device,
+              dtype, chat_template, shown, base) -> tuple[FinetuneResult, bool]:
+    """SFT into ``folder``; (result, whether this process is the main one)."""
     num_examples = len(_records(examples))
     result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter,
                             base=str(base_path))
     if num_examples == 0:
         with _quiet():
-            _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
-                       dtype=dtype, chat_template=chat_template)
-        (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
-        return result
+            _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed, dtype=dtype,
+                       chat_template=chat_template)
+        return result, True
+
+    def build(lent, work):
+        return build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
+                             init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
+                             chat_template=chat_template, model=lent)
+
+    return result, _train(folder, out_dir, result, build, mode=mode, shown=shown, base=base)
+
+
+def _dpo_into(folder: Path, base_path, pairs, out_dir: Path, *, mode, lora, dpo, init_adapter, seed, device, dtype,
+              chat_template, shown, base) -> tuple[FinetuneResult, bool]:
+    """DPO into ``folder``; (result, whether this process is the main one)."""
+    from mafl.finetune.dpo import build_dpo_trainer
+
+    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=0, trained=False, init=init_adapter,
+                            base=str(base_path), objective="dpo", num_pairs=len(pairs) if pairs is not None else 0)
+    if not result.num_pairs:
+        with _quiet():
+            _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed, dtype=dtype,
+                       chat_template=chat_template)
+        return result, True
+
+    def build(lent, work):
+        trainer = build_dpo_trainer(base_path, pairs, work, mode=mode, lora=lora, dpo=dpo, init_adapter=init_adapter,
+                                    seed=seed, device=device, dtype=dtype, chat_template=chat_template, model=lent)
+        result.pairs_too_long = trainer.pairs_too_long
+        return trainer
+
+    return result, _train(folder, out_dir, result, build, mode=mode, shown=shown, base=base)
+
+
+def _train(folder: Path, out_dir: Path, result: FinetuneResult, build, *, mode, shown, base) -> bool:
+    """Train the trainer that ``build(lent base model or None, work folder)`` makes, record it in ``result`` and save
+    the weights into ``folder``; returns whether this process is the main one."""
+    from mafl.finetune.dpo import dpo_metrics, drop_reference
+
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{out_dir.name}.trainer-"))
     try:
         with base.lend() if base is not None else contextlib.nullcontext() as lent:
-            trainer = build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
-                                    init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
-                                    chat_template=chat_template, model=lent)
+            trainer = build(lent, work)
             if shown is not None:
                 trainer.add_callback(_stage_callback(shown))
             start = time.perf_counter()
@@ -355,21 +445,23 @@ def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, 
             result.global_step = int(trainer.state.global_step)
             result.losses = trainer.finish_step_losses()
             result.log_history = [dict(h) for h in trainer.state.log_history]
+            if result.objective == "dpo":
+                result.dpo_metrics = dpo_metrics(result.log_history)
             result.processes = int(trainer.accelerator.num_processes)
             result.distributed = str(trainer.accelerator.distributed_type.value)
             result.launch_settings = {k: v for k, v in os.environ.items()
                                       if k.startswith(("ACCELERATE_USE_", "FSDP_", "ACCELERATE_DEEPSPEED_"))}
             model = trainer.accelerator.unwrap_model(trainer.model)
+            drop_reference(model)  # DPO on a continued adapter: trl's frozen copy of it is not saved
             if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
                 trainer.save_model(str(folder))  # gathers the sharded weights; writes on the main process
             elif trainer.accelerator.is_main_process:
                 model.save_pretrained(folder)  # a PeftModel saves only its adapter
-            if trainer.accelerator.is_main_process:
-                if mode == "full":
-                    trainer.processing_class.save_pretrained(folder)
-                (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+            if trainer.accelerator.is_main_process and mode == "full":
+                trainer.processing_class.save_pretrained(folder)
+            trainer.accelerator.wait_for_everyone()  # sft+dpo: every process reads the SFT stage's weights next
             if lent is not None:
                 model.unload()  # the LoRA layers out of the shared base model
+            return bool(trainer.accelerator.is_main_process)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return result

@@ -11,6 +11,9 @@ fine-tune: ``finetune.iterations`` must be 0). ``multiagent_ft`` fine-tunes
 each agent's generator and critic on its own slice of the debate (its ablations are presets of it:
 conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model on its own majority-voted samples;
 ``star`` fine-tunes one model on its rationales that reach the ground truth (mafl/methods/star.py).
+``multiagent_dpo`` and ``majority_dpo`` are ``multiagent_ft`` and ``majority_ft`` trained by DPO on each model's
+preference pairs (mafl/finetune/pairs.py) instead of SFT: ``finetune.objective`` (sft | dpo | sft+dpo) defaults to
+the method's first ``objectives`` (beyond the paper).
 ``method.weights`` starts any society from saved fine-tuned weights (zero-shot transfer).
 
 A mixed society (``society.models``: a base model per agent) runs with ``single`` (agent 0's base), ``debate`` and
@@ -31,6 +34,7 @@ from mafl.registry import Registry, load
 
 if TYPE_CHECKING:
     from mafl.config import Settings
+    from mafl.finetune.settings import FinetuneSettings
 
 LOOP = "mafl.methods.society_loop:run_society_loop"
 
@@ -45,19 +49,24 @@ class Method:
     # "module:attr" of prepare(settings) -> settings: the settings the method runs with (validate() applies it)
     prepare: str | None = None
     mixed: bool = True  # takes a mixed society (society.models: a base per agent); False: one model samples all
+    # the finetune.objective values it can train with; the first is its default (finetune.objective: null)
+    objectives: tuple[str, ...] = ("sft",)
 
     def run(self, run_dir: Path, settings: Settings) -> dict:
         return load(self.runner)(run_dir, settings)
 
 
 METHODS: Registry[Method] = Registry("method", "method.name")
+SFT_FIRST, DPO_FIRST = ("sft", "dpo", "sft+dpo"), ("dpo", "sft", "sft+dpo")
 for _method in (
     Method("single", LOOP, finetunes=False, shared=False, prepare="mafl.methods:first_base"),
     Method("majority", LOOP, finetunes=False, shared=False, prepare="mafl.methods:majority_samples", mixed=False),
     Method("debate", LOOP, finetunes=False, shared=False),
     Method("star", "mafl.methods.star:run_star", finetunes=True, shared=True, check="mafl.methods.star:check_star"),
-    Method("majority_ft", LOOP, finetunes=True, shared=True),
-    Method("multiagent_ft", LOOP, finetunes=True, shared=False),
+    Method("majority_ft", LOOP, finetunes=True, shared=True, objectives=SFT_FIRST),
+    Method("multiagent_ft", LOOP, finetunes=True, shared=False, objectives=SFT_FIRST),
+    Method("majority_dpo", LOOP, finetunes=True, shared=True, objectives=DPO_FIRST),
+    Method("multiagent_dpo", LOOP, finetunes=True, shared=False, objectives=DPO_FIRST),
 ):
     METHODS.register(_method.name, _method)
 
@@ -102,6 +111,21 @@ class MethodSettings:
         return cls(name=spec.name, label=str(c.get("label") or spec.name), spec=spec,
                    single_model=bool(c.get("single_model", False)), weights=str(weights) if weights else None,
                    rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True))
+
+
+def with_objective(finetune: FinetuneSettings, method: MethodSettings) -> FinetuneSettings:
+    """``finetune`` with its ``objective`` decided: the one asked for, or the method's default (the first of
+    ``Method.objectives``); a ConfigError for one the method cannot train with, or general data mixed into sets
+    that nothing trains on."""
+    spec = method.spec
+    objective = finetune.objective or spec.objectives[0]
+    if spec.finetunes and objective not in spec.objectives:
+        raise ConfigError(f"finetune.objective: method {spec.name} trains with {', '.join(spec.objectives)} "
+                          f"(got {objective})")
+    if objective == "dpo" and finetune.mix_general is not None and finetune.iterations:
+        raise ConfigError("finetune.mix_general: general data mixes into the SFT sets, which objective dpo does not "
+                          "train on; use finetune.objective=sft+dpo, or mix_general=null")
+    return replace(finetune, objective=objective)
 
 
 def majority_samples(settings: Settings) -> Settings:

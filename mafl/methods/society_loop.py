@@ -18,6 +18,7 @@ from mafl.config import Settings
 from mafl.debate.engine import derive_seed, run_debate
 from mafl.debate.society import Society
 from mafl.finetune.jobs import FinetuneJob
+from mafl.finetune.pairs import PairSet, build_society_pairs, merge_pairs, pairs_path
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
 from mafl.methods import make_society, start_weights
 from mafl.rundir import Stages, atomic_write_json
@@ -34,12 +35,20 @@ TrainSets = Callable[[Session, Society, int], dict[str, FinetuneSet]]
 
 
 def build_sets(session: Session, society: Society, transcripts, seed: int) -> dict[str, FinetuneSet]:
+    """Each model's set and, when the objective needs them, its preference pairs (``set.pairs``)."""
     ft = session.finetune
     sets = build_society_sets(transcripts, session.task, society.agents, ft.critic_w, seed=seed,
                               critics=society.critics, max_examples=ft.max_examples,
                               min_agreement=ft.min_agreement)
+    pairs = build_society_pairs(transcripts, session.task, society.agents, seed=seed, critics=society.critics,
+                                max_pairs=ft.max_pairs, min_agreement=ft.min_agreement) if ft.uses_pairs else None
     if society.shared:
-        return {"model": merge_sets(sets.values(), name="model", seed=seed, max_examples=ft.max_examples)}
+        merged = merge_sets(sets.values(), name="model", seed=seed, max_examples=ft.max_examples)
+        if pairs is not None:
+            merged.pairs = merge_pairs(pairs.values(), name="model", seed=seed, max_pairs=ft.max_pairs)
+        return {"model": merged}
+    for name, s in sets.items():
+        s.pairs = pairs[name] if pairs is not None else None
     return sets
 
 
@@ -70,7 +79,11 @@ def iteration_sets(session: Session, society: Society, iteration: int, train_set
     sets_dir = session.run_dir / f"iter_{iteration}" / "sets"
     names = set_names(session, society)
     if stages.done(f"iter_{iteration}.sets"):
-        return {m: FinetuneSet.load(sets_dir / f"{m}.jsonl", name=m) for m in names}
+        sets = {m: FinetuneSet.load(sets_dir / f"{m}.jsonl", name=m) for m in names}
+        for m, s in sets.items():
+            if pairs_path(sets_dir, m).exists():
+                s.pairs = PairSet.load(pairs_path(sets_dir, m), name=m)
+        return sets
     with session.timed(iteration, "sets"):  # the train debate inside it is timed on its own
         return _iteration_sets(session, society, iteration, train_sets, stages, sets_dir)
 
@@ -81,19 +94,30 @@ def _iteration_sets(session, society, iteration, train_sets, stages, sets_dir) -
     cfg = session.settings
     sets = train_sets(session, society, iteration)
     if global_first(session, society):
-        sets = {GLOBAL: merge_sets(sets.values(), name=GLOBAL, seed=derive_seed(cfg.seed, "sets", iteration),
-                                   max_examples=session.finetune.max_examples), **sets}
+        seed = derive_seed(cfg.seed, "sets", iteration)
+        merged = merge_sets(sets.values(), name=GLOBAL, seed=seed, max_examples=session.finetune.max_examples)
+        if session.finetune.uses_pairs:
+            merged.pairs = merge_pairs([s.pairs for s in sets.values() if s.pairs is not None], name=GLOBAL,
+                                       seed=seed, max_pairs=session.finetune.max_pairs)
+        sets = {GLOBAL: merged, **sets}
     mix = session.finetune.mix_general
     if mix is not None:
         general = load_general(mix.path)
-        sets = {n: mix_general(s, general, mix.eta, seed=derive_seed(cfg.seed, "mix", iteration))
+        sets = {n: _with_pairs(mix_general(s, general, mix.eta, seed=derive_seed(cfg.seed, "mix", iteration)), s)
                 for n, s in sets.items()}
     for name, s in sets.items():
         s.save(sets_dir / f"{name}.jsonl")
+        if s.pairs is not None:
+            s.pairs.save(pairs_path(sets_dir, name))
     atomic_write_json(sets_dir / "report.json", {n: {**s.report(), "kinds": dict(Counter(e.kind for e in s.examples))}
                                                  for n, s in sets.items()})
     stages.mark(f"iter_{iteration}.sets")
     return sets
+
+
+def _with_pairs(mixed: FinetuneSet, original: FinetuneSet) -> FinetuneSet:
+    mixed.pairs = original.pairs  # general data mixes into the set only
+    return mixed
 
 
 def init_weights(session: Session, society: Society, model: str, iteration: int) -> str | None:
@@ -105,6 +129,12 @@ def init_weights(session: Session, society: Society, model: str, iteration: int)
     if global_first(session, society):
         return str(models_dir / GLOBAL)
     return society.weights.get(model) if session.finetune.init == "previous" else None
+
+
+def data_size(objective: str | None, s: FinetuneSet) -> str:
+    """What a model trains on, for the console: its examples, its pairs, or both."""
+    pairs = f"{len(s.pairs) if s.pairs is not None else 0} pairs"
+    return {"dpo": pairs, "sft+dpo": f"{len(s)} examples, {pairs}"}.get(objective or "sft", f"{len(s)} examples")
 
 
 def finetune_jobs(session: Session, society: Society, sets: dict[str, FinetuneSet],
@@ -122,7 +152,9 @@ def finetune_jobs(session: Session, society: Society, sets: dict[str, FinetuneSe
             init=init_weights(session, society, model, iteration), seed=derive_seed(cfg.seed, iteration, model),
             base_path=base_path, mode=ft.mode, lora=dict(ft.lora), train=dict(ft.train), device=cfg.device,
             dtype=base.dtype, chat_template=base.chat_template, accelerate=ft.accelerate,
-            desc=f"iteration {iteration}: fine-tune {model} ({len(sets[model])} examples)")
+            desc=f"iteration {iteration}: fine-tune {model} ({data_size(ft.objective, sets[model])})",
+            objective=ft.objective or "sft", dpo=dict(ft.dpo),
+            pairs_path=str(pairs_path(it_dir / "sets", model)) if ft.uses_pairs else None)
 
     names = set_names(session, society)
     first = [n for n in names if n == GLOBAL]
