@@ -54,13 +54,12 @@ def launch(job: "FinetuneJob"):
 
 def main(argv: list[str] | None = None) -> None:
     """One process of a multi-process fine-tune: ``python -m mafl.finetune.distributed <job.json> <folder>``."""
-    from mafl.finetune.jobs import FinetuneJob
-    from mafl.finetune.trainer import train_into
+    from mafl.finetune.trainer import job_arguments, train_into
 
     job_file, folder = (argv if argv is not None else sys.argv[1:])[:2]
-    job = FinetuneJob.from_json(json.loads(Path(job_file).read_text()))
-    kwargs = job.training()
-    train_into(Path(folder), job.base_path, kwargs.pop("examples"), Path(job.out_dir), **kwargs)
+    job = json.loads(Path(job_file).read_text())  # a FinetuneJob's JSON
+    kwargs = job_arguments(job)
+    train_into(Path(folder), job["base_path"], kwargs.pop("examples"), Path(job["out_dir"]), **kwargs)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ same: truncation would leave no completion token), and counted (``pairs_too_long
 
 ``dpo`` holds trl ``DPOConfig`` arguments, passed straight through (``beta``, ``loss_type``, ``learning_rate``,
 ...; ``loss_type: [sigmoid, sft]`` is trl's combined DPO + SFT loss on the chosen side). mafl only fills in what a
-user did not set, as for SFT (see :func:`mafl.finetune.trainer.trainer_defaults`).
+user did not set, as for SFT (see :func:`mafl.finetune.training.trainer_defaults`).
 
 The reference model is the weights the fine-tune starts from (trl's choice for each case): a new LoRA adapter's
 reference is the base model (the adapter disabled); a LoRA adapter continued from ``init_adapter`` (an earlier
@@ -57,7 +57,7 @@ def tokenized_pairs(records: list[dict], tokenizer, max_length: int | None) -> t
 def dpo_config(dpo: Mapping | None, output_dir: Path, seed: int, device: str, dtype: str):
     from trl import DPOConfig
 
-    from mafl.finetune.trainer import trainer_defaults
+    from mafl.finetune.training import trainer_defaults
 
     return DPOConfig(**trainer_defaults(dict(plain(dpo) or {}), output_dir, seed, device, dtype))
 
@@ -84,20 +84,20 @@ def build_dpo_trainer(base_path: str, pairs, work_dir: Path, *, mode: str = "lor
     import datasets
     from transformers import PrinterCallback
 
-    from mafl.finetune.trainer import _quiet, _recording_trainer_class, policy
+    from mafl.finetune.training import policy, quiet, recording_trainer_class
     from mafl.models import resolve_device
 
     records = pair_records(pairs)
     if not records:
         raise ValueError("no preference pairs to train on")
-    with _quiet():
+    with quiet():
         args = dpo_config(dpo, work_dir, seed, resolve_device(device), dtype)
         model, tokenizer, peft_config = policy(base_path, mode=mode, lora=lora, init_adapter=init_adapter,
                                                seed=seed, dtype=dtype, chat_template=chat_template, model=model)
         rows, dropped = tokenized_pairs(records, tokenizer, args.max_length)
         if not rows:
             raise ValueError(f"every preference pair's prompt reaches max_length={args.max_length}")
-        trainer = _recording_trainer_class(_pretokenized_class())(
+        trainer = recording_trainer_class(_pretokenized_class())(
             model=model, ref_model=None, args=args, train_dataset=datasets.Dataset.from_list(rows),
             processing_class=tokenizer, peft_config=peft_config)
     if args.disable_tqdm:

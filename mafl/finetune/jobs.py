@@ -58,17 +58,6 @@ class FinetuneJob:
     def to_json(self) -> dict:
         return asdict(self)
 
-    def training(self) -> dict:
-        """The keyword arguments of :func:`mafl.finetune.trainer.train_into` / ``finetune_model`` after the base
-        path and the out folder: the set and pairs read from their files, and the settings."""
-        from mafl.finetune.pairs import PairSet
-        from mafl.finetune.sets import FinetuneSet
-
-        pairs = PairSet.load(self.pairs_path, name=self.model) if self.pairs_path else None
-        return dict(examples=FinetuneSet.load(self.set_path, name=self.model), pairs=pairs, mode=self.mode,
-                    lora=self.lora, train=self.train, init_adapter=self.init, seed=self.seed, device=self.device,
-                    dtype=self.dtype, chat_template=self.chat_template, objective=self.objective, dpo=self.dpo)
-
     @classmethod
     def from_json(cls, d: dict) -> "FinetuneJob":
         return cls(**d)
@@ -93,7 +82,7 @@ def run_job(job: FinetuneJob | dict, *, base: Any = None) -> dict:
 
             result = launch(job)
         else:
-            kwargs = job.training()
+            kwargs = trainer.job_arguments(job.to_json())
             result = trainer.finetune_model(job.base_path, kwargs.pop("examples"), job.out_dir, base=base,
                                             desc=job.desc, **kwargs)
         record = {**result.to_json(), "seconds": time.perf_counter() - start, "host": socket.gethostname()}

@@ -32,7 +32,8 @@ from typing import Mapping
 from mafl.errors import plain
 from mafl.finetune.sets import Example, FinetuneSet
 from mafl.finetune.settings import MODES, OBJECTIVES
-from mafl.models import resolve_device, torch_dtype
+from mafl.models import resolve_device
+from mafl.finetune.training import load_model, policy, quiet, recording_trainer_class, trainer_defaults
 from mafl.rundir import atomic_folder
 
 RESULT_FILE = "finetune_result.json"
@@ -90,32 +91,6 @@ def tokenized(records: list[dict], tokenizer) -> list[dict]:
     return rows
 
 
-def _load(path: str, dtype: str, chat_template: str | None):
-    """The model and tokenizer in ``path``; the tokenizer as the backends load it (``chat_template``, when given,
-    replaces the tokenizer's)."""
-    from transformers import AutoModelForCausalLM
-
-    from mafl.models import load_tokenizer
-
-    tokenizer = load_tokenizer(path, chat_template=chat_template)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
-    return model, tokenizer
-
-
-def trainer_defaults(kwargs: dict, output_dir: Path, seed: int, device: str, dtype: str) -> dict:
-    """A trainer's arguments with what a user did not set filled in (see the module docstring); ``seed`` always."""
-    kwargs = dict(kwargs)
-    kwargs.setdefault("output_dir", str(output_dir))
-    kwargs.setdefault("use_cpu", device == "cpu")
-    kwargs.setdefault("report_to", "none")
-    kwargs.setdefault("disable_tqdm", True)
-    kwargs.setdefault("save_strategy", "no")
-    kwargs.setdefault("bf16", dtype == "bfloat16")
-    kwargs.setdefault("fp16", dtype == "float16")
-    kwargs["seed"] = seed
-    return kwargs
-
-
 def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str, dtype: str):
     from trl import SFTConfig
 
@@ -123,24 +98,6 @@ def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str,
     if kwargs.get("completion_only_loss") is None:  # trl's default would train pre-tokenized rows on every token
         kwargs["completion_only_loss"] = True
     return SFTConfig(**kwargs)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """No progress bars from datasets (map) or transformers (weight loading) inside; the old state after."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets_on, transformers_on = not datasets.are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if datasets_on:
-            datasets.enable_progress_bars()
-        if transformers_on:
-            hf_logging.enable_progress_bar()
 
 
 def build_trainer(base_path: str, examples: FinetuneSet | list, work_dir: Path, *, mode: str = "lora",
@@ -155,37 +112,10 @@ def build_trainer(base_path: str, examples: FinetuneSet | list, work_dir: Path, 
     records = _records(examples)
     if not records:
         raise ValueError("no examples to train on")
-    with _quiet():
+    with quiet():
         return _build_trainer(base_path, records, work_dir, mode=mode, lora=lora, train=train,
                               init_adapter=init_adapter, seed=seed, device=resolve_device(device), dtype=dtype,
                               chat_template=chat_template, model=model)
-
-
-def policy(base_path, *, mode, lora, init_adapter, seed, dtype, chat_template, model=None):
-    """(model, tokenizer, peft_config) a fine-tune starts from: LoRA on the base model (``model``: a shared one
-    already loaded) with a new adapter (``peft_config``) or ``init_adapter`` loaded trainable; full: the base model
-    or the previous full model in ``init_adapter``."""
-    from transformers import set_seed
-
-    if model is not None and mode != "lora":
-        raise ValueError("a shared base model is only for LoRA fine-tuning (full fine-tuning changes it)")
-    if model is None:
-        src = init_adapter if (mode == "full" and init_adapter is not None) else base_path  # full: a previous model
-        model, tokenizer = _load(src, dtype, chat_template)
-    else:
-        from mafl.models import load_tokenizer
-
-        tokenizer = load_tokenizer(base_path, chat_template=chat_template)
-    set_seed(seed)  # the new adapter's weights depend only on the seed, whatever ran in this process before
-    peft_config = None
-    if mode == "lora":
-        from peft import LoraConfig, PeftModel
-
-        if init_adapter is not None:  # the adapter's own config applies; `lora` is not used
-            model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
-        else:
-            peft_config = LoraConfig(**dict(plain(lora) or {}))
-    return model, tokenizer, peft_config
 
 
 def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adapter, seed, device, dtype,
@@ -197,7 +127,7 @@ def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adap
     model, tokenizer, peft_config = policy(base_path, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
                                            dtype=dtype, chat_template=chat_template, model=model)
     args = _sft_config(train, work_dir, seed, device, dtype)
-    trainer = _recording_trainer_class(SFTTrainer)(
+    trainer = recording_trainer_class(SFTTrainer)(
         model=model, args=args, train_dataset=datasets.Dataset.from_list(tokenized(records, tokenizer)),
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -205,36 +135,6 @@ def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adap
     if args.disable_tqdm:  # with tqdm off, transformers prints every log dict instead
         trainer.remove_callback(PrinterCallback)
     return trainer
-
-
-def _recording_trainer_class(base):
-    """``base`` that also records the loss of every optimizer step (summed over gradient accumulation, like the
-    trainer's own logged loss; averaged over the processes of a multi-process fine-tune)."""
-
-    class RecordingTrainer(base):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.step_losses: list[float] = []
-            self._pending = 0.0
-            self._seen_step = 0
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            if self.state.global_step != self._seen_step:  # a new optimizer step began
-                self.step_losses.append(self._pending)
-                self._pending, self._seen_step = 0.0, self.state.global_step
-            shown = loss.detach()
-            if self.accelerator.num_processes > 1:  # several processes: the mean of their losses
-                shown = self.accelerator.reduce(shown.clone(), reduction="mean")
-            self._pending += float(shown)
-            return loss
-
-        def finish_step_losses(self) -> list[float]:
-            if self.state.global_step > len(self.step_losses):
-                self.step_losses.append(self._pending)
-            return self.step_losses
-
-    return RecordingTrainer
 
 
 def _stage_callback(shown):
@@ -259,7 +159,7 @@ def _keep_init(base_path: str, tmp: Path, *, mode: str, lora: Mapping | None, in
         (tmp / RESULT_FILE).unlink(missing_ok=True)
         return
     src = init_adapter if (mode == "full" and init_adapter is not None) else base_path
-    model, tokenizer = _load(src, dtype, chat_template)
+    model, tokenizer = load_model(src, dtype, chat_template)
     if mode == "full":
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -292,7 +192,7 @@ class SharedBase:
     def lend(self):
         """The base model, clean (no LoRA layers); cleaned again when the block ends."""
         if self.model is None:
-            self.model, _ = _load(self.path, self.dtype, self.chat_template)
+            self.model, _ = load_model(self.path, self.dtype, self.chat_template)
             self.loads += 1
         use_cache = getattr(self.model.config, "use_cache", None)
         try:
@@ -318,6 +218,19 @@ def _restore(model, use_cache) -> bool:
         model.config.use_cache = use_cache
     model.eval()
     return not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+def job_arguments(job: Mapping) -> dict:
+    """The keyword arguments of :func:`train_into` / :func:`finetune_model` after the base path and the out folder
+    for a :class:`~mafl.finetune.jobs.FinetuneJob` (its JSON): its set and pairs read from their files, and its
+    settings."""
+    from mafl.finetune.pairs import PairSet
+
+    pairs = PairSet.load(job["pairs_path"], name=job["model"]) if job.get("pairs_path") else None
+    return dict(examples=FinetuneSet.load(job["set_path"], name=job["model"]), pairs=pairs, mode=job["mode"],
+                lora=job["lora"], train=job["train"], init_adapter=job["init"], seed=job["seed"],
+                device=job["device"], dtype=job["dtype"], chat_template=job["chat_template"],
+                objective=job.get("objective", "sft"), dpo=job.get("dpo") or {})
 
 
 def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | os.PathLike, *, mode: str = "lora",
@@ -392,7 +305,7 @@ def _sft_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, t
     result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter,
                             base=str(base_path))
     if num_examples == 0:
-        with _quiet():
+        with quiet():
             _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed, dtype=dtype,
                        chat_template=chat_template)
         return result, True
@@ -413,7 +326,7 @@ def _dpo_into(folder: Path, base_path, pairs, out_dir: Path, *, mode, lora, dpo,
     result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=0, trained=False, init=init_adapter,
                             base=str(base_path), objective="dpo", num_pairs=len(pairs) if pairs is not None else 0)
     if not result.num_pairs:
-        with _quiet():
+        with quiet():
             _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed, dtype=dtype,
                        chat_template=chat_template)
         return result, True
