@@ -1,4 +1,6 @@
-"""Fine-tune one model of the society on its set with trl's ``SFTTrainer`` (LoRA adapter or full weights).
+"""Fine-tune one model of the society on its set with trl's ``SFTTrainer`` (LoRA adapter or full weights), or on its
+preference pairs with trl's ``DPOTrainer`` (``objective``: sft | dpo | sft+dpo; the DPO side is
+:mod:`mafl.finetune.dpo`).
 
 The set is given to trl pre-tokenized: each example's ``input_ids`` and ``completion_mask`` come from
 :func:`mafl.backends.chat.example_ids`, the function the backends use to tokenize prompts, so a model is trained on
@@ -11,7 +13,11 @@ unless ``train`` says otherwise), truncates to ``max_length`` and pads on the ri
 through. mafl only fills in what a user did not set: ``output_dir`` (a temporary folder, deleted afterwards),
 ``use_cpu`` (from ``device``), ``report_to="none"``, ``disable_tqdm=True``, ``bf16``/``fp16`` from ``dtype`` (trl
 would otherwise default to bf16 autocast), ``save_strategy="no"`` and ``completion_only_loss=True``; ``seed`` always
-comes from the argument.
+comes from the argument (:func:`mafl.finetune.training.trainer_defaults`, for DPO too).
+
+``sft+dpo`` is two stages in one job: SFT on the set into a hidden stage folder, then DPO on the pairs starting from
+(and referenced to) that result; the record keeps the SFT stage's result under ``sft``. A model with nothing to
+train on keeps its init weights, whatever the objective.
 
 Output is atomic: everything is written into a hidden temporary folder next to ``out_dir`` and renamed onto it at
 the end, so a killed fine-tune never leaves a half-written model. LoRA mode saves only the adapter
@@ -32,8 +38,8 @@ from typing import Mapping
 from mafl.errors import plain
 from mafl.finetune.sets import Example, FinetuneSet
 from mafl.finetune.settings import MODES, OBJECTIVES
-from mafl.models import resolve_device
 from mafl.finetune.training import load_model, policy, quiet, recording_trainer_class, trainer_defaults
+from mafl.models import resolve_device
 from mafl.rundir import atomic_folder
 
 RESULT_FILE = "finetune_result.json"
