@@ -132,3 +132,15 @@ def test_pairs_save_and_load(tmp_path):
     back = PairSet.load(path)
     assert back.name == "critic_2" and back.pairs == [type(p).from_json(p.to_json()) for p in s.pairs]
     assert back.report() == s.report()
+
+
+def test_the_sets_line_shows_each_models_pairs():
+    from mafl.finetune.sets import FinetuneSet
+    from mafl.summary import sets_line
+
+    ts = [transcript("a", [["1", "2", "1"], ["1", "1", "1"]], "1")]
+    pairs = build_society_pairs(ts, TASK, 3)
+    reports = {n: FinetuneSet(n, pairs=pairs[n]).report() for n in ("generator_1", "critic_0")}
+    assert sets_line(1, reports) == ("iteration 1 sets: generator_1 0 + 1 pairs (100% right>wrong), "
+                                     "critic_0 0 + 0 pairs | 0 problems without a majority")
+    assert "pairs" not in sets_line(1, {"critic_0": FinetuneSet("critic_0").report()})
