@@ -15,6 +15,7 @@ only when all the processes succeeded, so a failed launch leaves nothing behind.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,10 @@ def launch(job: "FinetuneJob"):
         config_file.write_text(yaml.safe_dump(dict(job.accelerate)))
         job_file.write_text(json.dumps(job.to_json()))
         proc = subprocess.run(launch_command(config_file, job_file, folder), capture_output=True, text=True)
+        # a process killed by the launcher when another failed leaves its trainer's work folder behind
+        # (and the SFT stage of an sft+dpo fine-tune)
+        for leftover in [*out.parent.glob(f".{out.name}.trainer-*"), folder.parent / f"{folder.name}.sft"]:
+            shutil.rmtree(leftover, ignore_errors=True)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
             raise RuntimeError(f"accelerate launch of the fine-tune of {job.model} failed "
