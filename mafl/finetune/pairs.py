@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.finetune.sets import _rng, _sample, agrees, problem_labels, report_path
-from mafl.rundir import atomic_write_json, atomic_write_jsonl, read_jsonl
+from mafl.finetune.sets import _rng, _sample, agrees, problem_labels, report_path, save_with_report
+from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
 
 SELF, PEER_REJECTED, PEER_CHOSEN = "self", "peer_rejected", "peer_chosen"
@@ -110,11 +110,7 @@ class PairSet:
 
     def save(self, path: str | os.PathLike) -> Path:
         """The pairs as JSONL and the report beside them (``<model>.pairs.report.json``), each atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(report_path(path), self.report())
-        atomic_write_jsonl(path, (p.to_json() for p in self.pairs))
-        return path
+        return save_with_report(path, self.report(), (p.to_json() for p in self.pairs))
 
     @classmethod
     def load(cls, path: str | os.PathLike, name: str | None = None) -> "PairSet":

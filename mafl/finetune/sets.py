@@ -119,11 +119,7 @@ class FinetuneSet:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the examples as JSONL and the report next to it (``<stem>.report.json``), each atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(report_path(path), self.report())
-        atomic_write_jsonl(path, (e.to_json() for e in self.examples))
-        return path
+        return save_with_report(path, self.report(), (e.to_json() for e in self.examples))
 
     @classmethod
     def load(cls, path: str | os.PathLike, name: str | None = None) -> "FinetuneSet":
@@ -137,6 +133,15 @@ class FinetuneSet:
             dropped_by_cap=int(meta.get("dropped_by_cap", 0)),
             skipped_no_majority=int(meta.get("skipped_no_majority", 0)),
         )
+
+
+def save_with_report(path: str | os.PathLike, report: dict, rows) -> Path:
+    """Write ``rows`` as JSONL to ``path`` and ``report`` beside it (:func:`report_path`), each atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(report_path(path), report)
+    atomic_write_jsonl(path, rows)
+    return path
 
 
 def report_path(path: str | os.PathLike) -> Path:
