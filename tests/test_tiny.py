@@ -8,7 +8,7 @@ import pytest
 
 from mafl.tiny import ensure_tiny_model, read_recipe, tiny_model_key
 from mafl.tiny.corpus import (ArithmeticProblem, conversation, eval_problems, load_prompts, random_problem,
-                              slipped, solve)
+                              solve)
 from mafl.tiny.evaluate import final_answer
 
 SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -45,19 +45,6 @@ def test_correct_worked_answers_are_true_and_end_with_the_answer():
     assert ENDING.search(solve(ArithmeticProblem(0, 0, 0, 0, 29, 29))[0])[1] == "-841"
 
 
-def test_slipped_answers_are_wrong_by_one_step():
-    rng = random.Random(2)
-    for _ in range(200):
-        p = random_problem(rng)
-        text, answer = slipped(p, rng)
-        assert answer != p.answer and final_answer(text) == answer and ENDING.search(text)
-        gold = solve(p)[0].split(". ")
-        first_diff = next(i for i, (g, s) in enumerate(zip(gold, text.split(". "))) if g != s)
-        assert first_diff < len(gold) - 1  # the worked steps differ, not only the closing sentence
-        with pytest.raises(AssertionError):
-            _check_steps(text, p)
-
-
 def test_question_and_prompts_come_from_the_dataset_config():
     prompts = load_prompts()
     p = ArithmeticProblem(3, 4, 5, 6, 7, 8)
@@ -85,7 +72,7 @@ def test_debate_and_summary_conversations_carry_the_others_answers():
         user = debate[3]["content"]
         assert user.startswith(p.question) and user.endswith(prompts["debate"].split("{others}")[1])
         others = re.findall(rf"^{re.escape(head)}(\d+): (.*)$", user, flags=re.M)
-        assert 1 <= len(others) <= 2 and all(final_answer(text) is not None for _, text in others)
+        assert 1 <= len(others) <= 4 and all(final_answer(text) is not None for _, text in others)
         wrong_seen += sum(final_answer(text) != p.answer for _, text in others)
         assert final_answer(debate[4]["content"]) == p.answer
 
@@ -100,7 +87,7 @@ def test_debate_and_summary_conversations_carry_the_others_answers():
         assert prompts["summary"].split("{summary}")[0] in after[3]["content"]
         assert re.search(r"Agent \d says -?\d+\.", after[3]["content"])
         assert final_answer(after[4]["content"]) == p.answer
-    assert 20 < wrong_seen < 150 and 25 < own_wrong < 75
+    assert 40 < wrong_seen < 150 and 25 < own_wrong < 60
 
 
 def test_the_corpus_renders_what_the_debate_engine_sends(tmp_path):
