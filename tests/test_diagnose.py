@@ -22,6 +22,7 @@ from mafl.diagnose.table import COLUMNS
 from mafl.errors import ConfigError
 from mafl.tasks import get_task
 from mafl.tasks.base import Problem, Reference
+from mafl.tasks.vote import majority_vote
 
 TASK = get_task("arithmetic")
 FULL = readers(3, "full")
@@ -140,7 +141,9 @@ def transcript(pid: str, gold: str, first, final, summaries=None) -> Transcript:
     summaries = summaries or [None] * len(first)
     rounds = [[turn(n, 0, a, gold) for n, a in enumerate(first)],
               [turn(n, 1, a, gold, s) for n, (a, s) in enumerate(zip(final, summaries))]]
-    return Transcript(problem=Problem(pid, f"question {pid}", gold), rounds=rounds, final_answer=None)
+    vote = majority_vote(TASK, final, tie_seed=0)
+    return Transcript(problem=Problem(pid, f"question {pid}", gold), rounds=rounds, final_answer=vote.winner,
+                      correct=TASK.is_equivalent(vote.winner, gold))
 
 
 def fresh_of(t: Transcript, answers) -> Transcript:
@@ -194,6 +197,11 @@ def test_every_rate_of_the_table_on_a_hand_made_debate(debate):
     assert (everything["problems"], everything["turns"]) == (4, 12)
     assert rate(everything, "accuracy", "final") == (round(5 / 12, 4), 12)
     assert rate(everything, "accuracy", "fresh") == (round(9 / 12, 4), 12)
+    # the round-1 votes: A 4, B 8, C a tie of 1 and 2 (seeded), D 3; the final answers as the engine graded them
+    assert rate(unanimous, "accuracy", "vote_round1") == (1.0, 6) and rate(split, "accuracy", "vote_round1")[0] == 0
+    assert rate(broken, "accuracy", "vote_round1")[0] in (0.0, 1.0)
+    assert rate(unanimous, "accuracy", "vote_final") == ((transcripts[0].correct + 1) / 2, 6)  # A's vote is a tie
+    assert rate(split, "accuracy", "vote_final")[0] == 0
 
 
 def test_fresh_samples_of_other_problems_are_refused(debate):
@@ -252,6 +260,10 @@ def test_the_probes_of_a_debate(debate, tokenizer):
     assert len(rows[0].copy_probs) == 2 and rows[3].copy_probs == []
     table = pattern_table(rows)
     assert table["all"]["probes"]["p_answer_round1"]["n"] == 12 and table["all"]["copy_prob"]["n"] == 6
+    first, second = table["3-0"]["copy_prob_by_position"]
+    assert first["n"] == second["n"] == 3
+    assert first["mean"] == pytest.approx(sum(r.copy_probs[0] for r in rows[:3]) / 3)
+    assert table["2-1"]["copy_prob_by_position"] == []
 
 
 # -- the command -------------------------------------------------------------------------------------------------
@@ -284,9 +296,10 @@ def test_a_runs_config_and_weights(tmp_path):
     assert k == 2 and weights == {m: str((tmp_path / "iter_2" / "models" / m).resolve()) for m in models}
 
 
-def parse_table(text: str) -> tuple[list[str], list[list[str]]]:
-    lines = [l for l in text.splitlines() if l.startswith("|")]
-    cells = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+def parse_table(text: str, index: int = 0) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of the ``index``-th markdown table of ``text``."""
+    tables = re.findall(r"(?:^\|.*\n?)+", text, re.M)
+    cells = [[c.strip() for c in l.strip("|").split("|")] for l in tables[index].splitlines()]
     return cells[0], cells[2:]
 
 
@@ -317,6 +330,12 @@ def test_mafl_diagnose_end_to_end(small_tiny_model_dir, tmp_path, capsys):
     # every round-1 answer of the society is readable and the probes were measured
     assert result["unavailable"] is None and table["all"]["probes"]["p_answer_final"]["n"] == 12
     assert table["all"]["probes"]["p_result_round1"]["n"] == 12 and table["all"]["summary_exact"]["n"] == 12
+    header, positions = parse_table(printed, 1)  # the copy probability of the 1st and the 2nd number
+    assert header == ["pattern", "p(copy) 1st", "p(copy) 2nd"] and [r[0] for r in positions] == list(table)
+    for row in positions:
+        want = [f"{v['mean']:.2f} ({v['n']})" for v in table[row[0]]["copy_prob_by_position"]]
+        assert row[1:] == want
+    header, body = parse_table(printed)
     rows = [TurnRow(**json.loads(l)) for l in (out / "turns.jsonl").read_text().splitlines()]
     assert json.loads(json.dumps(pattern_table(rows))) == table
     assert re.search(r"^`mafl diagnose .*diagnose.n=4", (out / "diagnosis.md").read_text())

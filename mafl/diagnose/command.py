@@ -150,7 +150,7 @@ def run_diagnosis(out: Path, settings, society, *, n: int | None, command: str) 
     from mafl.debate.engine import derive_seed, run_debate
     from mafl.debate.society import readers
     from mafl.diagnose.probe import add_probes, pattern_table, probe_requests, turn_rows
-    from mafl.diagnose.table import markdown_table
+    from mafl.diagnose.table import copy_position_table, markdown_table
     from mafl.metrics.likelihood import score_all
     from mafl.progress import line
     from mafl.rundir import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -192,6 +192,9 @@ def run_diagnosis(out: Path, settings, society, *, n: int | None, command: str) 
     atomic_write_jsonl(out / "turns.jsonl", (r.to_json() for r in rows))
     atomic_write_json(out / "diagnosis.json", result)
     text = markdown_table(table)
+    positions = copy_position_table(table)
+    if positions:
+        text += "\n\n" + positions
     atomic_write_text(out / "diagnosis.md", f"`{command}`\n\n{text}\n")
     print(text)
     print(f"diagnosis: {out / 'diagnosis.json'}")

@@ -8,6 +8,8 @@ Per turn (problem p, agent n; "final" is agent n's last-round turn, spoken by it
 * ``round1_correct``, ``final_correct``: its round-1 and last-round answers against the gold answer;
   ``fresh_correct``: an independent round-1 sample of the same agent on the same problem (same sampling
   settings, another seed);
+* ``vote_round1_correct``, ``vote_final_correct``: the majority vote of round 1 (a tie broken by a seed of the
+  problem's id) and the debate's final answer (the last round's vote), against the gold answer;
 * ``behaviour``: kept / adopted / new / unreadable (:func:`mafl.diagnose.patterns.behaviour`);
 * teacher-forced probabilities of the task's reference response (``task.reference_response``): ``p_answer``,
   of the tokens of the gold answer it states at its end, and ``p_result``, of the tokens where its reasoning
@@ -15,7 +17,8 @@ Per turn (problem p, agent n; "final" is agent n's last-round turn, spoken by it
   under its model) and in its round-1 context (``*_round1``: its round-1 messages, under its round-1 model);
 * with summaries: ``summary_exact`` (:func:`mafl.diagnose.summaries.check_summary` on the summary the final turn
   read) and ``copy_probs``: for each number of the exact summary, the probability of its tokens when the exact
-  summary is scored after the summarize prompt, under the model that wrote the summary.
+  summary is scored after the summarize prompt, under the model that wrote the summary (also averaged by the
+  number's position in the summary: ``copy_prob_by_position``).
 """
 from __future__ import annotations
 
@@ -24,12 +27,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from mafl.backends.base import ScoringRequest
-from mafl.debate.engine import _others
+from mafl.debate.engine import _others, derive_seed
 from mafl.debate.transcript import Transcript
 from mafl.diagnose.patterns import BEHAVIOURS, agreement_pattern, behaviour, pattern_order
 from mafl.diagnose.spans import span_logprob
 from mafl.diagnose.summaries import check_summary, exact_summary
 from mafl.tasks.base import Task
+from mafl.tasks.vote import majority_vote
 
 PROBES = ("p_answer_final", "p_answer_round1", "p_result_final", "p_result_round1")
 
@@ -43,6 +47,8 @@ class TurnRow:
     final_correct: bool
     fresh_correct: bool | None
     behaviour: str
+    vote_round1_correct: bool = False  # the majority vote of the round-1 answers (the same for a problem's agents)
+    vote_final_correct: bool = False  # the debate's final answer (the last round's vote)
     p_answer_final: float | None = None
     p_answer_round1: float | None = None
     p_result_final: float | None = None
@@ -70,6 +76,8 @@ def turn_rows(task: Task, transcripts: Sequence[Transcript], fresh: Sequence[Tra
     for p, t in enumerate(transcripts):
         first, last = t.rounds[0], t.rounds[-1]
         pattern = agreement_pattern(task, [u.answer for u in first])
+        vote = majority_vote(task, [u.answer for u in first], tie_seed=derive_seed(t.problem.id, "diagnose vote"))
+        vote_round1 = task.is_equivalent(vote.winner, t.problem.answer)
         for n, (u, v) in enumerate(zip(first, last)):
             read = [a for _, a in read_answers(t, n, 1, reads, max_others)] if len(t.rounds) > 1 else []
             summary = None
@@ -80,7 +88,8 @@ def turn_rows(task: Task, transcripts: Sequence[Transcript], fresh: Sequence[Tra
                 problem=t.problem.id, agent=n, pattern=pattern, round1_correct=bool(u.correct),
                 final_correct=bool(v.correct),
                 fresh_correct=bool(fresh[p].rounds[0][n].correct) if fresh is not None else None,
-                behaviour=behaviour(task, v.answer, u.answer, read), summary_exact=summary))
+                behaviour=behaviour(task, v.answer, u.answer, read), vote_round1_correct=vote_round1,
+                vote_final_correct=bool(t.correct), summary_exact=summary))
     return rows
 
 
@@ -143,6 +152,8 @@ def summarize_rows(rows: Sequence[TurnRow]) -> dict:
             "round1": _mean(r.round1_correct for r in rows),
             "final": _mean(r.final_correct for r in rows),
             "fresh": _mean(r.fresh_correct for r in rows),
+            "vote_round1": _mean(r.vote_round1_correct for r in rows),
+            "vote_final": _mean(r.vote_final_correct for r in rows),
         },
         "behaviour": {b: _mean(r.behaviour == b for r in rows) for b in BEHAVIOURS},
         "wrong_to_right": _mean(r.final_correct for r in wrong),
@@ -150,6 +161,9 @@ def summarize_rows(rows: Sequence[TurnRow]) -> dict:
         "probes": {name: _mean(getattr(r, name) for r in rows) for name in PROBES},
         "summary_exact": _mean(r.summary_exact for r in rows),
         "copy_prob": _mean(p for r in rows for p in r.copy_probs),
+        # the k-th number of the exact summary (k-th agent read with a readable answer)
+        "copy_prob_by_position": [_mean(r.copy_probs[k] for r in rows if len(r.copy_probs) > k)
+                                  for k in range(max((len(r.copy_probs) for r in rows), default=0))],
     }
 
 

@@ -1,9 +1,11 @@
-"""The diagnosis as a markdown table: one row per round-1 agreement pattern, then ``all``."""
+"""The diagnosis as markdown: a table with one row per round-1 agreement pattern, then ``all``; and, where the
+debate summarizes, the copy probability by the number's position in the exact summary."""
 from __future__ import annotations
 
 COLUMNS = (
     ("pattern", None), ("problems", None), ("turns", None),
     ("acc r1", ("accuracy", "round1")), ("acc final", ("accuracy", "final")), ("acc fresh", ("accuracy", "fresh")),
+    ("vote r1", ("accuracy", "vote_round1")), ("vote final", ("accuracy", "vote_final")),
     ("kept", ("behaviour", "kept")), ("adopted", ("behaviour", "adopted")), ("new", ("behaviour", "new")),
     ("unread", ("behaviour", "unreadable")),
     ("wrong→right", ("wrong_to_right",)), ("right→wrong", ("right_to_wrong",)),
@@ -31,4 +33,18 @@ def markdown_table(table: dict[str, dict]) -> str:
         cells = [pattern, str(stats["problems"]), str(stats["turns"])]
         cells += [cell(stats, path, name in WITH_COUNT) for name, path in COLUMNS[3:]]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def copy_position_table(table: dict[str, dict]) -> str:
+    """p(copy) of the k-th number of the exact summary, per pattern ("" when no summary was read)."""
+    width = max(len(stats["copy_prob_by_position"]) for stats in table.values())
+    if not width:
+        return ""
+    ordinal = {1: "1st", 2: "2nd", 3: "3rd"}
+    names = [f"p(copy) {ordinal.get(k, f'{k}th')}" for k in range(1, width + 1)]
+    lines = ["| pattern | " + " | ".join(names) + " |", "|---|" + "---:|" * width]
+    for pattern, stats in table.items():
+        cells = [cell({"v": v}, ("v",), True) for v in stats["copy_prob_by_position"]]
+        lines.append("| " + " | ".join([pattern, *cells, *["–"] * (width - len(cells))]) + " |")
     return "\n".join(lines)
