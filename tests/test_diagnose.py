@@ -16,6 +16,7 @@ from mafl.debate.transcript import Transcript, Turn
 from mafl.diagnose.command import main, run_weights, saved_run_config, split_args
 from mafl.diagnose.patterns import agreement_pattern, behaviour, pattern_order
 from mafl.diagnose.probe import TurnRow, add_probes, pattern_table, probe_requests, turn_rows
+from mafl.diagnose.references import reference_response
 from mafl.diagnose.spans import span_logprob
 from mafl.diagnose.summaries import check_summary, exact_summary, statements
 from mafl.diagnose.table import COLUMNS
@@ -105,7 +106,7 @@ def test_the_arithmetic_reference_is_the_embedded_models_worked_answer():
 
     _, problems = arithmetic_problems(1, 20)
     for p in problems:
-        ref = TASK.reference_response(p)
+        ref = reference_response(TASK, p)
         assert ref.text.endswith(f"The answer is {p.answer}.")
         assert ref.text[slice(*ref.answer)] == p.answer and ref.answer[1] == len(ref.text) - 1
         assert ref.text[slice(*ref.result)] == p.answer
@@ -248,7 +249,7 @@ def test_the_probes_of_a_debate(debate, tokenizer):
     a0 = requests[:3]
     assert a0[0].messages == transcripts[0].rounds[1][0].messages and a0[0].adapter == "critic_0"
     assert a0[1].messages == transcripts[0].rounds[0][0].messages and a0[1].adapter == "generator_0"
-    assert a0[0].response == "The answer is 4." == a0[1].response  # the generic reference (no operands)
+    assert a0[0].response == "The answer is 4." == a0[1].response  # no operands: the task's generic reference
     assert a0[2].adapter is None and a0[2].response == "Agent 2 says 4.0. Agent 3 says 4."
     assert a0[2].messages == prompts.summarize_request([(1, "The answer is 4.0."), (2, "The answer is 4.")])
     rows = turn_rows(TASK, transcripts, fresh, FULL, None)
@@ -345,3 +346,15 @@ def test_mafl_diagnose_end_to_end(small_tiny_model_dir, tmp_path, capsys):
     assert (out / "debate" / "transcripts.jsonl").stat().st_mtime_ns == debated
     assert main([*args[:2], "diagnose.n=5", *args[3:]]) == 2
     assert "bad config: diagnose.n: differs from the run already in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["dataset=nope"], r"bad config: In 'config': Could not find 'dataset/nope' Available options in 'dataset': .*"),
+    (["method=majority"], r"bad config: debate.rounds: the diagnosis needs a later round to diagnose \(got 1 with "
+                          r"method=majority\)"),
+])
+def test_a_bad_command_line_is_one_clear_line(args, message, tiny_model_dir, tmp_path, capsys):
+    assert main([*args, f"model.path={tiny_model_dir}", f"diagnose.out={tmp_path / 'd'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch("mafl diagnose: " + message, err) and "\n" not in err and "search path" not in err
+    assert not (tmp_path / "d").exists()  # refused before any work

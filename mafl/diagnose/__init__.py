@@ -4,6 +4,7 @@ answer in the critic's and the round-1 context, summary exactness and copy proba
 
 * :mod:`mafl.diagnose.patterns`: agreement patterns and answer moves;
 * :mod:`mafl.diagnose.summaries`: summary exactness;
+* :mod:`mafl.diagnose.references`: the reference response of a problem;
 * :mod:`mafl.diagnose.spans`: the log-probability of part of a scored response;
 * :mod:`mafl.diagnose.probe`: the rows of a diagnosis and their statistics;
 * :mod:`mafl.diagnose.table`: the markdown table;

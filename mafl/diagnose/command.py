@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mafl.errors import ConfigError, RunError
 
 KEYS = ("n", "out", "run", "iteration")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # mafl's config tree (the one ``mafl`` composes)
 USAGE = "usage: mafl diagnose [key=value ...] [diagnose.n=N] [diagnose.out=DIR] [diagnose.run=RUN [diagnose.iteration=K]]"
 
 
@@ -59,15 +60,16 @@ def split_args(argv: Sequence[str]) -> tuple[dict, list[str]]:
 def compose_config(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
 
-    from mafl.cli import CONF_DIR
-
     if not any(o.split("=", 1)[0].lstrip("+~") == "logger" for o in overrides):
         overrides = [*overrides, "logger=none"]  # a diagnosis is no experiment to track
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             return compose(config_name="config", overrides=overrides)
-    except Exception as e:  # hydra's parse and composition errors
-        raise ConfigError(f"{' '.join(str(e).split())}") from None
+    except (HydraException, OmegaConfBaseException) as e:  # a bad override: its parse or composition error
+        raise ConfigError(" ".join(str(e).split()).split(" Config search path")[0]) from None
 
 
 def saved_run_config(run: Path, overrides: list[str]) -> DictConfig:
@@ -103,11 +105,10 @@ def run_weights(run: Path, iteration: int | None, models: list[str]) -> tuple[in
 
 
 def default_out(options: dict, overrides: list[str]) -> Path:
-    from mafl.cli import run_name
-
+    """``diagnose/<the overrides>``, named as ``mafl`` names its run folders (``default`` when there are none)."""
     parts = sorted([*(o for o in overrides if not o.startswith("logger=")),
                     *(f"diagnose.{k}={v}" for k, v in options.items() if k != "out")])
-    return Path("diagnose") / run_name(",".join(parts))
+    return Path("diagnose") / (",".join(parts).replace("/", "_") or "default")
 
 
 def diagnose(argv: Sequence[str]) -> dict:
@@ -130,7 +131,8 @@ def diagnose(argv: Sequence[str]) -> dict:
     if settings.society.mixed:
         raise ConfigError("society.models: mafl diagnose does not diagnose a mixed society yet")
     if settings.debate.rounds < 2:
-        raise ConfigError(f"debate.rounds: the diagnosis needs a later round to diagnose (got {settings.debate.rounds})")
+        raise ConfigError(f"debate.rounds: the diagnosis needs a later round to diagnose (got {settings.debate.rounds} "
+                          f"with method={settings.method.name})")
     society = make_society(settings)
     iteration = None
     if run is not None:
@@ -176,9 +178,9 @@ def run_diagnosis(out: Path, settings, society, *, n: int | None, command: str) 
             return society.base(agent)
 
         unavailable = None
-        requests, keys = probe_requests(task, transcripts, prompts, reads, debate.max_others, society.adapter,
-                                        summary_writer)
         try:
+            requests, keys = probe_requests(task, transcripts, prompts, reads, debate.max_others, society.adapter,
+                                            summary_writer)
             if getattr(backend, "tokenizer", None) is None:
                 raise ScoringUnavailable("the backend has no local tokenizer to locate the answer's tokens")
             scores = score_all(backend, requests, chunk_size=64, desc="diagnose: probes")

@@ -11,7 +11,7 @@ Per turn (problem p, agent n; "final" is agent n's last-round turn, spoken by it
 * ``vote_round1_correct``, ``vote_final_correct``: the majority vote of round 1 (a tie broken by a seed of the
   problem's id) and the debate's final answer (the last round's vote), against the gold answer;
 * ``behaviour``: kept / adopted / new / unreadable (:func:`mafl.diagnose.patterns.behaviour`);
-* teacher-forced probabilities of the task's reference response (``task.reference_response``): ``p_answer``,
+* teacher-forced probabilities of the task's reference response (:mod:`mafl.diagnose.references`): ``p_answer``,
   of the tokens of the gold answer it states at its end, and ``p_result``, of the tokens where its reasoning
   reaches the answer (tasks with worked references), each in the final turn's context (``*_final``: its messages,
   under its model) and in its round-1 context (``*_round1``: its round-1 messages, under its round-1 model);
@@ -30,6 +30,7 @@ from mafl.backends.base import ScoringRequest
 from mafl.debate.engine import _others, derive_seed
 from mafl.debate.transcript import Transcript
 from mafl.diagnose.patterns import BEHAVIOURS, agreement_pattern, behaviour, pattern_order
+from mafl.diagnose.references import reference_response
 from mafl.diagnose.spans import span_logprob
 from mafl.diagnose.summaries import check_summary, exact_summary
 from mafl.tasks.base import Task
@@ -100,7 +101,7 @@ def probe_requests(task: Task, transcripts: Sequence[Transcript], prompts, reads
     backend's name for the model that wrote agent's summary in that round."""
     requests, keys = [], []
     for p, t in enumerate(transcripts):
-        reference = task.reference_response(t.problem)
+        reference = reference_response(task, t.problem)
         last = len(t.rounds) - 1
         for n, (u, v) in enumerate(zip(t.rounds[0], t.rounds[-1])):
             row = p * len(t.rounds[0]) + n

@@ -10,7 +10,7 @@ import random
 from collections.abc import Mapping
 
 from mafl.errors import integer
-from mafl.tasks.base import Problem, Reference, Task
+from mafl.tasks.base import Problem, Task
 from mafl.tasks.numeric import NumericTask
 
 QUESTION = "What is the result of {}+{}*{}+{}-{}*{}?"
@@ -31,18 +31,6 @@ class ArithmeticTask(NumericTask):
         return arithmetic_problems(cfg.get("n_train"), cfg.get("n_eval"), eval_seed=cfg.get("eval_seed", 0),
                                    train_seed=cfg.get("train_seed", 0), low=cfg.get("low", 0), high=cfg.get("high", 29),
                                    split=cfg.get("split", "eval"))
-
-
-    def reference_response(self, problem: Problem) -> Reference:
-        """The embedded model's own worked answer (``mafl.tiny.corpus.solve``: one operation per step, then
-        ``The answer is N.``): ``result`` is the last step's result, ``answer`` the final statement."""
-        from mafl.tiny.corpus import ArithmeticProblem, solve
-
-        operands = problem.meta.get("operands")
-        if not operands or len(operands) != 6:
-            return super().reference_response(problem)
-        text, _ = solve(ArithmeticProblem(*(int(x) for x in operands)))
-        return Reference.locate(text, problem.answer)
 
 
 def arithmetic_value(a: int, b: int, c: int, d: int, e: int, f: int) -> int:
