@@ -358,3 +358,28 @@ def test_a_bad_command_line_is_one_clear_line(args, message, tiny_model_dir, tmp
     err = capsys.readouterr().err.strip()
     assert re.fullmatch("mafl diagnose: " + message, err) and "\n" not in err and "search path" not in err
     assert not (tmp_path / "d").exists()  # refused before any work
+
+
+def test_a_runs_fine_tuned_society_is_diagnosed_with_its_weights(tiny_model_dir, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from helpers import compose_cfg
+    from serving import make_adapters
+
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(compose_cfg([f"model.path={tiny_model_dir}", f"run_dir={run}"]), run / "config.yaml")
+    make_adapters(str(tiny_model_dir), [f"{kind}_{n}" for kind in ("generator", "critic") for n in range(3)],
+                  run / "iter_1" / "models")
+    common = [f"diagnose.run={run}", "diagnose.n=2", "debate.max_new_tokens=12", "debate.summary_max_new_tokens=8"]
+    responses = {}
+    for k in (0, 1):
+        out = tmp_path / f"iter{k}"
+        assert main([*common, f"diagnose.iteration={k}", f"diagnose.out={out}"]) == 0, capsys.readouterr().err
+        saved = OmegaConf.load(out / "config.yaml")
+        assert saved.diagnose.iteration == k and saved.debate.max_new_tokens == 12
+        debate = [json.loads(l) for l in (out / "debate" / "transcripts.jsonl").read_text().splitlines()]
+        responses[k] = [u["response"] for t in debate for rnd in t["rounds"] for u in rnd]
+    assert responses[0] != responses[1]  # the fine-tuned weights speak
+    assert main([*common, "diagnose.iteration=2", f"diagnose.out={tmp_path / 'iter2'}"]) == 2
+    assert "diagnose.iteration: " in capsys.readouterr().err
