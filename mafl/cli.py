@@ -1,9 +1,10 @@
-"""The ``mafl`` command: a thin Hydra ``main()`` over :func:`mafl.pipeline.run`, plus three sub-commands.
+"""The ``mafl`` command: a thin Hydra ``main()`` over :func:`mafl.pipeline.run`, plus four sub-commands.
 
     mafl [key=value ...]            run an experiment (``-m``/``--multirun`` for a sweep)
     mafl report FOLDER... [--plot]  tables (and plots) from run or sweep folders
     mafl build-tiny [--rebuild]     build (or rebuild) the embedded tiny model
     mafl serve [FOLDER] [...]       an OpenAI-compatible server over a run's models (mafl/serve)
+    mafl diagnose [key=value ...]   what the critics do with round 1, per agreement pattern (mafl/diagnose)
 """
 from __future__ import annotations
 
@@ -61,4 +62,8 @@ def cli() -> None:
         from mafl.serve.cli import main as serve_main
 
         sys.exit(serve_main(args[1:]))
+    if args[:1] == ["diagnose"]:
+        from mafl.diagnose.command import main as diagnose_main
+
+        sys.exit(diagnose_main(args[1:]))
     main()

@@ -17,6 +17,9 @@
   or ``None`` for the base model), and return one result per request in the order of the requests; a backend is
   free to batch requests across models and problems. An unknown adapter name raises ``KeyError`` before any
   work. The same requests (with the same seeds) give the same completions however often they are asked.
+* **Per-token scores.** A :class:`Score` also carries ``token_logprobs``: the log-probability of each token of
+  ``chat.response_ids(response)`` (eos last), in order, summing to ``logprob``; a caller that needs part of a
+  response (the answer's tokens at its end: ``mafl diagnose``) locates those tokens with the backend's tokenizer.
 * **Capabilities.** :class:`Capabilities` says what a backend can do beyond generation; it is a class attribute,
   so a check can read it before any model is loaded (``backend_class(name).capabilities``): validation refuses
   ``finetune.mode=full`` for a backend without ``full_models``, and ``debate.chunk_size=auto`` becomes the
@@ -98,6 +101,7 @@ class ScoringRequest:
 class Score:
     logprob: float  # sum of the log-probabilities of the response's tokens (``chat.response_ids``: eos included)
     num_tokens: int
+    token_logprobs: tuple[float, ...] = ()  # each of those tokens' log-probability, in order (len == num_tokens)
 
 
 class Backend(Protocol):

@@ -222,8 +222,9 @@ class HFBackend:
 
     def _score_batch(self, model, name, pairs) -> list[Score]:
         rows = self._token_logprobs_batch(model, name, [p + r for p, r in pairs])
-        return [Score(logprob=float(logp[len(p) - 1: len(p) + len(r) - 1].sum()), num_tokens=len(r))
-                for (p, r), (logp, _) in zip(pairs, rows)]
+        spans = [logp[len(p) - 1: len(p) + len(r) - 1] for (p, r), (logp, _) in zip(pairs, rows)]
+        return [Score(logprob=float(span.sum()), num_tokens=len(r), token_logprobs=tuple(span.tolist()))
+                for (_, r), span in zip(pairs, spans)]
 
     @torch.inference_mode()
     def token_logprobs(self, rows: Sequence[Sequence[int]], adapter: str | None = None

@@ -342,14 +342,14 @@ class OpenAIBackend:
         usage = resp.usage
         self.usage.add(adapter or "base", served, usage.prompt_tokens if usage is not None else len(ids),
                        usage.completion_tokens if usage is not None else 0)
-        total = 0.0
+        each = []
         for k in range(len(prompt), len(ids)):
             entry = entries[k]
             value = entry.get(str(ids[k]), entry.get(ids[k])) if isinstance(entry, dict) else None
             if value is None:
                 raise ScoringUnavailable(f"{self.base_url}'s prompt log-probabilities lack the prompt's own tokens")
-            total += float(value["logprob"] if isinstance(value, dict) else value)
-        return Score(logprob=total, num_tokens=len(response))
+            each.append(float(value["logprob"] if isinstance(value, dict) else value))
+        return Score(logprob=sum(each), num_tokens=len(response), token_logprobs=tuple(each))
 
     def __del__(self):  # a backend dropped without close(): stop its thread
         try:

@@ -185,8 +185,8 @@ class VLLMBackend:
                 raise RuntimeError(f"vLLM returned {len(results)} outputs for {len(prompts)} prompts")
             for (p, r), res in zip(pairs, results):
                 ids, logprobs = p + r, res.prompt_logprobs
-                total = sum(_token_logprob(logprobs[k], ids[k]) for k in range(len(p), len(ids)))
-                out.append(Score(logprob=float(total), num_tokens=len(r)))
+                each = tuple(_token_logprob(logprobs[k], ids[k]) for k in range(len(p), len(ids)))
+                out.append(Score(logprob=float(sum(each)), num_tokens=len(r), token_logprobs=each))
         return out
 
 

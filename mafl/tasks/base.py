@@ -32,6 +32,35 @@ class Problem:
         return cls(id=d["id"], question=d["question"], answer=d["answer"], meta=d.get("meta") or {})
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A worked response that reaches a problem's gold answer, for analysis only (``mafl diagnose``, never shown to
+    an agent). ``answer``: the (start, end) characters of ``text`` where it states the gold answer at its end (the
+    last occurrence); ``result``: where its reasoning reaches the answer before that (the occurrence before the
+    last), None when the answer is stated only once (no worked reasoning)."""
+
+    text: str
+    answer: tuple[int, int]
+    result: tuple[int, int] | None = None
+
+    @classmethod
+    def locate(cls, text: str, gold: str) -> "Reference":
+        """The reference ``text``, its spans found by where ``gold`` occurs in it (as a whole number where it is
+        one: ``7`` is not found inside ``17`` or ``7.5``); a ValueError when it does not occur."""
+        import re
+
+        pattern = re.escape(gold)
+        if re.fullmatch(r"-?\d+(?:\.\d+)?", gold):
+            pattern = r"(?<![\d.\-])" + pattern + r"(?!\d|\.\d)"
+        spans = [m.span() for m in re.finditer(pattern, text)]
+        if not spans:
+            raise ValueError(f"the reference response does not state the gold answer {gold!r}")
+        return cls(text=text, answer=spans[-1], result=spans[-2] if len(spans) > 1 else None)
+
+
+REFERENCE = "The answer is {answer}."  # the generic reference response: the gold answer, stated as agents state it
+
+
 class BadRow(ValueError):
     """A raw dataset row that cannot become a Problem; ``field`` names the offending field."""
 
@@ -85,6 +114,11 @@ class Task(ABC):
         of their own and disjoint from both the eval and the train problems (for choosing settings)
         (``dataset.protocol`` is applied on top, by :func:`mafl.tasks.load_splits`)."""
         raise NotImplementedError(f"the {self.name} task does not load problems from a dataset config")
+
+    def reference_response(self, problem: Problem) -> Reference:
+        """A response reaching ``problem``'s gold answer, for analysis only (never shown to an agent): by default
+        ``The answer is <gold>.`` (:data:`REFERENCE`); a task with worked solutions gives one with its reasoning."""
+        return Reference.locate(REFERENCE.format(answer=problem.answer), problem.answer)
 
     def row_meta(self, row: dict) -> dict[str, Any]:
         """What a Problem keeps of a raw row besides question and answer (reference solution, level, ...)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from mafl.tasks.answers import format_number, numeric_answer, parse_number
-from mafl.tasks.base import BadRow
+from mafl.tasks.base import REFERENCE, BadRow, Reference
 from mafl.tasks.loading import FileTask
 
 
@@ -71,3 +71,14 @@ class GSM8KTask(NumericTask):
 
     def row_meta(self, row: dict) -> dict:
         return {"solution": row.get("answer")}
+
+    def reference_response(self, problem) -> Reference:
+        """The gold worked solution, its calculator annotations (``<<48/2=24>>``) removed and its ``#### N`` line
+        stated as ``The answer is N.``: ``result`` is where the solution last reaches N before that."""
+        import re
+
+        solution = problem.meta.get("solution")
+        if not isinstance(solution, str) or "####" not in solution:
+            return super().reference_response(problem)
+        reasoning = re.sub(r"<<[^<>]*>>", "", solution.rsplit("####", 1)[0]).strip()
+        return Reference.locate(f"{reasoning}\n{REFERENCE.format(answer=problem.answer)}", problem.answer)
