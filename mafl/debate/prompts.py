@@ -1,8 +1,9 @@
 """The messages each agent is given, built from the task's prompt templates in ``conf/dataset/<task>.yaml``.
 
 Templates use ``str.format`` fields: ``round1`` {question}; ``debate`` and ``debate_others`` {question} {others};
-``other`` {agent} (1-based) {response}; ``summarize`` {others}; ``summary`` {summary}. Only the problem's question
-is ever put in a prompt, never its gold answer. An empty system template means no system message.
+``other`` {agent} (1-based) {response}; ``summarize`` {others}; ``summary`` {summary}; ``review`` {question}.
+Only the problem's question is ever put in a prompt, never its gold answer. An empty system template means no
+system message.
 
 Later rounds (``debate.context``):
 
@@ -11,6 +12,9 @@ Later rounds (``debate.context``):
   turn, rendered with ``debate``. The system message is the speaking model's (the critic's from round 2 on).
 * ``others`` (mafl's earlier form, for comparison): a fresh [system, user] pair; the user turn, ``debate_others``,
   holds the question and the other agents' answers only; the agent does not see its own earlier answer.
+* ``self`` (isolated self-refinement, ``method=self_refine``): the agent continues its own conversation, and the
+  next user turn, rendered with ``review``, asks it to review its own answer; no other agent's answer (or summary)
+  is shown. The system message is the generator's: the agent checks itself, not others.
 
 A summary request (``summarize``) is a single user turn, as in the paper's code.
 """
@@ -30,6 +34,7 @@ FIELDS = {
     "other": ("agent", "response"),
     "summarize": ("others",),
     "summary": ("summary",),
+    "review": ("question",),
 }
 
 
@@ -43,6 +48,7 @@ class Prompts:
     other: str
     summarize: str
     summary: str
+    review: str
 
     @classmethod
     def from_cfg(cls, cfg: Mapping, key: str = "dataset.prompts") -> "Prompts":
@@ -89,3 +95,9 @@ class Prompts:
         earlier = [dict(m) for m in history if m["role"] != "system"]
         return self.system(critic) + earlier + [
             {"role": "user", "content": self.debate.format(question=question, others=block)}]
+
+    def review_round(self, question: str, history: Sequence[dict]) -> list[dict]:
+        """A later-round turn of self-refinement (``debate.context=self``): the agent's own conversation so far
+        (:meth:`Turn.context`), then ``review``; nothing from any other agent."""
+        earlier = [dict(m) for m in history if m["role"] != "system"]
+        return self.system(False) + earlier + [{"role": "user", "content": self.review.format(question=question)}]
