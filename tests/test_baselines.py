@@ -16,7 +16,8 @@ from mafl.debate.settings import DebateSettings
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.errors import ConfigError
-from mafl.methods.majority import generated_tokens, token_matched_chunk
+from mafl.methods.majority import token_matched_chunk
+from mafl.metrics.cutoff import generated_tokens
 from mafl.tasks import get_task
 from mafl.tasks.base import Problem
 from test_debate_context import DATASETS, problems

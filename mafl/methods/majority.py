@@ -27,16 +27,12 @@ from mafl.debate.settings import DebateSettings
 from mafl.debate.society import Society
 from mafl.debate.transcript import Transcript, Turn
 from mafl.errors import ConfigError
+from mafl.metrics.cutoff import generated_tokens
 from mafl.rundir import atomic_write_json, read_jsonl
 from mafl.tasks.base import Problem, Task
 
 TARGET_FILE = "token_target.json"
 REFERENCE_TRANSCRIPTS = Path("iter_0") / "eval" / "transcripts.jsonl"
-
-
-def generated_tokens(t: Transcript) -> int:
-    """The tokens a debate generated for one problem: every answer and every summary."""
-    return sum(u.num_tokens + u.summary_tokens for rnd in t.rounds for u in rnd)
 
 
 def token_matched_chunk(backend: Backend, task: Task, problems: Sequence[Problem], society: Society,
