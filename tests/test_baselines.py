@@ -29,7 +29,8 @@ def contents(messages) -> str:
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_self_refine_prompts_hold_no_other_agents_text(dataset, tmp_path):
     cfg = compose_cfg([f"dataset={dataset}", "method=self_refine", "debate.rounds=3"])
-    s, prompts, task = (DebateSettings.from_cfg(cfg.debate), Prompts.from_cfg(cfg.dataset.prompts),
+    s, prompts, task = (DebateSettings.from_cfg(cfg.debate),
+                        Prompts.from_cfg(cfg.dataset.prompts, review=cfg.dataset.review_prompt),
                         get_task(cfg.dataset.task))
     assert (s.context, s.summarize, s.critics) == ("self", False, False)
     backend = ScriptedBackend(lambda r: f"Agent text {r.sampling.seed} {len(r.messages)}. The answer is \\boxed{{4}}. 4")

@@ -163,6 +163,9 @@ def check_self_refine(settings: Settings) -> None:
     if settings.debate.context != "self":
         raise ConfigError(f"debate.context: method self_refine reviews each agent's own answer only, which is "
                           f"debate.context=self (got {settings.debate.context})")
+    if settings.debate.rounds > 1 and not settings.dataset.prompts.review:
+        raise ConfigError(f"dataset.review_prompt: method self_refine asks each agent to review its answer with this "
+                          f"template (field question); dataset {settings.dataset.name} has none")
 
 
 def first_base(settings: Settings) -> Settings:
