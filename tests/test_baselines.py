@@ -148,3 +148,14 @@ def test_majority_by_tokens_measures_the_debate_first_or_reads_a_debate_run(tmp_
         validate(compose_cfg(["method=majority_tokens", f"method.reference={tmp_path}", "logger=none"]))
     with pytest.raises(ConfigError, match=r"^method.samples: method.match=tokens"):
         validate(compose_cfg(["method=majority_tokens", "method.samples=4", "logger=none"]))
+
+
+def test_the_debate_or_vote_preset_runs_every_baseline_beside_the_debate():
+    params = compose_cfg(["experiment=debate_or_vote"], return_hydra_config=True).hydra.sweeper.params
+    methods = params.method.split(",")
+    assert methods == ["single", "majority", "majority_tokens", "self_refine", "debate", "multiagent_ft"]
+    got = {m: validate(compose_cfg(["experiment=debate_or_vote", f"method={m}", "logger=none"])) for m in methods}
+    assert (got["self_refine"].debate.context, got["self_refine"].debate.rounds) == ("self", 2)
+    assert got["majority_tokens"].method.reference_debate == got["debate"].debate  # the debate row's debate
+    assert got["majority"].debate.agents == 6 and got["multiagent_ft"].finetune.iterations == 3
+    assert all(got[m].finetune.iterations == 0 for m in methods[:-1])
