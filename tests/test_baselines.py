@@ -99,7 +99,7 @@ def test_token_matching_stops_within_one_sample_of_the_target():
     assert [len(t.rounds[0]) for t in capped] == [5, 5]
 
 
-def test_the_first_answers_are_those_of_the_answer_matched_majority():
+def test_the_kth_answer_has_the_seed_of_the_answer_matched_majoritys_agent_k():
     cfg = compose_cfg(["method=majority_tokens"])
     s, prompts, task = (DebateSettings.from_cfg(cfg.debate), Prompts.from_cfg(cfg.dataset.prompts),
                         get_task(cfg.dataset.task))

@@ -11,8 +11,9 @@
   the run's debate settings (``iter_0/reference_debate``, the same seeds as a ``method=debate`` run of the same
   seed, so the same debate) and keeps the target in ``iter_0/eval/token_target.json``.
 
-The k-th answer of a problem is sampled with the seed of the answer-matched majority's agent k, so the first
-N x R answers are the same in both.
+The k-th answer of a problem is sampled with the seed of the answer-matched majority's agent k: on a backend that
+seeds each request (vLLM, an API that takes a seed) its first N x R answers are the answer-matched majority's; the
+hf backend seeds a whole batch, so there they are other draws from the same distribution.
 """
 from __future__ import annotations
 
