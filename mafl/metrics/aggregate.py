@@ -5,7 +5,8 @@ over iterations, seeds combined, and one cell format.
 * One run: a metric's value ± its own standard error (over problems).
 * Several runs of one model, method and dataset (seeds): the mean across runs ± its standard error across runs,
   with the one formula of :func:`mafl.metrics.stats.mean_stderr` (``sd/sqrt(k)``, ``ddof=1``), marked ``(n=k)``.
-* A cell: accuracies and consensus in % with one decimal, anything else with three, ``–`` when not measured.
+* A cell: accuracies and consensus in % with one decimal, tokens with one, anything else with three, ``–`` when not
+  measured.
 """
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ def format_cell(cell: Cell | MetricRecord | None, metric: str, seeds: bool = Fal
         return MISSING
     if isinstance(cell, MetricRecord):
         cell = Cell.of(cell)
-    scale, digits = (100.0, 1) if is_percent(metric) else (1.0, 3)
+    scale, digits = (100.0, 1) if is_percent(metric) else (1.0, 1) if metric.startswith("tokens/") else (1.0, 3)
     text = f"{cell.value * scale:.{digits}f}"
     if cell.stderr is not None:
         text += f" ± {cell.stderr * scale:.{digits}f}"
