@@ -33,7 +33,8 @@ def test_self_refine_prompts_hold_no_other_agents_text(dataset, tmp_path):
                         Prompts.from_cfg(cfg.dataset.prompts, review=cfg.dataset.review_prompt),
                         get_task(cfg.dataset.task))
     assert (s.context, s.summarize, s.critics) == ("self", False, False)
-    backend = ScriptedBackend(lambda r: f"Agent text {r.sampling.seed} {len(r.messages)}. The answer is \\boxed{{4}}. 4")
+    backend = ScriptedBackend(
+        lambda r: f"Agent text {r.sampling.seed} {len(r.messages)}. The answer is \\boxed{{4}}. 4")
     (t,) = run_debate(backend, task, problems(1), Society(agents=3, critics=False), s, prompts, seed=1,
                       out_dir=tmp_path, progress=False)
     assert len(t.rounds) == 3
@@ -61,6 +62,11 @@ def test_self_refine_refuses_a_debate_context_and_summaries():
         validate(compose_cfg(["method=self_refine", "debate.context=conversation", "logger=none"]))
     with pytest.raises(ConfigError, match=r"^debate.summarize:"):
         validate(compose_cfg(["method=self_refine", "debate.summarize=true", "logger=none"]))
+    with pytest.raises(ConfigError, match=r"^dataset.review_prompt: method self_refine"):
+        validate(compose_cfg(["method=self_refine", "dataset.review_prompt=null", "logger=none"]))
+    with pytest.raises(ConfigError, match=r"^dataset.review_prompt: unknown field\(s\) \['others'\]"):
+        validate(compose_cfg(["method=self_refine", "dataset.review_prompt='{others} again'", "logger=none"]))
+    validate(compose_cfg(["method=debate", "dataset.review_prompt=null", "logger=none"]))  # only self_refine needs it
 
 
 def sized(tokens_of):
@@ -92,7 +98,8 @@ def test_token_matching_stops_within_one_sample_of_the_target():
         assert t.final_answer is not None and len(t.rounds) == 1
     assert len({len(t.rounds[0]) for t in out}) > 1  # problems of long answers took fewer of them
     # one backend call per wave, each holding only the problems still short of the target
-    assert [len(c) for c in backend.calls] == [sum(len(t.rounds[0]) > k for t in out) for k in range(len(backend.calls))]
+    waves = range(len(backend.calls))
+    assert [len(c) for c in backend.calls] == [sum(len(t.rounds[0]) > k for t in out) for k in waves]
     # the cap bounds any problem's answers
     capped = token_matched_chunk(ScriptedBackend(sized(lambda i, k: 1)), task, problems(2), Society(agents=1), s,
                                  prompts, seed=3, target=target, max_samples=5)
@@ -136,7 +143,8 @@ def test_majority_by_tokens_measures_the_debate_first_or_reads_a_debate_run(tmp_
     run(compose_cfg([*common, "method=majority_tokens", f"method.reference={tmp_path / 'debate'}",
                      f"run_dir={tmp_path / 'read'}"]))
     read = json.loads((tmp_path / "read" / "iter_0" / "eval" / "token_target.json").read_text())
-    assert read["target_tokens"] == pytest.approx(want) and not (tmp_path / "read" / "iter_0" / "reference_debate").exists()
+    assert read["target_tokens"] == pytest.approx(want)
+    assert not (tmp_path / "read" / "iter_0" / "reference_debate").exists()  # read, not debated again
     for d in [json.loads(x) for x in (tmp_path / "read" / "iter_0" / "eval" / "transcripts.jsonl").open()]:
         spent = [u["num_tokens"] for u in d["rounds"][0]]
         assert sum(spent) >= want > sum(spent[:-1])

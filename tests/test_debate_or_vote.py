@@ -48,3 +48,32 @@ def test_the_debate_or_vote_sweep_on_a_tiny_random_model(talking_model_dir, tmp_
     assert all(f"| {meth} | arithmetic |" in cost for meth in METHODS)
     assert "## paired difference on eval: debate:0 − single:0" in text
     assert "## failure measures on eval by iteration: arithmetic" in text and "voted_out (%)" in text
+
+
+def test_the_cost_table_shows_dollars_of_api_runs_and_wall_times(tmp_path):
+    from mafl.backends.usage import UsageLedger
+    from mafl.metrics.results import Results, load_results, write_results
+    from mafl.metrics.stats import MetricRecord
+    from mafl.report import build_report
+
+    def make(method, tokens, timings, usage=None):
+        run = tmp_path / method
+        cfg = {"method": {"name": method}, "dataset": {"name": "gsm8k"}, "model": {"name": "gpt35"}, "seed": 0}
+        recs = [MetricRecord(0, "eval", "accuracy/debate", 0.5, 0.05, 100),
+                MetricRecord(0, "eval", "tokens/answers", tokens, 1.0, 100),
+                MetricRecord(0, "eval", "tokens/summaries", 0.0, 0.0, 100),
+                MetricRecord(0, "eval", "tokens/total", tokens, 1.0, 100)]
+        write_results(run, Results.from_config(cfg, recs, timings=timings))
+        if usage is not None:
+            usage.attach(run)
+            usage.save()
+
+    ledger = UsageLedger({"gpt-3.5-turbo-0125": {"prompt": 0.5, "completion": 1.5}})
+    ledger.add("generator_0", "gpt-3.5-turbo-0125", prompt_tokens=2_000_000, completion_tokens=1_000_000)
+    make("debate", 400.0, {"0": {"eval_debate": 12.5, "metrics": 2.5}}, ledger)
+    make("single", 50.0, {"0": {"eval_debate": 3.0}})
+    text = build_report(load_results(tmp_path))
+    cost = text[text.index("## cost of each row"):]
+    assert "| tokens/answers | tokens/summaries | tokens/total | eval debate (s) | whole run (s) | US$ per run |" in cost
+    assert "| gpt35 | debate | gsm8k | 50.0 ± 5.0 (n=1) | 400.0 ± 1.0 | 0.0 ± 0.0 | 400.0 ± 1.0 | 12.5 | 15.0 | 2.5000 |" in cost
+    assert "| gpt35 | single | gsm8k | 50.0 ± 5.0 (n=1) | 50.0 ± 1.0 | 0.0 ± 0.0 | 50.0 ± 1.0 | 3.0 | 3.0 | – |" in cost

@@ -20,7 +20,7 @@ HUB_MODELS = ("phi3", "mistral", "llama3")
 API_MODELS = ("gpt35",)  # behind an API: backend=openai, finetune=openai
 DATASETS = ("arithmetic", "gsm8k", "math")
 SETUPS = [f"{d}_{m}" for d in DATASETS for m in (*HUB_MODELS, *API_MODELS, "tiny")]
-TABLES = ["table1", "table2_ablations", "iterations_curve", "agents5", "agents_sweep"]
+TABLES = ["table1", "table2_ablations", "iterations_curve", "agents5", "agents_sweep", "debate_or_vote"]
 METHOD_OPTIONS = {p.stem for p in (CONF / "method").glob("*.yaml")}
 
 

@@ -122,9 +122,9 @@ class MethodSettings:
         return cls(name=spec.name, label=str(c.get("label") or spec.name), spec=spec,
                    single_model=bool(c.get("single_model", False)), weights=str(weights) if weights else None,
                    rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True),
-                   match=choice(c, "match", "method", MATCHES) if "match" in c else "answers",
+                   match=choice(c, "match", "method", MATCHES) if "match" in c else cls.match,
                    reference=str(c["reference"]) if c.get("reference") else None,
-                   max_samples=integer(c, "max_samples", "method", low=1) if "max_samples" in c else 64)
+                   max_samples=integer(c, "max_samples", "method", low=1) if "max_samples" in c else cls.max_samples)
 
 
 def with_objective(finetune: FinetuneSettings, method: MethodSettings) -> FinetuneSettings:
