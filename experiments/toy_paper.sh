@@ -31,7 +31,7 @@ run() {
 
 status=0
 for seed in ${SEEDS:-0 1 2}; do
-  for method in ${METHODS:-multiagent_ft multiagent_ft_single_model star majority_ft debate majority single}; do
+  for method in ${METHODS:-multiagent_ft multiagent_ft_single_model star majority_ft debate self_refine majority_tokens majority single}; do
     while (( $(jobs -rp | wc -l) >= max_jobs )); do wait -n || status=1; done
     run "$method" "$seed" "$@" &
   done

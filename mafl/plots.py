@@ -4,7 +4,10 @@ their mean, with the standard error across runs as error bars):
 * :func:`write_plots`: one figure per metric and dataset;
 * :func:`write_paper_figures`: the paper's two figures per dataset, accuracy against the iteration and the
   diversity metrics against the iteration (one panel each), and Table 1 (the metric at the final iteration,
-  datasets as columns) drawn as a PNG.
+  datasets as columns) drawn as a PNG;
+* :func:`write_cost_figure`: the metric against the tokens generated per problem (``tokens/total``), one point per
+  model/method at its final iteration (DebateLLM's figure): error bars are the standard errors of both (across
+  runs for several seeds, else over problems).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from mafl.metrics.aggregate import curve, group_runs, is_percent, unit
+from mafl.metrics.aggregate import TOKENS, Cell, curve, final_cell, group_runs, is_percent, unit
 from mafl.metrics.results import Results
 
 
@@ -108,4 +111,45 @@ def write_paper_figures(results: Sequence[Results], out_dir: str | Path, *, spli
         ax.set_title(f"{metric} on {split} at the final iteration (mean ± SE)", fontsize=9)
         written.append(out_dir / plot_file_name("table", metric, split))
         fig.savefig(written[-1], dpi=150, bbox_inches="tight")
+    return written
+
+
+def cost_points(results: Sequence[Results], *, split: str = "eval",
+                metric: str = "accuracy/debate") -> dict[str, dict[tuple[str, str], tuple[Cell, Cell]]]:
+    """{dataset: {(model, method): (tokens/total cell, metric cell)}} at the final iteration, for every
+    model/method that measured both."""
+    out: dict[str, dict] = {}
+    for (m, meth, d), runs in group_runs(results).items():
+        x, y = final_cell(runs, TOKENS, split), final_cell(runs, metric, split)
+        if x is not None and y is not None:
+            out.setdefault(d, {})[(m, meth)] = (x, y)
+    return dict(sorted(out.items()))
+
+
+def write_cost_figure(results: Sequence[Results], out_dir: str | Path, *, split: str = "eval",
+                      metric: str = "accuracy/debate") -> list[Path]:
+    """``<split>_figure_cost_<dataset>.png``: ``metric`` against ``tokens/total`` per problem for every
+    model/method that measured both; returns the files written."""
+    from matplotlib.figure import Figure
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scale = 100.0 if is_percent(metric) else 1.0
+    written: list[Path] = []
+    for dataset, points in cost_points(results, split=split, metric=metric).items():
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+        for (model, method), (x, y) in points.items():
+            ax.errorbar([x.value], [y.value * scale], xerr=[x.stderr or 0.0], yerr=[(y.stderr or 0.0) * scale],
+                        marker="o", capsize=3, linestyle="none", label=f"{method} ({model})")
+            ax.annotate(method, (x.value, y.value * scale), textcoords="offset points", xytext=(4, 4),
+                        fontsize="x-small")
+        ax.set_xlabel("generated tokens per problem (answers + summaries)")
+        ax.set_ylabel(f"{metric} ({unit(metric)})" if unit(metric) else metric)
+        ax.set_title(f"{dataset}, {split}: {metric} against its cost")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+        fig.tight_layout()
+        written.append(out_dir / plot_file_name("figure_cost", dataset, split))
+        fig.savefig(written[-1], dpi=120)
     return written

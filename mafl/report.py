@@ -11,7 +11,9 @@ Reads every ``results.json`` under the given folders and prints Markdown:
 4. the debate dynamics: per round transition, the share of agents right->right, wrong->right, right->wrong and
    wrong->wrong, where their new answers come from (kept, adopted, new), how often they take up the others'
    majority, and the consensus of every round; then the same per agent (each agent's flip matrix);
-5. the answers generated per problem and the shares of answers and summaries cut off by their token budgets;
+5. the failure measures (the pool's oracle, right answers voted out, conformity and persuasion, answer entropy);
+   the answers and tokens generated per problem and the shares of answers and summaries cut off by their token
+   budgets; the cost of each row (tokens per problem, wall time, dollars for an API run);
 6. for a run of a mixed society (``society.models``), each agent (named with its base) by iteration: its accuracy,
    KL against its own base and NLL, and the matrix of KL between agents;
 7. where the time went: the wall time of every stage of every iteration (train debate, sets, fine-tunes, eval
@@ -20,7 +22,12 @@ Reads every ``results.json`` under the given folders and prints Markdown:
    (requests, tokens and cost, from ``usage.json``).
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration, the
-paper's two figures (accuracy, and diversity, against the iteration) and the table as a PNG.
+paper's two figures (accuracy, and diversity, against the iteration), the table as a PNG and the metric against
+the tokens generated per problem (every method, error bars included).
+
+``--compare A B`` (repeatable) adds the paired difference of two methods or two iterations of one on the same
+problems, pooled over seeds, with a 95% paired-bootstrap interval (mafl/metrics/paired.py); a side is
+``METHOD[:ITERATION]``, e.g. ``--compare debate:0 single:0``, ``--compare multiagent_ft:3 multiagent_ft:0``.
 """
 from __future__ import annotations
 
@@ -29,28 +36,46 @@ import sys
 from typing import Sequence
 
 from mafl.metrics.aggregate import (
-    BUDGET_METRICS, DIVERSITY_METRICS, DYNAMICS_METRICS, AGENT_DYNAMICS, answers_per_problem, curve, final_cell, final_cells,
-    format_cell, group_runs, markdown_table, unit,
+    BUDGET_METRICS, DIVERSITY_METRICS, DYNAMICS_METRICS, AGENT_DYNAMICS, FAILURE_METRICS, TOKENS, answers_per_problem,
+    curve, final_cell, final_cells, format_cell, group_runs, markdown_table, unit,
 )
 from mafl.metrics.results import Results, load_results
 from mafl.summary import run_notes
 
 
-def build_report(results: Sequence[Results], *, split: str = "eval", metric: str = "accuracy/debate") -> str:
+def build_report(results: Sequence[Results], *, split: str = "eval", metric: str = "accuracy/debate",
+                 compare: Sequence[tuple[str, str]] | None = None) -> str:
+    """The report's Markdown; ``compare``: pairs (A, B) of sides (``METHOD[:ITERATION]``) whose paired difference
+    is shown (a ValueError when a side has no run or the runs did not answer the same problems)."""
     groups = group_runs(results)
     datasets = sorted({g[2] for g in groups})
     rows_of = list(dict.fromkeys((g[0], g[1]) for g in groups))
     u = f" ({unit(metric)})" if unit(metric) else ""
     out = [f"## {metric}{u} on {split} at the final iteration", ""]
     out.append(markdown_table(
-        ["model", "method", "answers/problem", *datasets],
-        [[model, method, answers_per_problem([r for d in datasets for r in groups.get((model, method, d), [])], split),
-          *final_cells(groups, model, method, datasets, metric, split, seeds=True)]
+        ["model", "method", "answers/problem", "tokens/problem", *datasets],
+        [[model, method, answers_per_problem(row_runs := [r for d in datasets for r in groups.get((model, method, d),
+                                                                                                   [])], split),
+          tokens_per_problem(row_runs, split), *final_cells(groups, model, method, datasets, metric, split, seeds=True)]
          for model, method in rows_of],
     ))
     out += ["", f"± is the standard error over problems (sd/sqrt(n), ddof=1) of one run (n=1); (n=k): the mean ± "
                 f"standard error across k runs (seeds) of the same model, method and dataset. answers/problem: "
-                f"the answers each method generated per problem. {len(results)} run(s)."]
+                f"the answers each method generated per problem; tokens/problem: the tokens it generated per "
+                f"problem (answers and summaries, mean over runs; see the cost table). {len(results)} run(s)."]
+    cost = cost_table(groups, metric, split)
+    if cost:
+        out += ["", f"## cost of each row on {split} at the final iteration", "", cost]
+    for a, b in compare or ():
+        from mafl.metrics.paired import Side, compare as paired, comparison_table
+
+        diffs = paired(results, Side.parse(a), Side.parse(b), split=split)
+        out += ["", f"## paired difference on {split}: {a} − {b} (accuracy/debate, same problems, pooled over "
+                    "seeds)", "", comparison_table(diffs), "",
+                "The difference of the two sides' final answers problem by problem, averaged over the seeds both "
+                "ran; the 95% interval is a paired bootstrap over problems (each keeps its difference on every "
+                "seed; mafl/metrics/paired.py). It is narrower than the two cells' standard errors suggest, since "
+                "both sides answered the same problems."]
 
     multi = [(g, runs) for g, runs in groups.items() if len(runs) > 1]
     if multi:
@@ -73,7 +98,7 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
         ))
 
     for title, metrics in (("diversity", DIVERSITY_METRICS), ("debate dynamics (share of agents)", DYNAMICS_METRICS),
-                           ("answers and cut-offs", BUDGET_METRICS)):
+                           ("failure measures", FAILURE_METRICS), ("answers, tokens and cut-offs", BUDGET_METRICS)):
         for d in datasets:
             present = [x for x in metrics
                        if any(r.select(x, split) for (_, _, ds), runs in groups.items() if ds == d for r in runs)]
@@ -106,6 +131,69 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
             where = r.path.parent if r.path is not None else f"{r.model} {r.method} {r.dataset}"
             out += [f"- {where}: {line}" for line in lines]
     return "\n".join(out) + "\n"
+
+
+def tokens_per_problem(runs: Sequence[Results], split: str) -> str:
+    """The tokens generated per problem at the runs' final iteration, mean over the runs (``–``: not recorded)."""
+    cell = final_cell(runs, TOKENS, split)
+    return f"{cell.value:.0f}" if cell is not None else "–"
+
+
+def eval_seconds(r: Results) -> float | None:
+    """The wall time of a run's eval debate at its last measured iteration."""
+    timings = r.timings or {}
+    last = max((int(k) for k, t in timings.items() if "eval_debate" in t), default=None)
+    return float(timings[str(last)]["eval_debate"]) if last is not None else None
+
+
+def run_seconds(r: Results) -> float | None:
+    """The wall time of a whole run: every stage of every iteration (each model's fine-tune is inside finetune)."""
+    seconds = [float(v) for t in (r.timings or {}).values() for k, v in t.items() if "/" not in k]
+    return sum(seconds) if seconds else None
+
+
+def run_dollars(r: Results) -> float | None:
+    """What a run that talked to an API cost (``usage.json``; None without one, or without prices)."""
+    import json
+
+    from mafl.backends.usage import USAGE_FILE
+
+    usage = r.path.parent / USAGE_FILE if r.path is not None else None
+    if usage is None or not usage.exists():
+        return None
+    return (json.loads(usage.read_text()).get("total") or {}).get("cost")
+
+
+def cost_table(groups, metric: str, split: str) -> str:
+    """Rows: model, method, dataset; columns: the metric, the tokens generated per problem (answers, summaries),
+    the eval debate's and the whole run's wall time and, for API runs with prices, dollars (means over runs)."""
+    def mean(values) -> float | None:
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    rows, dollars = [], False
+    for (m, meth, d), runs in groups.items():
+        cells = {x: final_cell(runs, x, split) for x in ("tokens/answers", "tokens/summaries", TOKENS)}
+        if cells[TOKENS] is None:
+            continue
+        cost = mean(run_dollars(r) for r in runs)
+        dollars |= cost is not None
+        eval_s, run_s = mean(eval_seconds(r) for r in runs), mean(run_seconds(r) for r in runs)
+        rows.append([m, meth, d, format_cell(final_cell(runs, metric, split), metric, seeds=True),
+                     *(format_cell(cells[x], x) for x in ("tokens/answers", "tokens/summaries", TOKENS)),
+                     f"{eval_s:.1f}" if eval_s is not None else "–", f"{run_s:.1f}" if run_s is not None else "–",
+                     f"{cost:.4f}" if cost is not None else "–"])
+    if not rows:
+        return ""
+    header = ["model", "method", "dataset", metric, "tokens/answers", "tokens/summaries", "tokens/total",
+              "eval debate (s)", "whole run (s)", "US$ per run"]
+    if not dollars:
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    note = ("Tokens: generated per eval problem at the final iteration (answers, the summaries the agents read, "
+            "and both), mean over runs ± its standard error. Wall seconds: the final iteration's eval debate and the "
+            "whole run (fine-tuning, train debates and a token-matched majority's reference debate included), mean "
+            "over runs." + (" US$: the run's API cost (usage.json, backend.prices)." if dollars else ""))
+    return markdown_table(header, rows) + "\n\n" + note
 
 
 def agent_dynamics_table(groups, split: str) -> str:
@@ -206,17 +294,23 @@ def report_main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--plot", metavar="DIR", default=None, help="also write PNG plots to DIR")
     parser.add_argument("--split", default="eval", help="eval (default) or train")
     parser.add_argument("--metric", default="accuracy/debate", help="the metric of the tables (default: %(default)s)")
+    parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
+                        help="the paired difference A - B of two methods or iterations on the same problems, pooled "
+                             "over seeds, with a 95%% paired-bootstrap interval; a side is METHOD[:ITERATION] "
+                             "(default: the last iteration), e.g. --compare debate:0 single:0 or --compare "
+                             "multiagent_ft:3 multiagent_ft:0; repeatable")
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
         results = load_results(args.paths)
+        text = build_report(results, split=args.split, metric=args.metric, compare=args.compare)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"mafl report: {e}") from e
-    text = build_report(results, split=args.split, metric=args.metric)
     if args.plot:
-        from mafl.plots import write_paper_figures, write_plots
+        from mafl.plots import write_cost_figure, write_paper_figures, write_plots
 
         written = write_plots(results, args.plot, split=args.split, metrics=[args.metric, *DIVERSITY_METRICS])
         written += write_paper_figures(results, args.plot, split=args.split, metric=args.metric)
+        written += write_cost_figure(results, args.plot, split=args.split, metric=args.metric)
         text += "\n" + "\n".join(f"plot: {p}" for p in written) + "\n"
     sys.stdout.write(text)
     return text

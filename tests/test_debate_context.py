@@ -212,8 +212,8 @@ def test_the_official_protocol_is_marked_in_every_report_row():
         return Results.from_config(cfg, recs)
 
     text = build_report([results("heldout"), results("official")])
-    assert "| tiny | multiagent_ft [official protocol] | 6 | 50.0 ± 10.0 (n=1) |" in text
-    assert "| tiny | multiagent_ft | 6 | 50.0 ± 10.0 (n=1) |" in text
+    assert "| tiny | multiagent_ft [official protocol] | 6 | – | 50.0 ± 10.0 (n=1) |" in text
+    assert "| tiny | multiagent_ft | 6 | – | 50.0 ± 10.0 (n=1) |" in text
 
 
 def test_majority_is_compute_matched_with_the_debate():

@@ -20,7 +20,7 @@ HUB_MODELS = ("phi3", "mistral", "llama3")
 API_MODELS = ("gpt35",)  # behind an API: backend=openai, finetune=openai
 DATASETS = ("arithmetic", "gsm8k", "math")
 SETUPS = [f"{d}_{m}" for d in DATASETS for m in (*HUB_MODELS, *API_MODELS, "tiny")]
-TABLES = ["table1", "table2_ablations", "iterations_curve", "agents5", "agents_sweep"]
+TABLES = ["table1", "table2_ablations", "iterations_curve", "agents5", "agents_sweep", "debate_or_vote"]
 METHOD_OPTIONS = {p.stem for p in (CONF / "method").glob("*.yaml")}
 
 
@@ -126,11 +126,11 @@ def test_the_toy_paper_script_runs_its_runs_and_draws_the_table_and_figures(tiny
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "plots") == [
         "multiagent_ft_seed0", "multiagent_ft_seed1"]
     report = (out / "report.md").read_text()
-    assert re.search(r"\| tiny \| multiagent_ft \| 6 \| [\d.]+ ± [\d.]+ \(n=2\) \|", report)
+    assert re.search(r"\| tiny \| multiagent_ft \| 6 \| \d+ \| [\d.]+ ± [\d.]+ \(n=2\) \|", report)
     assert "| tiny | multiagent_ft | arithmetic | 1 |" in report  # each seed's own value
     plots = {p.name for p in (out / "plots").glob("*.png")}
     assert {"eval_figure_accuracy_arithmetic.png", "eval_figure_diversity_arithmetic.png",
-            "eval_table_accuracy_debate.png"} <= plots
+            "eval_table_accuracy_debate.png", "eval_figure_cost_arithmetic.png"} <= plots
     # the same command again finds every run finished: nothing is fine-tuned again
     stamp = (out / "multiagent_ft_seed0" / "iter_1" / "models" / "critic_0.json").stat().st_mtime_ns
     again = subprocess.run(["bash", str(REPO / "experiments" / "toy_paper.sh"), *args], cwd=tmp_path, env=env,

@@ -240,7 +240,7 @@ def test_smoke_gives_one_iteration_to_the_methods_that_fine_tune():
         cfg = compose_cfg([f"method={name}", "debug=smoke"])
         assert cfg.finetune.iterations == (1 if METHODS.get(name).finetunes else 0), name
         validate(cfg)
-    assert [m for m in METHODS if not METHODS.get(m).finetunes] == ["single", "majority", "debate"]
+    assert [m for m in METHODS if not METHODS.get(m).finetunes] == ["single", "majority", "self_refine", "debate"]
 
 
 # -- global-to-local -------------------------------------------------------------------------------------------

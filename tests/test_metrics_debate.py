@@ -203,6 +203,9 @@ def fake_embedder(texts):
 DYNAMICS = {f"flips/round1-2/{c}" for c in ("right_right", "wrong_right", "right_wrong", "wrong_wrong")} | {
     f"moves/round1-2/{m}" for m in ("kept", "adopted", "new")} | {"consensus/round2"}
 # (adopt_majority/round1-2 only where an agent faces a united majority of the others: none in word_debates)
+# the failure measures of every round (mafl.metrics.failures) and the tokens generated (mafl.metrics.cutoff)
+FAILURES = {"voted_out", "oracle/round1", "oracle/round2", "voted_out/round1", "voted_out/round2", "entropy/round1",
+            "entropy/round2", "tokens/answers", "tokens/summaries", "tokens/total"}
 
 
 def test_compute_iteration_metrics_lists_every_metric():
@@ -218,7 +221,7 @@ def test_compute_iteration_metrics_lists_every_metric():
         "accuracy/debate", "accuracy/round1_majority", "accuracy/agent_round1", "accuracy/agent_final",
         "consensus", "consensus/round1", "kl/agents", "kl/base", "nll", "embedding_dissimilarity",
         "kl/agents_final", "kl/base_final", "nll_final", "embedding_dissimilarity_final",
-        "answers_per_problem", "cutoff/round1", "cutoff/round2", *DYNAMICS,
+        "answers_per_problem", "cutoff/round1", "cutoff/round2", *DYNAMICS, *FAILURES,
     }
     keyed = by_key(recs)
     assert keyed[("accuracy/debate", None, None)].n == 5
@@ -233,7 +236,7 @@ def test_compute_iteration_metrics_lists_every_metric():
         word_debates(), NumberTask(), metrics_cfg={**cfg, "diversity": False}, iteration=2, split="eval", seed=0)}
     assert off == {"accuracy/debate", "accuracy/round1_majority", "accuracy/agent_round1",
                    "accuracy/agent_final", "consensus", "consensus/round1", "answers_per_problem", "cutoff/round1",
-                   "cutoff/round2", *DYNAMICS}
+                   "cutoff/round2", *DYNAMICS, *FAILURES}
     with pytest.raises(ValueError, match="diversity_rounds"):
         compute_iteration_metrics(word_debates(), NumberTask(), metrics_cfg={**cfg, "diversity_rounds": ["last"]},
                                   iteration=2, split="eval", seed=0, embedder=fake_embedder)

@@ -44,13 +44,13 @@ def row(text, *cells):
 def test_table_one_and_iteration_curve(sweep, capsys):
     text = report_main([str(sweep)])
     assert capsys.readouterr().out == text
-    assert "| model | method | answers/problem | gsm8k | math |" in text
+    assert "| model | method | answers/problem | tokens/problem | gsm8k | math |" in text
     # one run: value ± its own stderr, in percent
-    assert row(text, "tiny", "debate") == "| tiny | debate | – | 40.0 ± 2.0 (n=1) | 20.0 ± 2.0 (n=1) |"
+    assert row(text, "tiny", "debate") == "| tiny | debate | – | – | 40.0 ± 2.0 (n=1) | 20.0 ± 2.0 (n=1) |"
     # two seeds: the mean of the final iterations and the standard error across seeds
     finals = [0.60, 0.64]
     se = math.sqrt(sum((x - 0.62) ** 2 for x in finals) / 1) / math.sqrt(2)
-    assert row(text, "tiny", "multiagent_ft").startswith(f"| tiny | multiagent_ft | – | 62.0 ± {100 * se:.1f} (n=2) | 35.0 ± 2.0 (n=1) |")
+    assert row(text, "tiny", "multiagent_ft").startswith(f"| tiny | multiagent_ft | – | – | 62.0 ± {100 * se:.1f} (n=2) | 35.0 ± 2.0 (n=1) |")
     assert "across k runs (seeds)" in text
     per_seed = text[text.index("at the final iteration, per seed"):]
     assert "| tiny | multiagent_ft | gsm8k | 0 | 60.0 ± 2.0 |" in per_seed
@@ -72,7 +72,7 @@ def test_diversity_table_and_other_split(sweep):
     assert "| tiny | multiagent_ft | 2 | 70.0 ± 0.0 (n=2) | 0.210 ± 0.000 (n=2) |" in div
     assert "diversity on eval by iteration: math" not in text  # no diversity measured on math
     train = report_main([str(sweep), "--split", "train"])
-    assert row(train, "tiny", "debate") == "| tiny | debate | – | 77.0 ± 1.0 (n=1) | 77.0 ± 1.0 (n=1) |"
+    assert row(train, "tiny", "debate") == "| tiny | debate | – | – | 77.0 ± 1.0 (n=1) | 77.0 ± 1.0 (n=1) |"
     agent = report_main([str(sweep), "--metric", "accuracy/agent_final"])
     assert "| tiny | debate | – | – | – |" in agent  # only society-level records (agent=None) are tabulated
 

@@ -5,7 +5,11 @@ from dataclasses import dataclass, fields
 from typing import Mapping
 
 from mafl.debate.society import TOPOLOGIES, readers
-from mafl.errors import choice, integer, known_keys, number
+from mafl.errors import ConfigError, choice, integer, known_keys, number
+
+# how a later round is prompted (mafl.debate.prompts): the agent's own conversation plus the others' answers, a fresh
+# prompt with the others' answers only, or the agent's own conversation and a request to review it (self-refinement)
+CONTEXTS = ("conversation", "others", "self")
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class DebateSettings:
             max_others=integer(c, "max_others", p, low=1, none_ok=True),
             summarize=bool(c.get("summarize", False)),
             summarizer=choice(c, "summarizer", p, ("base", "self")),
-            context=choice(c, "context", p, ("conversation", "others")),
+            context=choice(c, "context", p, CONTEXTS),
             topology=choice(c, "topology", p, TOPOLOGIES),
             adjacency=list(c["adjacency"]) if c.get("adjacency") is not None else None,
             critics=bool(c.get("critics", True)),
@@ -48,4 +52,7 @@ class DebateSettings:
             chunk_size=None if c.get("chunk_size") == "auto" else integer(c, "chunk_size", p, low=1),
         )
         readers(s.agents, s.topology, s.adjacency)  # checks a custom adjacency
+        if s.context == "self" and s.summarize and s.rounds > 1:
+            raise ConfigError("debate.summarize: debate.context=self (self-refinement) shows no other agent's "
+                              "answer, so there is nothing to summarise; set debate.summarize=false")
         return s

@@ -11,6 +11,7 @@ Schema (round and agent indices are 0-based; round 0 is spoken by the generators
                                          # earlier turns (user/assistant) before the others' answers
           "summary": null | str,         # the summary of the others it read (debate.summarize=true)
           "summary_finished": null | bool,  # false: the summary was cut off by summary_max_new_tokens
+          "summary_tokens": int,         # the tokens generated for that summary (0: none was written)
           "response": str, "answer": str | null, "correct": bool, "num_tokens": int,
           "finished": bool},             # false: cut off by max_new_tokens; its answer is then null (it
                                          # never votes and never becomes a training target)
@@ -43,6 +44,7 @@ class Turn:
     summary: str | None = None
     finished: bool = True
     summary_finished: bool | None = None
+    summary_tokens: int = 0  # tokens generated for the summary this turn read (its own cost, not the answer's)
 
     def context(self) -> list[dict]:
         """The conversation after this turn: its messages and its response as the assistant's turn."""

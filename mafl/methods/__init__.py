@@ -5,8 +5,10 @@ Each method is one registered :class:`Method` that says what it is: whether it f
 model speaks for every agent, and the function that runs it (imported only when the method is chosen). Their
 order here is the order of rows in reports (the paper's).
 
-``single``, ``majority`` and ``debate`` evaluate the untuned society with 1 agent x 1 round, ``method.samples``
-answers in one round (N x R by default: compute-matched with the debate), and N agents x R rounds (they never
+``single``, ``majority``, ``self_refine`` and ``debate`` evaluate the untuned society with 1 agent x 1 round,
+``method.samples`` answers in one round (N x R by default: matched with the debate on answers; with
+``method.match=tokens`` on generated tokens, mafl/methods/majority.py), N agents x R rounds each reviewing only its
+own answer (isolated self-correction, ``debate.context=self``), and N agents x R rounds of debate (they never
 fine-tune: ``finetune.iterations`` must be 0). ``multiagent_ft`` fine-tunes
 each agent's generator and critic on its own slice of the debate (its ablations are presets of it:
 conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model on its own majority-voted samples;
@@ -29,14 +31,16 @@ from typing import TYPE_CHECKING, Mapping
 from omegaconf import OmegaConf
 
 from mafl.debate.society import Society
-from mafl.errors import ConfigError, integer, known_keys
+from mafl.errors import ConfigError, choice, integer, known_keys
 from mafl.registry import Registry, load
 
 if TYPE_CHECKING:
     from mafl.config import Settings
+    from mafl.debate.settings import DebateSettings
     from mafl.finetune.settings import FinetuneSettings
 
 LOOP = "mafl.methods.society_loop:run_society_loop"
+MATCHES = ("answers", "tokens")  # what method=majority matches with the debate (method.match)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ METHODS: Registry[Method] = Registry("method", "method.name")
 SFT_FIRST, DPO_FIRST = ("sft", "dpo", "sft+dpo"), ("dpo", "sft", "sft+dpo")
 for _method in (
     Method("single", LOOP, finetunes=False, shared=False, prepare="mafl.methods:first_base"),
-    Method("majority", LOOP, finetunes=False, shared=False, prepare="mafl.methods:majority_samples", mixed=False),
+    Method("majority", "mafl.methods.majority:run_majority", finetunes=False, shared=False,
+           prepare="mafl.methods:majority_samples", check="mafl.methods.majority:check_majority", mixed=False),
+    Method("self_refine", LOOP, finetunes=False, shared=False, check="mafl.methods:check_self_refine"),
     Method("debate", LOOP, finetunes=False, shared=False),
     Method("star", "mafl.methods.star:run_star", finetunes=True, shared=True, check="mafl.methods.star:check_star"),
     Method("majority_ft", LOOP, finetunes=True, shared=True, objectives=SFT_FIRST),
@@ -92,6 +98,11 @@ class MethodSettings:
     weights: str | None = None  # a folder of fine-tuned weights the society starts from
     rationalize: str | None = None  # star: the question of a rationalisation request
     samples: int | None = None  # majority: answers per problem (None: debate.agents x debate.rounds)
+    match: str = "answers"  # majority: matched with the debate on answers per problem, or on generated tokens
+    reference: str | None = None  # majority, match=tokens: a debate run folder whose tokens to match (None: measure)
+    max_samples: int = 64  # majority, match=tokens: at most this many answers per problem
+    # majority, match=tokens: the debate whose tokens are matched (the run's debate before majority_samples)
+    reference_debate: "DebateSettings | None" = None
 
     @property
     def shared(self) -> bool:
@@ -101,7 +112,7 @@ class MethodSettings:
     @classmethod
     def from_cfg(cls, c: Mapping, iterations: int) -> "MethodSettings":
         """A ConfigError for an unregistered name, an unknown key, or fine-tuning asked of a method that cannot."""
-        known_keys(c, "method", [f.name for f in fields(cls) if f.name != "spec"])
+        known_keys(c, "method", [f.name for f in fields(cls) if f.name not in ("spec", "reference_debate")])
         spec = METHODS.get(c.get("name"))
         if iterations and not spec.finetunes:
             tuned = ", ".join(m for m in METHODS if METHODS.get(m).finetunes)
@@ -110,7 +121,10 @@ class MethodSettings:
         weights = c.get("weights")
         return cls(name=spec.name, label=str(c.get("label") or spec.name), spec=spec,
                    single_model=bool(c.get("single_model", False)), weights=str(weights) if weights else None,
-                   rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True))
+                   rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True),
+                   match=choice(c, "match", "method", MATCHES) if "match" in c else cls.match,
+                   reference=str(c["reference"]) if c.get("reference") else None,
+                   max_samples=integer(c, "max_samples", "method", low=1) if "max_samples" in c else cls.max_samples)
 
 
 def with_objective(finetune: FinetuneSettings, method: MethodSettings) -> FinetuneSettings:
@@ -130,10 +144,28 @@ def with_objective(finetune: FinetuneSettings, method: MethodSettings) -> Finetu
 
 def majority_samples(settings: Settings) -> Settings:
     """``method=majority``: ``method.samples`` independent answers per problem in one round (default N x R, the
-    debate's number of answers per problem, so the baseline is compute-matched), then their majority vote."""
-    debate = settings.debate
-    samples = settings.method.samples or debate.agents * debate.rounds
+    debate's number of answers per problem, so the baseline is compute-matched), then their majority vote. With
+    ``method.match=tokens`` the number of answers follows the debate's tokens (mafl/methods/majority.py), whose
+    settings are kept as ``method.reference_debate``."""
+    debate, method = settings.debate, settings.method
+    if method.match == "tokens":
+        if method.samples is not None:
+            raise ConfigError(f"method.samples: method.match=tokens samples until the debate's tokens are spent, so "
+                              f"it takes no number of answers (got {method.samples}); set method.samples=null")
+        return replace(settings, debate=replace(debate, agents=1, rounds=1),
+                       method=replace(method, reference_debate=debate))
+    samples = method.samples or debate.agents * debate.rounds
     return replace(settings, debate=replace(debate, agents=samples, rounds=1))
+
+
+def check_self_refine(settings: Settings) -> None:
+    """``method=self_refine`` (conf/method/self_refine.yaml): its later rounds show no other agent's answer."""
+    if settings.debate.context != "self":
+        raise ConfigError(f"debate.context: method self_refine reviews each agent's own answer only, which is "
+                          f"debate.context=self (got {settings.debate.context})")
+    if settings.debate.rounds > 1 and not settings.dataset.prompts.review:
+        raise ConfigError(f"dataset.review_prompt: method self_refine asks each agent to review its answer with this "
+                          f"template (field question); dataset {settings.dataset.name} has none")
 
 
 def first_base(settings: Settings) -> Settings:

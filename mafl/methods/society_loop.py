@@ -32,6 +32,8 @@ GLOBAL = "global"  # the shared model of global-to-local fine-tuning (finetune.g
 
 # (session, society of iteration k-1, k) -> {model: its fine-tuning set}
 TrainSets = Callable[[Session, Society, int], dict[str, FinetuneSet]]
+# (session, society) -> the function that answers one chunk of eval problems (mafl.debate.engine.run_debate)
+EvalChunk = Callable[[Session, Society], Callable]
 
 
 def build_sets(session: Session, society: Society, transcripts, seed: int) -> dict[str, FinetuneSet]:
@@ -186,11 +188,14 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
 
 
 def run_society_loop(run_dir: Path, settings: Settings, *,
-                     train_sets: TrainSets = debate_train_sets) -> dict:
+                     train_sets: TrainSets = debate_train_sets, eval_chunk: EvalChunk | None = None) -> dict:
+    """``eval_chunk``: (session, society) -> what answers one chunk of eval problems (default: the debate,
+    :func:`mafl.debate.engine.debate_chunk`), e.g. the token-matched majority's sampler."""
     society = make_society(settings)
     society.weights = start_weights(settings, society)
     debate, iterations = settings.debate, settings.finetune.iterations
     with open_session(run_dir, settings) as session:
+        chunk_fn = eval_chunk(session, society) if eval_chunk is not None else None
         stages = Stages(run_dir)
         for k in range(iterations + 1):
             it_dir = run_dir / f"iter_{k}"
@@ -206,7 +211,7 @@ def run_society_loop(run_dir: Path, settings: Settings, *,
                     session.backend(society, stage=f"iter_{k}/eval"), session.task, session.eval, society, debate,
                     session.prompts,
                     seed=derive_seed(settings.seed, "eval"), out_dir=it_dir / "eval",
-                    progress=session.progress, desc=f"iteration {k}: debate (eval)")
+                    progress=session.progress, desc=f"iteration {k}: debate (eval)", chunk_fn=chunk_fn)
             with session.timed(k, "metrics"):
                 records = session.measure(eval_tx, society, iteration=k, split="eval")
             print_iteration(k, records)

@@ -5,7 +5,8 @@ over iterations, seeds combined, and one cell format.
 * One run: a metric's value ± its own standard error (over problems).
 * Several runs of one model, method and dataset (seeds): the mean across runs ± its standard error across runs,
   with the one formula of :func:`mafl.metrics.stats.mean_stderr` (``sd/sqrt(k)``, ``ddof=1``), marked ``(n=k)``.
-* A cell: accuracies and consensus in % with one decimal, anything else with three, ``–`` when not measured.
+* A cell: accuracies and consensus in % with one decimal, tokens with one, anything else with three, ``–`` when not
+  measured.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from mafl.metrics.dynamics import ADOPT, CELLS, MOVES, adopt_metric, consensus_metric, flip_metric, move_metric
+from mafl.metrics.dynamics import (
+    ADOPT, CELLS, CONFORMITY, MOVES, PERSUASION, adopt_metric, consensus_metric, flip_metric, move_metric,
+)
 from mafl.metrics.results import Results
 from mafl.metrics.stats import MetricRecord, mean_stderr
 
@@ -22,7 +25,14 @@ DIVERSITY_METRICS = [
     "kl/agents_final", "kl/base_final", "nll_final", "embedding_dissimilarity_final",
 ]
 # what the answers cost and what their token budgets cut off (mafl.metrics.cutoff)
-BUDGET_METRICS = ["answers_per_problem", "cutoff/round1", "cutoff/round2", "cutoff/round3", "cutoff/summary"]
+TOKENS = "tokens/total"  # generated tokens per problem: the cost beside every accuracy
+BUDGET_METRICS = ["answers_per_problem", "tokens/answers", "tokens/summaries", TOKENS, "cutoff/round1",
+                  "cutoff/round2", "cutoff/round3", "cutoff/summary"]
+# where a right answer the society had is lost, and how fast its answers collapse (mafl.metrics.failures and the
+# adoption split of mafl.metrics.dynamics), for debates of up to 4 rounds
+FAILURE_METRICS = (["oracle/round1", "voted_out"]
+                   + [adopt_metric(r, name) for r in (1, 2, 3) for name in (CONFORMITY, PERSUASION)]
+                   + [f"entropy/round{r}" for r in (1, 2, 3, 4)] + [f"oracle/round{r}" for r in (2, 3, 4)])
 # how answers move between rounds (mafl.metrics.dynamics): the transitions of debates of up to 4 rounds
 # (and the consensus of every round, round 1's also among the diversity metrics)
 DYNAMICS_METRICS = ([flip_metric(r, cell) for r in (1, 2, 3) for cell in CELLS]
@@ -30,8 +40,11 @@ DYNAMICS_METRICS = ([flip_metric(r, cell) for r in (1, 2, 3) for cell in CELLS]
                     + [adopt_metric(r) for r in (1, 2, 3)] + [consensus_metric(r) for r in (1, 2, 3, 4)])
 # the columns of one agent's dynamics in a round transition: (label, metric prefix, suffix)
 AGENT_DYNAMICS = ([(cell.replace("_", "→"), "flips", f"/{cell}") for cell in CELLS]
-                  + [(move, "moves", f"/{move}") for move in MOVES] + [("adopts others' majority", ADOPT, "")])
-PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips", "moves", ADOPT)
+                  + [(move, "moves", f"/{move}") for move in MOVES] + [("adopts others' majority", ADOPT, ""),
+                                                                         ("conformity", CONFORMITY, ""),
+                                                                         ("persuasion", PERSUASION, "")])
+PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips", "moves", ADOPT, CONFORMITY, PERSUASION, "oracle",
+                    "voted_out")
 MISSING = "–"
 
 Group = tuple[str, str, str]  # (model, method label, dataset)
@@ -42,7 +55,9 @@ def is_percent(metric: str) -> bool:
 
 
 def unit(metric: str) -> str:
-    return "%" if is_percent(metric) else "per token" if metric.startswith(("kl", "nll")) else ""
+    if is_percent(metric):
+        return "%"
+    return "per token" if metric.startswith(("kl", "nll")) else "bits" if metric.startswith("entropy") else ""
 
 
 @dataclass(frozen=True)
@@ -108,7 +123,7 @@ def format_cell(cell: Cell | MetricRecord | None, metric: str, seeds: bool = Fal
         return MISSING
     if isinstance(cell, MetricRecord):
         cell = Cell.of(cell)
-    scale, digits = (100.0, 1) if is_percent(metric) else (1.0, 3)
+    scale, digits = (100.0, 1) if is_percent(metric) else (1.0, 1) if metric.startswith("tokens/") else (1.0, 3)
     text = f"{cell.value * scale:.{digits}f}"
     if cell.stderr is not None:
         text += f" ± {cell.stderr * scale:.{digits}f}"

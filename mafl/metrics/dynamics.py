@@ -17,6 +17,11 @@ agree, and not with it), the share whose round-r+1 answer is that majority's. Pe
 agents, averaged over the problems that have one (``agent=None``); with ``agent=n`` the share of agent n's such
 problems. Agents that never face a united opposition have no value.
 
+Split by whether that majority is right (the failure measures of "debate or vote", issue 24):
+``conformity/round<r>-<r+1>``, the same share over the agents facing a united majority of the others that is
+*wrong* (how often the society talks an agent into an error), and ``persuasion/round<r>-<r+1>``, over those facing
+a *right* one; the same two ways. Their facing agents together are ``adopt_majority``'s.
+
 And how much the society agrees in each round: ``consensus/round<r>`` (r >= 2; ``consensus/round1`` is in
 :mod:`mafl.metrics.diversity`), the share of agents whose round-r answer is that round's majority (the last
 round's: the debate's final answer, so it equals ``consensus``).
@@ -34,6 +39,7 @@ from mafl.tasks.base import Task
 CELLS = ("right_right", "wrong_right", "right_wrong", "wrong_wrong")
 MOVES = ("kept", "adopted", "new")
 ADOPT = "adopt_majority"
+CONFORMITY, PERSUASION = "conformity", "persuasion"  # adoption of a wrong / of a right majority of the others
 
 
 def flip_metric(round_from: int, cell: str) -> str:
@@ -46,9 +52,10 @@ def move_metric(round_from: int, move: str) -> str:
     return f"moves/round{round_from}-{round_from + 1}/{move}"
 
 
-def adopt_metric(round_from: int) -> str:
-    """``adopt_majority/round1-2``: how often agents take up the others' majority between two rounds."""
-    return f"{ADOPT}/round{round_from}-{round_from + 1}"
+def adopt_metric(round_from: int, name: str = ADOPT) -> str:
+    """``adopt_majority/round1-2``: how often agents take up the others' majority between two rounds (``name``
+    conformity / persuasion: a wrong / a right majority)."""
+    return f"{name}/round{round_from}-{round_from + 1}"
 
 
 def consensus_metric(round_number: int) -> str:
@@ -88,20 +95,36 @@ def adoption(task: Task, before, after, read) -> float | None:
     return float(after is not None and task.is_equivalent(after, majority))
 
 
+def facing(task: Task, before, after, read, gold: str) -> tuple[float | None, bool]:
+    """(:func:`adoption`, whether the others' strict majority is right): what an agent facing the others did."""
+    majority = others_majority(task, read)
+    return adoption(task, before, after, read), majority is not None and task.is_equivalent(majority, gold)
+
+
 def adoption_records(transcripts: Sequence[Transcript], task: Task, **common) -> list[MetricRecord]:
-    """``adopt_majority/round<r>-<r+1>`` of every round transition, society and per agent (module docstring)."""
+    """``adopt_majority/round<r>-<r+1>`` of every round transition, and its split by a wrong majority
+    (``conformity``) or a right one (``persuasion``), society and per agent (module docstring)."""
     records = []
     for r in range(min(len(t.rounds) for t in transcripts) - 1):
-        rows = [[adoption(task, a.answer, b.answer, [o.answer for o in t.rounds[r] if o.agent != a.agent])
-                 for a, b in zip(t.rounds[r], t.rounds[r + 1])] for t in transcripts]
-        society = [sum(v for v in row if v is not None) / n for row in rows
-                   if (n := sum(v is not None for v in row))]
-        if society:
-            records.append(mean_record(society, metric=adopt_metric(r + 1), **common))
-        for n in range(min(len(row) for row in rows)):
-            mine = [row[n] for row in rows if row[n] is not None]
-            if mine:
-                records.append(mean_record(mine, metric=adopt_metric(r + 1), agent=n, **common))
+        cells = [[facing(task, a.answer, b.answer, [o.answer for o in t.rounds[r] if o.agent != a.agent],
+                         t.problem.answer) for a, b in zip(t.rounds[r], t.rounds[r + 1])] for t in transcripts]
+        for name, keep in ((ADOPT, None), (CONFORMITY, False), (PERSUASION, True)):
+            rows = [[v if keep is None or right == keep else None for v, right in row] for row in cells]
+            records += _facing_records(rows, adopt_metric(r + 1, name), **common)
+    return records
+
+
+def _facing_records(rows: Sequence[Sequence[float | None]], metric: str, **common) -> list[MetricRecord]:
+    """The society's record (per problem the share of its facing agents that moved, over the problems that have
+    one) and each agent's (the share of its facing problems); None: not facing."""
+    records = []
+    society = [sum(v for v in row if v is not None) / n for row in rows if (n := sum(v is not None for v in row))]
+    if society:
+        records.append(mean_record(society, metric=metric, **common))
+    for n in range(min(len(row) for row in rows)):
+        mine = [row[n] for row in rows if row[n] is not None]
+        if mine:
+            records.append(mean_record(mine, metric=metric, agent=n, **common))
     return records
 
 

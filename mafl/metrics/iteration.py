@@ -18,7 +18,15 @@ Metric names (``MetricRecord.metric``); ``agent=None`` is the society, ``agent=n
                                     (another agent's of round r), new
 ``adopt_majority/round<r>-<r+1>``   of the agents facing a strict majority of the others that differs from
                                     their own round-r answer, the share that take it up in round r+1
+``conformity/round<r>-<r+1>``       the same over the agents facing a *wrong* majority of the others;
+``persuasion/round<r>-<r+1>``       over those facing a *right* one (mafl.metrics.dynamics)
 ``consensus/round<r>``              (r >= 2) share of agents agreeing with round r's majority
+``oracle/round<r>``                 share of problems whose gold answer is among round r's answers (pass@N)
+``voted_out``, ``voted_out/round<r>``  share of problems whose gold answer is among round 1's (round r's)
+                                    answers but whose final answer is wrong (mafl.metrics.failures)
+``entropy/round<r>``                entropy (bits) of round r's answers, clustered by equivalence
+``tokens/answers``, ``tokens/summaries``, ``tokens/total``  tokens generated per problem for the answers, the
+                                    summaries and both (mafl.metrics.cutoff)
 ``kl/agents``                       per-token KL between agents (``agent=i, other=j``: the matrix entry;
                                     ``agent=None``: its mean off the diagonal), round 1 (generators)
 ``kl/base``                         per-token KL of each agent's model against the base model, round 1
@@ -45,6 +53,7 @@ from mafl.debate.transcript import Transcript
 from mafl.metrics.accuracy import accuracy_records
 from mafl.metrics.cutoff import cutoff_records
 from mafl.metrics.dynamics import flip_records
+from mafl.metrics.failures import failure_records
 from mafl.metrics.diversity import Embedder, consensus_records, diversity_subset, embedding_records, load_embedder
 from mafl.metrics.likelihood import LIKELIHOOD_METRICS, likelihood_records
 from mafl.metrics.settings import ROUNDS, MetricsSettings
@@ -77,6 +86,7 @@ def compute_iteration_metrics(
     transcripts = [t for t in transcripts if t.rounds]
     records = accuracy_records(transcripts, task, **common) + consensus_records(transcripts, task, **common)
     records += cutoff_records(transcripts, **common) + flip_records(transcripts, task, **common)
+    records += failure_records(transcripts, task, **common)
     if not cfg.diversity or not transcripts:
         return records
 

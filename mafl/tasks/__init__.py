@@ -85,7 +85,8 @@ class DatasetSettings:
         known_keys(options, "dataset", [*DATASET_KEYS, *task.config_keys, *arguments])
         task.check_config(options)
         return cls(name=str(options.get("name") or options["task"]), task=task,
-                   prompts=Prompts.from_cfg(options.get("prompts") or {}), options=options)
+                   prompts=Prompts.from_cfg(options.get("prompts") or {}, review=options.get("review_prompt")),
+                   options=options)
 
     def load_problems(self) -> tuple[list[Problem], list[Problem]]:
         """(train, eval) problems, as the task loads them (see :func:`load_splits`)."""

@@ -74,7 +74,8 @@ class BadRow(ValueError):
 # dataset.split: which held-out problems a run is measured on: eval (the reported problems) | dev (another seed
 # stream, disjoint from eval and train: the problems settings are chosen on)
 SPLITS = ("eval", "dev")
-DATASET_KEYS = ("name", "task", "n_train", "n_eval", "eval_seed", "train_seed", "protocol", "split", "prompts")
+DATASET_KEYS = ("name", "task", "n_train", "n_eval", "eval_seed", "train_seed", "protocol", "split", "prompts",
+                "review_prompt")
 
 
 class Task(ABC):
