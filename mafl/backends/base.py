@@ -17,6 +17,8 @@
   or ``None`` for the base model), and return one result per request in the order of the requests; a backend is
   free to batch requests across models and problems. An unknown adapter name raises ``KeyError`` before any
   work. The same requests (with the same seeds) give the same completions however often they are asked.
+* **Operational keys.** A backend class may list in ``operational_keys`` the keys of its config group that say how
+  it works, not what it answers (a server's address, timeouts, retries, concurrency): a resumed run may change them.
 * **Capabilities.** :class:`Capabilities` says what a backend can do beyond generation; it is a class attribute,
   so a check can read it before any model is loaded (``backend_class(name).capabilities``): validation refuses
   ``finetune.mode=full`` for a backend without ``full_models``, and ``debate.chunk_size=auto`` becomes the
