@@ -100,6 +100,11 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> None:
                               "or choose another run_dir")
         old = comparable(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
         diff = _first_difference(old, comparable(cfg))
+        if not diff:
+            from mafl.rundir import remove_leftovers
+
+            for path in remove_leftovers(run_dir):
+                log.info("removed %s, left by a stopped run", path)
         if diff:
             raise ConfigError(f"{diff}: differs from the run already in {run_dir} and would change its results; "
                               "resume it with the same value, or choose another run_dir (only keys that say how the "

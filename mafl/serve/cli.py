@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
                    help="how long the first request of a batch waits for others (default: %(default)s)")
     p.add_argument("--api-key-env", metavar="NAME", help="require the API key held by environment variable NAME")
     p.add_argument("--vllm-command", action="store_true", help="print the `vllm serve` command and exit")
-    p.add_argument("--inject-faults", metavar="SPEC", help="tests only: e.g. 429=0.1,500=0.1,drop=0.1,seed=0 "
+    p.add_argument("--inject-faults", metavar="SPEC", help="tests only: e.g. 429=0.1,500=0.1,drop=0.1,oom=0.1,seed=0 "
                    "(mafl/serve/faults.py)")
     p.add_argument("--log-level", default="warning", help="uvicorn's log level (default: %(default)s)")
     return p
@@ -123,9 +123,10 @@ def main(argv=None) -> int:
         return fail(one_line(e))
     app = create_app(server)
     if spec is not None:
-        from mafl.serve.faults import FaultInjection
+        from mafl.serve.faults import FaultInjection, ForwardFaults
 
-        app = FaultInjection(app, spec)
+        forward = ForwardFaults(backend.base, spec.rates["oom"], spec.seed) if spec.rates.get("oom") else None
+        app = FaultInjection(app, spec, forward)
     banner = (f"mafl serve: {server.base_name} and {len(server.roots)} adapter(s) at "
               f"http://{args.host}:{args.port}/v1")
 
