@@ -223,3 +223,43 @@ def test_a_server_killed_and_restarted_is_waited_for_and_given_its_adapters_back
         server.kill()
         if restarted is not None:
             restarted.kill()
+
+
+@pytest.mark.slow
+def test_a_sampled_run_killed_3_times_resumes_to_the_uninterrupted_run(talking_model_dir, tmp_path):
+    """Sampled debates (T=1) through mafl serve; the run (a process) is SIGKILLed as soon as its 1st, 2nd and 3rd
+    debate chunk is on disk, then run to its end: its transcripts and numbers are those of one uninterrupted run of
+    the in-process backend (each request's sampling depends on its seed and prompt only)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import compose_cfg, subprocess_env
+    from mafl.pipeline import run
+    from test_api_loop import assert_same_run
+
+    small = ["debug=smoke", "logger=none", "dataset.n_train=2", "dataset.n_eval=8", "debate.chunk_size=2",
+             "debate.max_new_tokens=16", "finetune.iterations=0", "metrics.diversity_problems=2",
+             f"model.path={talking_model_dir}"]
+    reference = tmp_path / "hf"
+    run(compose_cfg([*small, f"run_dir={reference}"]))
+    run_dir = tmp_path / "api"
+    chunks = run_dir / "iter_0" / "eval" / "chunks"
+    with mafl_serve(["--model", str(talking_model_dir)], tmp_path / "serve.log") as server:
+        command = [sys.executable, "-m", "mafl", *small, "backend=openai", f"backend.base_url={server.url}",
+                   f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+        env = subprocess_env(OMP_NUM_THREADS="1")
+        for kills in (1, 2, 3):
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+            deadline = time.time() + 300
+            while len(list(chunks.glob("chunk_*.jsonl"))) < kills and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            os.killpg(proc.pid, signal.SIGKILL)
+            assert proc.wait() == -signal.SIGKILL  # killed mid-debate, not finished
+        assert not (run_dir / "iter_0" / "eval" / "transcripts.jsonl").exists()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert_same_run(run_dir, reference)
