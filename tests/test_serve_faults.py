@@ -185,7 +185,7 @@ def test_sampling_depends_on_the_seed_and_the_prompt_only(clean_server, talking_
     assert all(st == 200 for st, _ in answers)
     assert answers[-1][1]["choices"][0]["message"]["content"] == alone
     hf = HFBackend(base)
-    want = hf.generate([GenerationRequest(MESSAGES, sampling=Sampling(temperature=1.0, max_new_tokens=12))], seeds=[7])
+    want = hf.generate_seeded([GenerationRequest(MESSAGES, sampling=Sampling(temperature=1.0, max_new_tokens=12))], [7])
     assert want[0].text == alone
     assert len({a[1]["choices"][0]["message"]["content"] for a in answers}) > 1  # sampled: the seeds differ
 

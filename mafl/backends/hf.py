@@ -183,14 +183,16 @@ class HFBackend:
         return ids.to(self.device), mask.to(self.device)
 
     # -- generation ------------------------------------------------------------------------------------------
-    def generate(self, requests: Sequence[GenerationRequest], seeds: Sequence[int] | None = None
-                 ) -> list[Completion]:
-        """Completions in the order of ``requests``. Requests are grouped by model instance and sampling
-        settings, sorted by prompt length and cut into batches; each request samples with its own generator,
-        seeded by ``seeds[i]`` where given (``mafl serve``: each HTTP request's seed), else by
-        ``request_seed(seed, i)``, so a request's completion depends on its seed and prompt only."""
-        if seeds is None:
-            seeds = [request_seed(r.sampling.seed, i) for i, r in enumerate(requests)]
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        """Completions in the order of ``requests``; the ``i``-th request samples with ``request_seed(seed, i)``
+        (see :meth:`generate_seeded`)."""
+        return self.generate_seeded(requests, [request_seed(r.sampling.seed, i) for i, r in enumerate(requests)])
+
+    def generate_seeded(self, requests: Sequence[GenerationRequest], seeds: Sequence[int]) -> list[Completion]:
+        """Completions in the order of ``requests``, ``requests[i]`` sampled with a generator seeded by ``seeds[i]``
+        (``mafl serve``: each HTTP request's own seed). Requests are grouped by model instance and sampling
+        settings, sorted by prompt length and cut into batches; a request's completion depends on its seed and
+        prompt only."""
         prompts = [self.prompt_ids(r.messages) for r in requests]
         routes = [self._route(r.adapter) for r in requests]
         groups: dict[tuple, list[int]] = {}

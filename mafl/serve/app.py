@@ -251,7 +251,7 @@ class Server:
             self._resident([requests[i].adapter for i in idx if requests[i].adapter is not None])
             group = [requests[i] for i in idx]
             # each request samples with its own seed (its HTTP request's), whatever is batched beside it
-            for i, c in zip(idx, self.backend.generate(group, seeds=[r.sampling.seed for r in group])):
+            for i, c in zip(idx, self.backend.generate_seeded(group, [r.sampling.seed for r in group])):
                 out[i] = c
         return out
 
