@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -31,20 +32,42 @@ if not OmegaConf.has_resolver("mafl_run_name"):
     OmegaConf.register_new_resolver("mafl_run_name", run_name)
 
 
+def failure_line(e: BaseException) -> tuple[str, int] | None:
+    """The one line (and exit status) that ends a run stopped by ``e``, or None for an error that is not one
+    of mafl's own (a bug: its traceback is shown)."""
+    from mafl.tasks.loading import DatasetError
+
+    if isinstance(e, ConfigError):
+        return f"bad config: {e}", 2
+    if isinstance(e, (RunError, DatasetError)):  # the finished stages are kept: the same command resumes
+        return str(e), 1
+    return None
+
+
+def _log_to_files(message: str) -> None:
+    """``message`` in the run's log file (Hydra's), not again on the console."""
+    record = logging.getLogger("mafl").makeRecord("mafl", logging.ERROR, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig):
     from mafl.pipeline import run
 
     try:
         return run(cfg)
-    except ConfigError as e:
-        logging.getLogger("mafl").error("bad config: %s", e)
-        print(f"mafl: bad config: {e}", file=sys.stderr)
-        sys.exit(2)
-    except RunError as e:  # the finished stages are kept: the same command resumes
-        logging.getLogger("mafl").error("%s", e)
-        print(f"mafl: {e}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - one line for mafl's own errors; a bug keeps its traceback
+        found = failure_line(e)
+        if found is None:
+            raise
+        message, status = found
+        _log_to_files(message)
+        if cfg.get("verbose") is True:
+            traceback.print_exc()
+        print(f"mafl: {message}", file=sys.stderr)
+        sys.exit(status)
 
 
 def cli() -> None:

@@ -18,6 +18,12 @@ class RunError(RuntimeError):
     secret. The finished stages are kept: the same command resumes once the cause is fixed."""
 
 
+def one_line(text, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs become one space), cut at ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def integer(cfg: Mapping, key: str, prefix: str, *, low: int | None = None, none_ok: bool = False) -> int | None:
     value = cfg.get(key)
     if value is None and none_ok:

@@ -27,9 +27,28 @@ class ModelSettings:
         path = str(c.get("path"))
         if path != "tiny" and (path.startswith((".", "/", "~")) and not Path(path).expanduser().exists()):
             raise ConfigError(f"model.path: no such folder {path}")
+        if path != "tiny":
+            check_model_folder(path, "model.path")
         return cls(name=str(c.get("name") or path), path=path, dtype=choice(c, "dtype", "model", DTYPES),
                    trust_remote_code=bool(c.get("trust_remote_code", False)), chat_template=c.get("chat_template"),
                    tiny=dict(plain(c.get("tiny")) or {}))
+
+
+def check_model_folder(path: str, key: str) -> None:
+    """A local ``path`` must be a model's folder (its ``config.json``): a ConfigError naming ``key`` otherwise,
+    before transformers tries every tokenizer format there and fails with a message about one of them."""
+    folder = Path(str(path)).expanduser()
+    if folder.exists() and not (folder / "config.json").is_file():
+        raise ConfigError(f"{key}: {path} holds no model (no config.json there): point it at a model's folder "
+                          "(one saved with save_pretrained), a hub name, or tiny")
+
+
+def _hub_error(path: str, e: OSError) -> ConfigError:
+    """One line for a model that is not a local folder and cannot be had from the hub (offline, unknown name)."""
+    from mafl.errors import one_line
+
+    return ConfigError(f"model.path: cannot load {path}: it is not a local folder and the Hugging Face hub cannot "
+                       f"give it (offline, a private or unknown name?): {one_line(e, 160)}")
 
 
 def resolve_device(device: str) -> str:
@@ -66,7 +85,13 @@ def load_tokenizer(path: str, *, chat_template: str | None = None, trust_remote_
     """A tokenizer ready for batched chat generation: a pad token and left padding."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    check_model_folder(path, "model.path")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        if Path(str(path)).expanduser().exists():
+            raise
+        raise _hub_error(path, e) from None
     if chat_template:
         tok.chat_template = chat_template
     if tok.chat_template is None:

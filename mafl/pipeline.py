@@ -28,8 +28,32 @@ from mafl.rundir import atomic_write_text
 
 log = logging.getLogger("mafl")
 
-# keys that may change between a run and its resumption
+# keys that may change between a run and its resumption: how the run works, not what it computes (each component
+# declares its own: a backend class's ``operational_keys``, the fine-tunes' OPERATIONAL_KEYS)
 VOLATILE_KEYS = ("resume", "run_dir", "logger", "verbose")
+
+
+def operational_keys(config: dict) -> list[str]:
+    """The dotted keys of ``config`` (a resolved config as a dict) that a resumed run may change."""
+    from mafl.backends import BACKENDS, backend_class
+    from mafl.finetune.settings import OPERATIONAL_KEYS
+
+    keys = list(VOLATILE_KEYS) + [f"finetune.{k}" for k in OPERATIONAL_KEYS]
+    name = (config.get("backend") or {}).get("name")
+    if name in BACKENDS:
+        keys += [f"backend.{k}" for k in getattr(backend_class(name), "operational_keys", ())]
+    return keys
+
+
+def _without(config: dict, keys: list[str]) -> dict:
+    for key in keys:
+        *parents, last = key.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return config
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -47,10 +71,10 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 ADDED_SECTIONS = {"society": {"models": None}}
 
 
-def comparable(cfg: DictConfig) -> dict:
-    d = OmegaConf.to_container(cfg, resolve=True)
-    for key in VOLATILE_KEYS:
-        d.pop(key, None)
+def comparable(cfg: DictConfig | dict) -> dict:
+    """The config without the keys a resumed run may change (:func:`operational_keys`)."""
+    d = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    d = _without(d, operational_keys(d))
     for key, default in ADDED_SECTIONS.items():
         if d.get(key) == default:
             d.pop(key)
@@ -74,16 +98,17 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> None:
         if not cfg.resume:
             raise ConfigError(f"resume: {run_dir} already holds a run; pass resume=true to continue it, "
                               "or choose another run_dir")
-        old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
-        for key in VOLATILE_KEYS:
-            old.pop(key, None)
-        for key, default in ADDED_SECTIONS.items():
-            if old.get(key) == default:
-                old.pop(key)
+        old = comparable(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
         diff = _first_difference(old, comparable(cfg))
+        if not diff:
+            from mafl.rundir import remove_leftovers
+
+            for path in remove_leftovers(run_dir):
+                log.info("removed %s, left by a stopped run", path)
         if diff:
-            raise ConfigError(f"{diff}: differs from the run already in {run_dir}; resume it with the same "
-                              "config, or choose another run_dir")
+            raise ConfigError(f"{diff}: differs from the run already in {run_dir} and would change its results; "
+                              "resume it with the same value, or choose another run_dir (only keys that say how the "
+                              "run works may change, e.g. backend.timeout)")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(saved, OmegaConf.to_yaml(cfg, resolve=True))
 

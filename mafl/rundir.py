@@ -5,12 +5,19 @@ Every file is written to a temporary name in the same folder and renamed into pl
 old file or the whole new one; a folder (a fine-tuned model, the tiny model) is built in a temporary folder beside
 its place and renamed onto it when complete. A stage is done when its marker ``.done/<name>`` exists; the marker
 is written last, after every output of the stage.
+
+A stage output that does not parse (cut short by a full disk, edited by hand) is treated as unfinished: the stage
+is redone, with a one-line warning (:func:`read_stage_file`). The temporary files and folders that a killed
+process leaves (``.<name>.*.tmp``, an old folder moved aside, a trainer's work folder with its checkpoints) are
+removed when the run is resumed (:func:`remove_leftovers`).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,6 +75,40 @@ def iter_jsonl(path: Path | str, on_error: Callable[[str], None] | None = None) 
 def read_jsonl(path: Path | str) -> list[dict]:
     """Every row of a JSONL file (see :func:`iter_jsonl`)."""
     return [row for _, row in iter_jsonl(path)]
+
+
+def read_stage_file(path: Path | str, parse: Callable[[Path], Any]) -> Any | None:
+    """``parse(path)``, or None when ``path`` does not exist or does not parse: then the stage that writes it is
+    redone, after a one-line warning naming the file and what is wrong with it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return parse(path)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        logging.getLogger("mafl").warning("%s does not parse (%s): it is made again", path,
+                                          " ".join(f"{type(err).__name__}: {err}".split())[:200])
+        return None
+
+
+# what atomic_write_text, atomic_folder and a trainer's work folder leave behind when their process is killed
+LEFTOVER = re.compile(r"^\..+(\.tmp|\.old-[^/]*|\.trainer-[^/]*)$")
+
+
+def remove_leftovers(run_dir: Path | str) -> list[Path]:
+    """Remove the temporary files and folders left in ``run_dir`` by a killed run (see :data:`LEFTOVER`);
+    returns what was removed. Only for a run folder that no process is working in."""
+    removed = []
+    for root, dirs, files in os.walk(run_dir):
+        for name in [d for d in dirs if LEFTOVER.match(d)]:
+            shutil.rmtree(Path(root) / name, ignore_errors=True)
+            removed.append(Path(root) / name)
+            dirs.remove(name)
+        for name in files:
+            if LEFTOVER.match(name):
+                (Path(root) / name).unlink(missing_ok=True)
+                removed.append(Path(root) / name)
+    return removed
 
 
 @contextlib.contextmanager

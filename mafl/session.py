@@ -15,7 +15,7 @@ from mafl.debate.settings import DebateSettings
 from mafl.finetune.settings import FinetuneSettings
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society
-from mafl.rundir import atomic_write_json
+from mafl.rundir import atomic_write_json, read_stage_file
 
 
 @dataclass
@@ -126,9 +126,9 @@ class Session:
         path = self.run_dir / f"iter_{iteration}" / split / "metrics.json"
         # metrics that could not be measured (a server without prompt log-probabilities), with the reason
         missing_path = path.with_name("unavailable.json")
-        if path.exists():
-            records = [MetricRecord.from_json(d) for d in json.loads(path.read_text())]
-            unavailable = json.loads(missing_path.read_text()) if missing_path.exists() else {}
+        records = read_stage_file(path, lambda p: [MetricRecord.from_json(d) for d in json.loads(p.read_text())])
+        if records is not None:
+            unavailable = read_stage_file(missing_path, lambda p: dict(json.loads(p.read_text()))) or {}
         else:
             from mafl.progress import stage
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -62,6 +64,25 @@ def mafl_serve(args: list[str], log: Path, **kwargs) -> Iterator[ServeProcess]:
         yield server
     finally:
         server.kill()
+
+
+def api_call(url: str, path: str, body=None, *, key: str | None = None, raw: bytes | None = None,
+             timeout: float = 120) -> tuple[int, dict | str]:
+    """(status, JSON or text) of one request to ``url + path``: ``body`` as JSON, or the bytes ``raw`` as they
+    are; GET when there is neither."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"{url}{path}", data=data,
+                                 headers={"content-type": "application/json",
+                                          **({"authorization": f"Bearer {key}"} if key else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
 
 
 QUESTION = "What is the result of 3+4*5+6-7*8? Make sure to state your answer at the end of the response."

@@ -148,6 +148,35 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(backend):
     assert run(3) != run(4)
 
 
+def test_a_sampled_request_depends_on_its_seed_and_prompt_only(backend, lora_dirs):
+    """Each row samples with its own generator: a request alone, and batched (padded) among others of other
+    models and seeds, gives the same text (issue 23: seeds were per batch)."""
+    for name, path in lora_dirs.items():
+        backend.load_adapter(name, path)
+    s = Sampling(temperature=1.0, top_k=50, top_p=0.9, max_new_tokens=16)
+    one = GenerationRequest(msgs(QUESTIONS[1]), adapter="generator_0", sampling=s)
+    alone = backend.generate_seeded([one], [11])[0].text
+    others = [GenerationRequest(msgs(q), adapter=a, sampling=s) for q, a in zip(QUESTIONS, [None, "critic_0"] * 3)]
+    batched = backend.generate_seeded([*others[:2], one, *others[2:]], [1, 2, 11, 3, 4, 5, 6])
+    assert batched[2].text == alone
+    assert backend.generate_seeded([one], [12])[0].text != alone  # the seed decides
+
+
+def test_a_failed_forward_pass_leaves_no_peft_hooks_behind(backend, lora_dirs):
+    """peft registers its adapter_names hooks for one call and does not remove them when the call raises: a base
+    model batch afterwards ran with the failed call's adapter (issue 23)."""
+    for name, path in lora_dirs.items():
+        backend.load_adapter(name, path)
+    reqs = [GenerationRequest(msgs(q), sampling=GREEDY) for q in QUESTIONS[:3]]
+    before = backend.generate(reqs)
+    with pytest.raises(RuntimeError):
+        backend.token_logprobs([[]], "generator_0")  # an empty row: the forward pass raises
+    hooks = [h for m in backend.peft.modules() for h in m._forward_pre_hooks.values()
+             if getattr(getattr(h, "func", None), "__name__", "").endswith("_pre_forward_hook")]
+    assert hooks == []
+    assert backend.generate(reqs) == before
+
+
 def test_adapters_and_full_models_in_one_call_match_separate_calls(backend, group_adapters, lora_dirs, full_dir,
                                                                    monkeypatch):
     for name, path in lora_dirs.items():

@@ -3,17 +3,14 @@ stop, usage, eos) against the in-process transformers backend, loading adapters 
 OpenAI's shape, the ``vllm serve`` command it prints, and the fault-injection spec of the client tests."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 from omegaconf import OmegaConf
 
 from helpers import compose_cfg, subprocess_env
-from serving import QUESTION, make_adapters, mafl_serve
+from serving import QUESTION, api_call, make_adapters, mafl_serve
 
 pytest.importorskip("openai")
 pytest.importorskip("fastapi")
@@ -41,18 +38,7 @@ def server(run_folder, tmp_path_factory):
 
 
 def call(server, path: str, body: dict | None = None, key: str | None = "sk-test-serve") -> tuple[int, dict | str]:
-    req = urllib.request.Request(f"{server.url}{path}", data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"content-type": "application/json",
-                                          **({"authorization": f"Bearer {key}"} if key else {})})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            status, text = r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        status, text = e.code, e.read().decode()
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
+    return api_call(server.url, path, body, key=key)
 
 
 def test_a_run_folder_serves_its_base_model_and_every_model_of_every_iteration(server, run_folder, talking_model_dir):

@@ -132,3 +132,13 @@ def test_only_the_end_of_a_long_response_is_read():
     response = "The answer is 5. " + "x" * MAX_RESPONSE_CHARS + " The answer is 6."
     assert numeric_answer(response) == "6"
     assert numeric_answer("The answer is 5. " + "x" * MAX_RESPONSE_CHARS) is None
+
+
+@pytest.mark.parametrize("task", ["arithmetic", "gsm8k"])
+@pytest.mark.parametrize("response, answer", [("The answer is - 12.", "12"), ("The answer is -12.", "-12"),
+                                              ("3 - 12 = -9. The answer is - 12.", "12")])
+def test_a_spaced_dash_after_the_answer_phrase_is_no_sign(task, response, answer):
+    """"The answer is - 12." is a dash before the number, not a minus sign: 12 (issue 23)."""
+    from mafl.tasks import get_task
+
+    assert get_task(task).extract_answer(response) == answer

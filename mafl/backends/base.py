@@ -20,6 +20,8 @@
 * **Per-token scores.** A :class:`Score` also carries ``token_logprobs``: the log-probability of each token of
   ``chat.response_ids(response)`` (eos last), in order, summing to ``logprob``; a caller that needs part of a
   response (the answer's tokens at its end: ``mafl diagnose``) locates those tokens with the backend's tokenizer.
+* **Operational keys.** A backend class may list in ``operational_keys`` the keys of its config group that say how
+  it works, not what it answers (a server's address, timeouts, retries, concurrency): a resumed run may change them.
 * **Capabilities.** :class:`Capabilities` says what a backend can do beyond generation; it is a class attribute,
   so a check can read it before any model is loaded (``backend_class(name).capabilities``): validation refuses
   ``finetune.mode=full`` for a backend without ``full_models``, and ``debate.chunk_size=auto`` becomes the

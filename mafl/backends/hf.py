@@ -1,28 +1,73 @@
 """Generation with transformers: batched, KV cache, left padding, seeded sampling, and one base model in memory
 with any number of LoRA adapters, mixed freely within a batch (peft's ``adapter_names``).
 
+Sampling draws each row's tokens from a generator of its own, seeded by its request (``request_seed`` of the
+request's seed and its place in the call, or, for ``mafl serve``, the seed of the HTTP request as given): a
+completion depends on its seed and its prompt only, never on the requests batched beside it.
+
+A forward pass that raises (an empty row, out of memory on a GPU) leaves no peft hook behind: peft registers its
+``adapter_names`` hooks for the length of one call and, when the call raises, does not remove them, which would
+break every later batch of another size.
+
 A model fine-tuned in full (``finetune.mode=full``) cannot share the base weights; it is loaded as a model of
 its own and its requests are batched separately.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 from typing import Sequence
 
 import torch
 
 from mafl.backends import chat
-from mafl.backends.base import Capabilities, Completion, GenerationRequest, Score, ScoringRequest
+from mafl.backends.base import Capabilities, Completion, GenerationRequest, Score, ScoringRequest, request_seed
 from mafl.models import is_adapter_folder, load_causal_lm, load_tokenizer, resolve_device
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
-def _batch_seed(seeds: Sequence[int], index: int) -> int:
-    digest = hashlib.sha256(repr((tuple(seeds), index)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**63)
+PEFT_CALL_HOOKS = ("_adapter_names_pre_forward_hook", "_alora_offsets_pre_forward_hook")
+
+
+@contextlib.contextmanager
+def no_stale_hooks(model):
+    """Run a forward or generate call of ``model``; if it raises, remove the per-call hooks peft left behind."""
+    try:
+        yield
+    except BaseException:
+        for module in model.modules():
+            for key, hook in list(module._forward_pre_hooks.items()):
+                if getattr(getattr(hook, "func", None), "__name__", None) in PEFT_CALL_HOOKS:
+                    del module._forward_pre_hooks[key]
+                    module._forward_pre_hooks_with_kwargs.pop(key, None)
+        raise
+
+
+class RowSampler:
+    """A logits processor that samples every row's next token with the row's own generator (after
+    transformers' own temperature, top-k and top-p warpers) and leaves only that token possible, so that
+    greedy search picks it: a row's tokens depend on its seed and its logits alone."""
+
+    def __init__(self, sampling, seeds: Sequence[int], device):
+        from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
+                                  TopPLogitsWarper)
+
+        warpers = []
+        if sampling.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_k > 0:
+            warpers.append(TopKLogitsWarper(sampling.top_k))
+        if sampling.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(sampling.top_p))
+        self.warpers = LogitsProcessorList(warpers)
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        picks = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, picks[:, None], 0.0)
 
 
 class HFBackend:
@@ -139,9 +184,15 @@ class HFBackend:
 
     # -- generation ------------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
-        """Completions in the order of ``requests``. Requests are grouped by model instance and sampling
-        settings, sorted by prompt length and cut into batches; each batch is seeded from its requests' seeds,
-        so the same requests give the same completions however often they are asked."""
+        """Completions in the order of ``requests``; the ``i``-th request samples with ``request_seed(seed, i)``
+        (see :meth:`generate_seeded`)."""
+        return self.generate_seeded(requests, [request_seed(r.sampling.seed, i) for i, r in enumerate(requests)])
+
+    def generate_seeded(self, requests: Sequence[GenerationRequest], seeds: Sequence[int]) -> list[Completion]:
+        """Completions in the order of ``requests``, ``requests[i]`` sampled with a generator seeded by ``seeds[i]``
+        (``mafl serve``: each HTTP request's own seed). Requests are grouped by model instance and sampling
+        settings, sorted by prompt length and cut into batches; a request's completion depends on its seed and
+        prompt only."""
         prompts = [self.prompt_ids(r.messages) for r in requests]
         routes = [self._route(r.adapter) for r in requests]
         groups: dict[tuple, list[int]] = {}
@@ -162,7 +213,7 @@ class HFBackend:
             bar = progress.stage("generate", total=len(requests), unit="response")
         for b, batch in enumerate(batches):
             for i, c in zip(batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch],
-                                                        [routes[i] for i in batch], b)):
+                                                        [routes[i] for i in batch], [seeds[i] for i in batch])):
                 out[i] = c
             if bar is not None:
                 bar.update(len(batch))
@@ -171,21 +222,22 @@ class HFBackend:
         return out  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate_batch(self, requests, prompts, routes, index: int) -> list[Completion]:
+    def _generate_batch(self, requests, prompts, routes, seeds) -> list[Completion]:
         s = requests[0].sampling
         model = routes[0][0]
         ids, mask = self._pad_left(prompts)
         kwargs = dict(self.generate_kwargs)
-        if s.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # sampled: by RowSampler
+        if not s.greedy:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []),
+                                                              RowSampler(s, seeds, self.device)])
         names = [name for _, name in routes]
         single = len(set(names)) == 1 and model is self.peft and self.peft is not None
         if any(n is not None for n in names) and not single:
             kwargs["adapter_names"] = [n or BASE for n in names]
-        torch.manual_seed(_batch_seed([r.sampling.seed for r in requests], index))
-        with self._only(names[0]) if single else contextlib.nullcontext():
+        with self._only(names[0]) if single else contextlib.nullcontext(), no_stale_hooks(model):
             gen = model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=s.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id, **kwargs,
@@ -250,7 +302,8 @@ class HFBackend:
             mask[i, : len(x)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         kwargs = {"adapter_names": [name] * len(rows)} if name is not None else {}
-        logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float()
+        with no_stale_hooks(model):
+            logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float()
         all_logp = torch.log_softmax(logits[:, :-1], dim=-1)
         logp = all_logp.gather(-1, ids[:, 1:, None])
         ranks = (all_logp > logp).sum(-1) + 1 if with_ranks else None

@@ -5,10 +5,12 @@ llama.cpp's server, Ollama, or ``mafl serve``, with the official ``openai`` clie
   environment variable that ``backend.api_key_env`` names (``OPENAI_API_KEY``), never from the config, so it
   reaches no file, log or tracker; a server without keys gets a placeholder. Error messages never hold the key.
 * **Requests.** Every request of a call (a debate round: every agent, every problem) is in flight at once, up to
-  ``backend.max_concurrency``; the client retries 408, 429, 5xx and dropped connections ``backend.max_retries``
-  times with its own back-off (and honours ``retry-after``), each attempt bounded by ``backend.timeout``. A request
+  ``backend.max_concurrency``; a request that fails with 408, 409, 429 or 5xx, a dropped connection or a timeout
+  is sent again ``backend.max_retries`` times with a back-off (or the server's ``retry-after``), each attempt
+  bounded by ``backend.timeout``, and every retry is shown on the console (:mod:`mafl.backends.retries`). A request
   that still fails raises :class:`mafl.errors.RunError`, one line naming the server and the status: the run stops,
-  the debate chunks it finished are kept, and the same command resumes.
+  the debate chunks it finished are kept, and the same command resumes. An answer that is not an OpenAI-compatible
+  one (no choices, an HTML page) is a RunError too.
 * **Sampling.** temperature, top_p, max_tokens and a seed per request (``request_seed``: the servers that honour
   seeds give the same answers again); temperature 0 is greedy; ``top_k`` (not in OpenAI's API) is sent only when
   set, in the request's extra fields, as vLLM takes it; ``backend.extra_body`` adds any other field.
@@ -18,6 +20,8 @@ llama.cpp's server, Ollama, or ``mafl serve``, with the official ``openai`` clie
   adapter the server already serves (its ``/v1/models`` entry has the folder as ``root``, as vLLM's
   ``--lora-modules NAME=PATH`` and ``mafl serve`` list them), or else one loaded at run time through vLLM's
   ``/v1/load_lora_adapter`` endpoint (``mafl serve`` has it; vLLM with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``).
+  A server that answers 404 for an adapter's model (restarted, it lost the adapters loaded at run time) gets the
+  adapter again (listed or loaded, as above) and the request is sent again.
 * **Likelihoods.** ``score`` asks ``/v1/completions`` for the prompt log-probabilities of prompt + response as
   token ids (vLLM's ``prompt_logprobs``; ``mafl serve`` answers it too), tokenized locally with
   :mod:`mafl.backends.chat`. A server that gives none (OpenAI, Ollama, llama.cpp), or a model without a local
@@ -42,8 +46,9 @@ from typing import Any, Sequence
 from mafl.backends import chat
 from mafl.backends.base import (Capabilities, Completion, GenerationRequest, Score, ScoringRequest,
                                 ScoringUnavailable, request_seed)
+from mafl.backends.retries import RetryReport, backoff, retryable_status
 from mafl.backends.usage import UsageLedger
-from mafl.errors import ConfigError, RunError, integer, number, plain
+from mafl.errors import ConfigError, RunError, integer, number, one_line, plain
 from mafl.models import is_adapter_folder
 
 INSTALL_HINT = "pip install 'mafl[api]'"
@@ -60,13 +65,10 @@ def import_openai():
     return openai
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class OpenAIBackend:
     capabilities = Capabilities(score=True, full_models=False)
+    # backend.* keys that say how to reach the server, not what it answers: they may change on resume
+    operational_keys = ("base_url", "api_key_env", "max_concurrency", "timeout", "max_retries", "prices")
 
     def __init__(
         self,
@@ -82,8 +84,8 @@ class OpenAIBackend:
         base_model: str | None = None,
         tokenizer: str | None = None,
         max_concurrency: int = 128,
-        timeout: float = 600.0,
-        max_retries: int = 5,
+        timeout: float = 120.0,
+        max_retries: int = 3,
         prices: dict | None = None,
         extra_body: dict | None = None,
     ):
@@ -110,6 +112,9 @@ class OpenAIBackend:
             self.tokenizer = load_tokenizer(str(source), chat_template=chat_template,
                                             trust_remote_code=trust_remote_code)
         self._served: dict[str, str] = {}  # adapter name -> the server's model id
+        self._folders: dict[str, Path] = {}  # adapter name -> its folder (served again after a server's 404)
+        self._reloads: dict[str, asyncio.Future] = {}  # adapters being served again now
+        self.retries = RetryReport(self.base_url)
         self._unscorable: str | None = None  # why score() cannot be answered, once known
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mafl-openai", daemon=True)
@@ -151,7 +156,7 @@ class OpenAIBackend:
     def client(self):
         if self._client is None:
             self._client = self._openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key,
-                                                    timeout=self.timeout, max_retries=self.max_retries)
+                                                    timeout=self.timeout, max_retries=0)  # retried by _send
         return self._client
 
     def redact(self, text: str) -> str:
@@ -230,21 +235,23 @@ class OpenAIBackend:
                 f"{path} holds a whole fine-tuned model (finetune.mode=full); backend=openai serves LoRA adapters "
                 "(and API fine-tuned models): use backend=hf for full fine-tuning")
         self._served[name] = self._run(self._serve_adapter(name, folder))
+        self._folders[name] = folder
 
     async def _serve_adapter(self, name: str, folder: Path) -> str:
         """The server's id of the adapter in ``folder``: one it lists with that root, or one loaded now."""
         o = self._openai
         try:
             for _ in range(2):
-                models = await self.client().models.list()
+                models = await self._send(lambda _: self.client().models.list(), None, "list-models")
                 for m in models.data:
                     root = getattr(m, "root", None) or (m.model_extra or {}).get("root")
                     if root and Path(str(root)).expanduser().resolve() == folder and m.id != self.base_model:
                         return m.id
                 served = f"{name}-{hashlib.sha256(str(folder).encode()).hexdigest()[:10]}"
                 try:
-                    await self.client().post("/load_lora_adapter", cast_to=str,
-                                             body={"lora_name": served, "lora_path": str(folder)})
+                    await self._send(lambda _: self.client().post(
+                        "/load_lora_adapter", cast_to=str, body={"lora_name": served, "lora_path": str(folder)}),
+                        None, "load-adapter")
                     return served
                 except o.BadRequestError:  # already loaded (by an earlier process of the run): list again
                     continue
@@ -257,9 +264,48 @@ class OpenAIBackend:
             raise self._failure(e, "load-adapter", name) from None
         raise RunError(f"backend=openai: {self.base_url} neither lists nor loads the adapter {folder}")
 
+    async def _serve_again(self, name: str) -> None:
+        """``name``'s adapter once more, after a 404 for its model: one request does it, the others wait."""
+        if name not in self._reloads:
+            async def again():
+                self._served[name] = await self._serve_adapter(name, self._folders[name])
+
+            self._reloads[name] = asyncio.ensure_future(again())
+        try:
+            await asyncio.shield(self._reloads[name])
+        finally:
+            if self._reloads.get(name) is not None and self._reloads[name].done():
+                self._reloads.pop(name, None)
+
+    async def _send(self, call, adapter: str | None, what: str):
+        """``await call(model_id)`` with the retries of :mod:`mafl.backends.retries`; a 404 for a runtime adapter
+        serves it again (once) and sends the request again. Errors the retries cannot help are raised as they are."""
+        o = self._openai
+        attempt, served_again = 0, False
+        while True:
+            served = self.served(adapter)
+            try:
+                return await call(served)
+            except o.NotFoundError:
+                if adapter is None or adapter not in self._folders or served_again:
+                    raise
+                served_again = True
+                await self._serve_again(adapter)
+            except (o.APIStatusError, o.APIConnectionError) as e:
+                status = getattr(e, "status_code", None)
+                if (status is not None and not retryable_status(status)) or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                response = getattr(e, "response", None)
+                delay = backoff(attempt, response.headers if status is not None and response is not None else None)
+                reason = f"{status} to a {what} request" if status is not None else f"{type(e).__name__} on a {what} request"
+                self.retries.retry(reason, attempt, self.max_retries, delay)
+                await asyncio.sleep(delay)
+
     def unload(self, name: str) -> None:
         """Stop speaking with ``name``'s model (the server keeps serving it: it may be shared)."""
         self._served.pop(name, None)
+        self._folders.pop(name, None)
 
     def adapters(self) -> list[str]:
         return sorted(self._served)
@@ -280,22 +326,41 @@ class OpenAIBackend:
     # -- generation ------------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Completions in the order of ``requests``, every request in flight at once (up to the bound)."""
-        served = [self.served(r.adapter) for r in requests]  # an unknown adapter fails before any request
-        coros = [self._chat(r, m, request_seed(r.sampling.seed, i)) for i, (r, m) in enumerate(zip(requests, served))]
+        for r in requests:  # an unknown adapter fails before any request
+            self.served(r.adapter)
+        coros = [self._chat(r, request_seed(r.sampling.seed, i)) for i, r in enumerate(requests)]
         return self._call(coros, len(requests))
 
-    async def _chat(self, r: GenerationRequest, served: str, seed: int) -> Completion:
+    def _not_an_answer(self, resp, what: str, model: str) -> RunError | None:
+        """A RunError for a response that is not an OpenAI-compatible answer with choices (an HTML page, a proxy's
+        page, ``"choices": []``), else None."""
+        choices = getattr(resp, "choices", None)
+        if isinstance(choices, list) and choices:
+            return None
+        shown = one_line(resp if isinstance(resp, str) else f"choices: {choices!r}", 120)
+        return RunError(self.redact(f"backend=openai: {self.base_url} answered a {what} request for model {model} "
+                                    f"with no choice ({shown}): is backend.base_url an OpenAI-compatible server's "
+                                    "/v1 address?"))
+
+    async def _chat(self, r: GenerationRequest, seed: int) -> Completion:
         s = r.sampling
         extra = dict(self.extra_body)
         if s.top_k > 0 and not s.greedy:
             extra["top_k"] = s.top_k
-        try:
-            resp = await self.client().chat.completions.create(
+
+        def call(served):
+            return self.client().chat.completions.create(
                 model=served, messages=[dict(m) for m in r.messages], max_tokens=s.max_new_tokens, seed=seed, n=1,
                 temperature=0.0 if s.greedy else s.temperature, top_p=1.0 if s.greedy else s.top_p,
                 extra_body=extra or None)
+
+        try:
+            resp = await self._send(call, r.adapter, "chat completion")
         except self._openai.OpenAIError as e:
-            raise self._failure(e, "chat completion", served) from None
+            raise self._failure(e, "chat completion", self.served(r.adapter)) from None
+        served = self.served(r.adapter)
+        if (bad := self._not_an_answer(resp, "chat completion", served)) is not None:
+            raise bad
         choice = resp.choices[0]
         text = (choice.message.content or "").strip()
         usage = resp.usage
@@ -313,24 +378,33 @@ class OpenAIBackend:
                                 "(set backend.tokenizer)")
         if self._unscorable:
             raise ScoringUnavailable(self._unscorable)
-        served = [self.served(r.adapter) for r in requests]
+        for r in requests:
+            self.served(r.adapter)
         pairs = [(chat.prompt_ids(self.tokenizer, r.messages), chat.response_ids(self.tokenizer, r.response))
                  for r in requests]
-        coros = [self._score_one(p, resp, m, r.adapter) for (p, resp), m, r in zip(pairs, served, requests)]
+        coros = [self._score_one(p, resp, r.adapter) for (p, resp), r in zip(pairs, requests)]
         return self._call(coros, len(requests))
 
-    async def _score_one(self, prompt: list[int], response: list[int], served: str, adapter: str | None) -> Score:
+    async def _score_one(self, prompt: list[int], response: list[int], adapter: str | None) -> Score:
         o = self._openai
         ids = prompt + response
-        try:
-            resp = await self.client().completions.create(
+
+        def call(served):
+            return self.client().completions.create(
                 model=served, prompt=ids, max_tokens=1, temperature=1.0, extra_body={"prompt_logprobs": 1})
+
+        served = self.served(adapter)
+        try:
+            resp = await self._send(call, adapter, "prompt log-probability")
+            served = self.served(adapter)
         except (o.BadRequestError, o.NotFoundError, o.UnprocessableEntityError) as e:
             self._unscorable = self.redact(f"{self.base_url} answered {e.status_code} to a prompt log-probability "
                                            f"request: {one_line(e.message)}")
             raise ScoringUnavailable(self._unscorable) from None
         except o.OpenAIError as e:
             raise self._failure(e, "prompt log-probability", served) from None
+        if (bad := self._not_an_answer(resp, "prompt log-probability", served)) is not None:
+            raise bad
         choice = resp.choices[0]
         entries = getattr(choice, "prompt_logprobs", None)
         if entries is None:

@@ -42,6 +42,7 @@ def _token_logprob(entry, token: int) -> float:
 
 class VLLMBackend:
     capabilities = Capabilities(score=True, full_models=False, chunk_size=1000)  # a whole benchmark per round
+    operational_keys = ("gpu_memory_utilization",)  # backend.* keys that may change on resume
 
     def __init__(
         self,

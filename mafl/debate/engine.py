@@ -10,6 +10,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,8 +19,10 @@ from mafl.debate.settings import DebateSettings
 from mafl.debate.prompts import Prompts
 from mafl.debate.society import Society, readers
 from mafl.debate.transcript import Transcript, Turn
-from mafl.rundir import atomic_write_jsonl, read_jsonl
+from mafl.rundir import atomic_write_jsonl, read_jsonl, read_stage_file
 from mafl.tasks.base import Problem, Task
+
+log = logging.getLogger("mafl")
 
 
 def derive_seed(*parts) -> int:
@@ -128,6 +131,10 @@ def voted_transcripts(task: Task, problems: Sequence[Problem], rounds: Sequence[
     ]
 
 
+def _read_transcripts(path: Path) -> list[Transcript]:
+    return [Transcript.from_json(d) for d in read_jsonl(path)]
+
+
 def chunk_size_of(backend: Backend) -> int:
     """``debate.chunk_size=auto``: the backend's own (:attr:`Capabilities.chunk_size`), else 100 problems."""
     from mafl.backends.base import Capabilities
@@ -146,8 +153,11 @@ def run_debate(backend: Backend, task: Task, problems: Sequence[Problem], societ
     :func:`mafl.methods.majority.token_matched_chunk`)."""
     out_dir = Path(out_dir)
     final = out_dir / "transcripts.jsonl"
-    if final.exists():
-        return [Transcript.from_json(d) for d in read_jsonl(final)]
+    found = read_stage_file(final, _read_transcripts)
+    if found is not None and [t.problem.id for t in found] == [p.id for p in problems]:
+        return found
+    if found is not None:
+        log.warning("%s holds other problems than the debate's (cut short?): it is made again from the chunks", final)
     size = settings.chunk_size or chunk_size_of(backend)
     chunks = [problems[i:i + size] for i in range(0, len(problems), size)]
     transcripts: list[Transcript] = []
@@ -157,11 +167,9 @@ def run_debate(backend: Backend, task: Task, problems: Sequence[Problem], societ
     for k, chunk in enumerate(chunks):
         path = out_dir / "chunks" / f"chunk_{k:05d}.jsonl"
         ids = [p.id for p in chunk]
-        done = None
-        if path.exists():
-            done = [Transcript.from_json(d) for d in read_jsonl(path)]
-            if [t.problem.id for t in done] != ids:
-                done = None  # a chunk of another problem list: debate it again
+        done = read_stage_file(path, _read_transcripts)
+        if done is not None and [t.problem.id for t in done] != ids:
+            done = None  # a chunk of another problem list: debate it again
         if done is None:
             done = (chunk_fn or debate_chunk)(backend, task, chunk, society, settings, prompts,
                                               seed=derive_seed(seed, k))

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Mapping
 from mafl.errors import ConfigError, choice, integer, known_keys, number, plain
 
 MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
+# finetune.* keys that say where and with what the fine-tunes run, not what they make: they may change when a run
+# is resumed (more CPUs, another Slurm partition, more retries)
+OPERATIONAL_KEYS = ("resources", "max_retries", "ray", "slurm")
 # what each model is trained on: its set (trl SFTTrainer), its preference pairs (trl DPOTrainer), or the set then
 # the pairs (see mafl.finetune.trainer)
 OBJECTIVES = ("sft", "dpo", "sft+dpo")

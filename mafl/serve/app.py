@@ -17,8 +17,8 @@
 Requests that arrive together are answered by one backend call: a single worker takes every request waiting in
 the queue (after ``batch_wait`` seconds), and the backend batches them across models. Prompts are tokenized with
 :mod:`mafl.backends.chat`, as everywhere in mafl. Greedy decoding gives the same answers however requests are
-batched; sampled answers are seeded per batch (the transformers backend's way), so they depend on which requests
-arrive together.
+batched; a sampled answer is drawn with a generator of its own, seeded by the request's ``seed``: it depends on the
+seed and the prompt only, not on which requests arrive together.
 
 Errors have OpenAI's shape (``{"error": {"message", "type", "code"}}``): 404 for a model that is not served, 400
 for a bad request. With ``api_key`` set, every ``/v1`` request needs ``Authorization: Bearer <key>``.
@@ -29,6 +29,7 @@ import asyncio
 import hmac
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,8 +38,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from mafl.backends.base import Completion, GenerationRequest, Sampling, request_seed
+from mafl.models import is_adapter_folder
+from mafl.errors import one_line
 
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_LORAS = 16  # adapters held in memory at once (the others are loaded again from disk when asked for)
 
 
 class ServeError(Exception):
@@ -94,17 +98,26 @@ class BatchQueue:
             batch = [j for j in batch if not j.future.cancelled()]
             if not batch:
                 continue
-            try:
-                results = await asyncio.to_thread(self.run[kind], [j.payload for j in batch])
-                self.calls += kind != "admin"
-            except Exception as e:  # every job of the call gets the error
+            await self._answer(kind, batch, alone=len(batch) == 1)
+
+    async def _answer(self, kind: str, batch: list[_Job], alone: bool) -> None:
+        """Run ``batch`` as one backend call; if the call fails, each job again on its own, so that only the
+        request that fails gets the error (the backend is left as it was: see ``no_stale_hooks``)."""
+        try:
+            results = await asyncio.to_thread(self.run[kind], [j.payload for j in batch])
+            self.calls += kind != "admin"
+        except Exception as e:  # noqa: BLE001 - the error goes back to the request
+            if not alone:
                 for j in batch:
-                    if not j.future.done():
-                        j.future.set_exception(e)
-                continue
-            for j, r in zip(batch, results):
+                    await self._answer(kind, [j], alone=True)
+                return
+            for j in batch:
                 if not j.future.done():
-                    j.future.set_result(r)
+                    j.future.set_exception(e)
+            return
+        for j, r in zip(batch, results):
+            if not j.future.done():
+                j.future.set_result(r)
 
 
 def _text(content) -> str:
@@ -113,25 +126,62 @@ def _text(content) -> str:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        if any(p.get("type", "text") != "text" or not isinstance(p.get("text", ""), str) for p in content):
+            raise ServeError(400, "messages: mafl serve reads text parts only ({type: text, text: ...})")
+        return "".join(p.get("text", "") for p in content)
     raise ServeError(400, "messages: a content is a string or a list of parts")
 
 
+def _messages(value) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise ServeError(400, "messages: a non-empty list of {role, content}")
+    for k, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ServeError(400, f"messages[{k}]: an object with a role (a string) and a content (got {m!r:.60})")
+    return [{"role": m["role"], "content": _text(m.get("content"))} for m in value]
+
+
+def _stops(stop) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return stop
+    raise ServeError(400, f"stop: a string or a list of strings (got {stop!r:.60})")
+
+
+# request fields that would change the answer and that mafl serve does not implement: refused unless they are
+# absent or at their no-op value (a client that sends the defaults gets what it asked for)
+UNSUPPORTED = {"tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None,),
+               "response_format": (None, {"type": "text"}), "logprobs": (None, False), "top_logprobs": (None, 0),
+               "logit_bias": (None, {}), "frequency_penalty": (None, 0), "presence_penalty": (None, 0),
+               "repetition_penalty": (None, 1), "best_of": (None, 1), "echo": (None, False), "suffix": (None,)}
+
+
+def _refuse_unsupported(body: dict) -> None:
+    for key, no_op in UNSUPPORTED.items():
+        if key in body and body[key] not in no_op:
+            raise ServeError(400, f"{key}: not supported by mafl serve (got {body[key]!r:.60}); leave it out")
+
+
 def _cut_at_stop(text: str, stop) -> tuple[str, bool]:
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    stops = _stops(stop)
     at = min((i for s in stops if s and (i := text.find(s)) >= 0), default=None)
     return (text, False) if at is None else (text[:at].rstrip(), True)
 
 
-def _number(body: dict, key: str, default, kind=float, low=None):
+def _number(body: dict, key: str, default, kind=float, low=None, high=None):
     value = body.get(key)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise ServeError(400, f"{key}: must be a{'n integer' if kind is int else ' number'} (got {value!r})")
+        raise ServeError(400, f"{key}: must be a{'n integer' if kind is int else ' number'} (got {value!r:.60})")
     if low is not None and value < low:
         raise ServeError(400, f"{key}: must be >= {low} (got {value})")
+    if high is not None and value > high:
+        raise ServeError(400, f"{key}: must be <= {high} (got {value})")
     return kind(value)
 
 
@@ -139,36 +189,71 @@ class Server:
     """The served weights and the endpoints' work, on one :class:`HFBackend` (``backend``)."""
 
     def __init__(self, backend, base_name: str, adapters: dict[str, str] | None = None, *,
-                 batch_wait: float = 0.02, api_key: str | None = None):
+                 batch_wait: float = 0.02, api_key: str | None = None, max_loras: int = DEFAULT_MAX_LORAS):
+        if max_loras < 1:
+            raise ValueError(f"--max-loras: must be >= 1 (got {max_loras})")
         self.backend, self.base_name = backend, base_name
         self.roots: dict[str, str] = {}  # served adapter name -> its folder
+        self.max_loras = max_loras
+        self.resident: OrderedDict[str, None] = OrderedDict()  # the adapters in memory, least recently used first
         self.api_key = api_key
         self.created = int(time.time())
         for name, path in (adapters or {}).items():
-            self._load([(name, path)])
+            self.roots[name] = str(Path(path).resolve())
+        self._resident(list(self.roots)[-max_loras:])  # the others are loaded when first asked for
         self.queue = BatchQueue({"generate": self._generate, "score": self._score, "admin": self._admin},
                                 batch_wait=batch_wait)
 
     # -- work done by the queue's worker (a thread) ----------------------------------------------------------
-    def _load(self, items):
-        for name, path in items:
-            self.backend.load_adapter(name, path)
-            self.roots[name] = str(Path(path).resolve())
-        return [None] * len(items)
+    def _resident(self, names) -> None:
+        """Hold the adapters ``names`` (at most ``max_loras``) in memory: load those that are not, unloading the
+        least recently used others to stay within ``max_loras``."""
+        for name in names:
+            if name in self.resident:
+                self.resident.move_to_end(name)
+                continue
+            while len(self.resident) >= self.max_loras:
+                victim = next(n for n in self.resident if n not in names)
+                self.backend.unload(victim)
+                del self.resident[victim]
+            self.backend.load_adapter(name, self.roots[name])
+            self.resident[name] = None
 
     def _admin(self, jobs):
         out = []
         for action, args in jobs:
             if action == "load":
-                self._load([args])
+                name, path = args
+                self.roots[name] = str(Path(path).resolve())
+                try:
+                    self._resident([name])
+                except Exception:
+                    del self.roots[name]
+                    self.resident.pop(name, None)
+                    self.backend.unload(name)
+                    raise
             elif action == "unload":
                 self.backend.unload(args)
                 self.roots.pop(args, None)
+                self.resident.pop(args, None)
             out.append(None)
         return out
 
+    def _in_groups(self, adapters: list[str | None]) -> list[list[int]]:
+        """The indices of the jobs, in groups that need at most ``max_loras`` adapters each."""
+        names = list(dict.fromkeys(a for a in adapters if a is not None))
+        cuts = [set(names[k:k + self.max_loras]) for k in range(0, len(names), self.max_loras)] or [set()]
+        return [[i for i, a in enumerate(adapters) if (a in cut) or (a is None and g == 0)] for g, cut in enumerate(cuts)]
+
     def _generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        return self.backend.generate(requests)
+        out: list = [None] * len(requests)
+        for idx in self._in_groups([r.adapter for r in requests]):
+            self._resident([requests[i].adapter for i in idx if requests[i].adapter is not None])
+            group = [requests[i] for i in idx]
+            # each request samples with its own seed (its HTTP request's), whatever is batched beside it
+            for i, c in zip(idx, self.backend.generate_seeded(group, [r.sampling.seed for r in group])):
+                out[i] = c
+        return out
 
     def _score(self, jobs: list[tuple[list[int], str | None]]):
         out: list = [None] * len(jobs)
@@ -176,6 +261,8 @@ class Server:
         for i, (_, adapter) in enumerate(jobs):
             by_adapter.setdefault(adapter, []).append(i)
         for adapter, idx in by_adapter.items():
+            if adapter is not None:
+                self._resident([adapter])
             for i, r in zip(idx, self.backend.token_logprobs([jobs[i][0] for i in idx], adapter)):
                 out[i] = r
         return out
@@ -199,12 +286,13 @@ class Server:
         if body.get("stream"):
             raise ServeError(400, "stream: mafl serve answers whole responses only")
         adapter = self.adapter_of(body.get("model"))
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise ServeError(400, "messages: a non-empty list of {role, content}")
-        messages = [{"role": str(m.get("role")), "content": _text(m.get("content"))} for m in messages]
-        temperature = _number(body, "temperature", 1.0, low=0)
-        top_p = _number(body, "top_p", 1.0, low=0)
+        messages = _messages(body.get("messages"))
+        _refuse_unsupported(body)
+        _stops(body.get("stop"))
+        temperature = _number(body, "temperature", 1.0, low=0, high=2)
+        top_p = _number(body, "top_p", 1.0, low=0, high=1)
+        if top_p == 0:
+            raise ServeError(400, "top_p: must be > 0 (got 0)")
         top_k = max(_number(body, "top_k", 0, int), 0)
         max_tokens = _number(body, "max_completion_tokens", None, int, low=1)
         max_tokens = max_tokens or _number(body, "max_tokens", DEFAULT_MAX_TOKENS, int, low=1)
@@ -243,6 +331,8 @@ class Server:
                 raise ServeError(400, f"prompt: token ids must be within [0, {len(tok)})")
         else:
             raise ServeError(400, "prompt: one text or one list of token ids")
+        if not ids:
+            raise ServeError(400, "prompt: empty (no token to score)")
         if body.get("prompt_logprobs") is None:
             raise ServeError(400, "mafl serve's /v1/completions only scores prompts: set prompt_logprobs (generation "
                                   "is at /v1/chat/completions)")
@@ -265,7 +355,14 @@ class Server:
             raise ServeError(400, f"The lora adapter '{name}' has already been loaded.")
         if not Path(path).is_dir():
             raise ServeError(404, f"no adapter folder at {path}", "NotFoundError")
-        await self.queue.submit("admin", ("load", (name, path)))
+        if not (is_adapter_folder(path) or (Path(path) / "config.json").is_file()):
+            raise ServeError(400, f"lora_path: {path} is neither a LoRA adapter folder (adapter_config.json) nor a "
+                                  "model folder (config.json)")
+        try:
+            await self.queue.submit("admin", ("load", (name, path)))
+        except Exception as e:  # noqa: BLE001 - weights that do not fit the base model, a broken file
+            raise ServeError(400, f"lora_path: the weights in {path} cannot be loaded onto {self.base_name} "
+                                  f"({type(e).__name__}: {one_line(e, 200)})") from None
         return f"Success: LoRA adapter '{name}' added successfully."
 
     async def unload(self, body: dict) -> str:

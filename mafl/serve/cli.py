@@ -3,6 +3,7 @@ fine-tuned weights of a run (or weights, or adapter) folder through an OpenAI-co
 
     mafl serve runs/default                 # the run's base model and every iteration's models (iter_k/<model>)
     mafl serve runs/default/iter_2/models   # the models of one iteration, by name
+    mafl serve                              # the embedded default model (model=tiny), as `mafl` runs it
     mafl serve --model tiny                 # the base model alone (adapters can be loaded at run time)
     mafl serve runs/default --vllm-command  # print the `vllm serve` command that serves the same on a GPU
 
@@ -16,6 +17,7 @@ import os
 import sys
 
 INSTALL_HINT = "pip install 'mafl[serve]'"
+DEFAULT_MAX_LORAS = 16  # mafl.serve.app.DEFAULT_MAX_LORAS (not imported here: fastapi is optional)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,11 +31,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: %(default)s)")
     p.add_argument("--dtype", default=None, help="the weights' dtype (default: the run's, else float32)")
     p.add_argument("--batch-size", type=int, default=64, help="requests per generate() batch (default: %(default)s)")
+    p.add_argument("--max-loras", type=int, default=DEFAULT_MAX_LORAS,
+                   help="adapters held in memory at once; the least recently used is unloaded (and loaded again "
+                        "from its folder when asked for) (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=20.0,
                    help="how long the first request of a batch waits for others (default: %(default)s)")
     p.add_argument("--api-key-env", metavar="NAME", help="require the API key held by environment variable NAME")
     p.add_argument("--vllm-command", action="store_true", help="print the `vllm serve` command and exit")
-    p.add_argument("--inject-faults", metavar="SPEC", help="tests only: e.g. 429=0.1,500=0.1,drop=0.1,seed=0 "
+    p.add_argument("--inject-faults", metavar="SPEC", help="tests only: e.g. 429=0.1,500=0.1,drop=0.1,oom=0.1,seed=0 "
                    "(mafl/serve/faults.py)")
     p.add_argument("--log-level", default="warning", help="uvicorn's log level (default: %(default)s)")
     return p
@@ -55,20 +60,26 @@ def model_settings(weights, model: str) -> None:
                          trust_remote_code=settings.trust_remote_code)
 
 
+def fail(message: str) -> int:
+    print(f"mafl serve: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    from mafl.errors import ConfigError
     from mafl.serve.weights import ServedWeights, find_weights
 
+    if args.max_loras < 1:
+        return fail(f"--max-loras: must be >= 1 (got {args.max_loras})")
     try:
         weights = find_weights(args.folder) if args.folder else ServedWeights(base=None)
-    except FileNotFoundError as e:
-        print(f"mafl serve: {e}", file=sys.stderr)
-        return 2
-    if args.model:
-        model_settings(weights, args.model)
+        if args.model or not args.folder:  # no folder: the embedded default model, as `mafl` runs it
+            model_settings(weights, args.model or "tiny")
+    except (FileNotFoundError, ConfigError) as e:
+        return fail(str(e).replace("model.path:", "--model:"))
     if weights.base is None:
-        print("mafl serve: the base model is not known from the folder: pass --model", file=sys.stderr)
-        return 2
+        return fail("the base model is not known from the folder: pass --model")
     if args.vllm_command:
         from mafl.serve.weights import vllm_command
 
@@ -97,21 +108,37 @@ def main(argv=None) -> int:
         print(f"mafl serve needs fastapi and uvicorn ({e.name} is missing): {INSTALL_HINT}", file=sys.stderr)
         return 2
     from mafl.backends.hf import HFBackend
+    from mafl.errors import one_line
+    from mafl.models import check_model_folder
 
     model = weights.model
-    backend = HFBackend(weights.base, dtype=args.dtype or model.get("dtype", "float32"), device=args.device,
-                        batch_size=args.batch_size, chat_template=model.get("chat_template"),
-                        trust_remote_code=bool(model.get("trust_remote_code", False)))
-    server = Server(backend, args.served_model_name or weights.base, weights.adapters,
-                    batch_wait=args.batch_wait_ms / 1000, api_key=api_key)
+    try:
+        check_model_folder(weights.base, "--model")
+        backend = HFBackend(weights.base, dtype=args.dtype or model.get("dtype", "float32"), device=args.device,
+                            batch_size=args.batch_size, chat_template=model.get("chat_template"),
+                            trust_remote_code=bool(model.get("trust_remote_code", False)))
+        server = Server(backend, args.served_model_name or weights.base, weights.adapters,
+                        batch_wait=args.batch_wait_ms / 1000, api_key=api_key, max_loras=args.max_loras)
+    except (OSError, ValueError) as e:  # no model there, weights that do not load
+        return fail(one_line(e))
     app = create_app(server)
     if spec is not None:
-        from mafl.serve.faults import FaultInjection
+        from mafl.serve.faults import FaultInjection, ForwardFaults
 
-        app = FaultInjection(app, spec)
-    print(f"mafl serve: {server.base_name} and {len(server.roots)} adapter(s) at "
-          f"http://{args.host}:{args.port}/v1", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        forward = ForwardFaults(backend.base, spec.rates["oom"], spec.seed) if spec.rates.get("oom") else None
+        app = FaultInjection(app, spec, forward)
+    banner = (f"mafl serve: {server.base_name} and {len(server.roots)} adapter(s) at "
+              f"http://{args.host}:{args.port}/v1")
+
+    class Announced(uvicorn.Server):
+        """uvicorn's server, which prints the banner once the port is bound and listening."""
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(banner, flush=True)
+
+    Announced(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)).run()
     return 0
 
 

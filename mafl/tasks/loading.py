@@ -34,8 +34,9 @@ class DatasetError(ValueError):
     """Data that cannot be loaded as configured: a missing file, a malformed row, an impossible sample."""
 
 
-def _rows(cfg: Mapping, split: str) -> tuple[str, Iterator[tuple[int, dict, str]], list[str]] | None:
-    """(source label, rows as (index, row, where), bad-row list) of one split, or None when it has none."""
+def _rows(cfg: Mapping, split: str) -> tuple[str, Iterator[tuple[int, dict, str]], list[str], str] | None:
+    """(source label, rows as (index, row, where), bad-row list, the source's full name) of one split, or None
+    when it has none."""
     key = f"{split}_file"
     data_dir, hub = cfg.get("data_dir"), cfg.get("hub")
     skip = bool(cfg.get("skip_bad_rows", False))
@@ -44,7 +45,7 @@ def _rows(cfg: Mapping, split: str) -> tuple[str, Iterator[tuple[int, dict, str]
         hub_split = hub.get(f"{split}_split")
         if hub_split is None:
             return None
-        return str(hub_split), _hub_rows(hub, hub_split), bad
+        return str(hub_split), _hub_rows(hub, hub_split), bad, f"{hub.get('path')} split {hub_split}"
     name = cfg.get(key)
     if name == "???" or (name is None and split == "eval"):
         raise DatasetError(f"dataset.{key} is not set (the {split} problems are read from it; null: no {split} "
@@ -62,7 +63,7 @@ def _rows(cfg: Mapping, split: str) -> tuple[str, Iterator[tuple[int, dict, str]
         bad.append(reason)
 
     rows = ((lineno - 1, row, f"{path}:{lineno}") for lineno, row in iter_jsonl(path, malformed))
-    return path.stem, rows, bad
+    return path.stem, rows, bad, str(path)
 
 
 def _hub_rows(hub: Mapping, split: str) -> Iterator[tuple[int, dict, str]]:
@@ -82,11 +83,12 @@ def _problems(task: FileTask, cfg: Mapping, split: str) -> list[Problem]:
     found = _rows(cfg, split)
     if found is None:
         return []
-    label, rows, bad = found
+    label, rows, bad, source = found
     prefix = cfg.get("name") or task.name
     keep = task.row_filter(cfg)
-    problems = []
+    problems, seen = [], 0
     for index, row, where in rows:
+        seen += 1
         if not keep(task.row_meta(row)):  # rows left out by levels/subjects are not read further
             continue
         uid = row.get("unique_id")
@@ -100,6 +102,9 @@ def _problems(task: FileTask, cfg: Mapping, split: str) -> list[Problem]:
     if bad:
         log.warning("skipped %d malformed rows of the %s split (dataset.skip_bad_rows=true): %s%s", len(bad), split,
                     "; ".join(bad[:3]), "; ..." if len(bad) > 3 else "")
+    if not seen and not bad:
+        raise DatasetError(f"{source}: no rows (the {split} problems are read from it): fill it, or point "
+                           f"dataset.{split}_file at a JSONL file of problems")
     return problems
 
 
