@@ -27,8 +27,6 @@ class ModelSettings:
         path = str(c.get("path"))
         if path != "tiny" and (path.startswith((".", "/", "~")) and not Path(path).expanduser().exists()):
             raise ConfigError(f"model.path: no such folder {path}")
-        if path != "tiny":
-            check_model_folder(path, "model.path")
         return cls(name=str(c.get("name") or path), path=path, dtype=choice(c, "dtype", "model", DTYPES),
                    trust_remote_code=bool(c.get("trust_remote_code", False)), chat_template=c.get("chat_template"),
                    tiny=dict(plain(c.get("tiny")) or {}))

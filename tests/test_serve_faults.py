@@ -263,3 +263,44 @@ def test_a_sampled_run_killed_3_times_resumes_to_the_uninterrupted_run(talking_m
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     assert_same_run(run_dir, reference)
+
+
+def test_the_banner_comes_after_the_port_is_bound(talking_model_dir, tmp_path):
+    """A port already taken: mafl serve says so and exits, without announcing an address it does not serve."""
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        proc = subprocess.run([sys.executable, "-m", "mafl", "serve", "--model", str(talking_model_dir), "--port",
+                               str(taken.getsockname()[1])], capture_output=True, text=True, timeout=300,
+                              env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert proc.returncode != 0
+    assert "address already in use" in proc.stdout + proc.stderr
+    assert "mafl serve: " not in proc.stdout  # no banner
+    with mafl_serve(["--model", str(talking_model_dir)], tmp_path / "serve.log") as s:
+        assert f"adapter(s) at {s.url}" in (tmp_path / "serve.log").read_text()  # announced once listening
+
+
+def test_mafl_serve_with_no_folder_serves_the_embedded_default_model(talking_model_dir, tmp_path):
+    """No folder, no --model: the default model (model=tiny) from $MAFL_HOME, where `mafl` would find it (a
+    random model stands in for the pretrained one in the cache folder of the default recipe)."""
+    import shutil
+
+    from helpers import compose_cfg
+    from mafl.tiny import RECIPE_FILE, tiny_model_dir
+
+    home = tmp_path / "home"
+    cached = tiny_model_dir(dict(compose_cfg([]).model.tiny), home)
+    shutil.copytree(talking_model_dir, cached)
+    (cached / RECIPE_FILE).write_text("{}")
+    with mafl_serve([], tmp_path / "serve.log", env={"MAFL_HOME": str(home)}) as s:
+        models = api_call(s.url, "/models")[1]["data"]
+        assert [m["id"] for m in models] == [str(cached)]
+        status, out = api_call(s.url, "/chat/completions", {"model": str(cached), "messages": MESSAGES,
+                                                            "max_tokens": 4, "temperature": 0})
+        assert status == 200

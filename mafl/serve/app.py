@@ -20,8 +20,14 @@ the queue (after ``batch_wait`` seconds), and the backend batches them across mo
 batched; a sampled answer is drawn with a generator of its own, seeded by the request's ``seed``: it depends on the
 seed and the prompt only, not on which requests arrive together.
 
+A backend call that fails is made again request by request, so that only the request that fails gets the error
+(a 500), and the backend is left as it was (``mafl.backends.hf.no_stale_hooks``). At most ``max_loras`` adapters
+are in memory at once: the least recently used is unloaded, and loaded again from its folder when asked for.
+
 Errors have OpenAI's shape (``{"error": {"message", "type", "code"}}``): 404 for a model that is not served, 400
-for a bad request. With ``api_key`` set, every ``/v1`` request needs ``Authorization: Bearer <key>``.
+for a bad request, whose message starts with the field: a wrong shape or value, an empty prompt, and the fields
+mafl serve does not implement (``UNSUPPORTED``: tools, response_format, logprobs, penalties...) unless they hold
+their no-op value. With ``api_key`` set, every ``/v1`` request needs ``Authorization: Bearer <key>``.
 """
 from __future__ import annotations
 

@@ -74,7 +74,8 @@ class FaultInjection:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/faults":
-            body = json.dumps({**self.counts, "oom": self.forward.count if self.forward else 0}).encode()
+            counts = {**self.counts, **({"oom": self.forward.count} if self.forward is not None else {})}
+            body = json.dumps(counts).encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
