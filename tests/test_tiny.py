@@ -307,7 +307,7 @@ def test_pretraining_rows_train_on_the_reply_after_the_prompt_generation_sends(t
     from mafl.tiny.pretrain import _encode
 
     tok, prompts, rng = load_tokenizer(str(tiny_model_dir)), load_prompts(), random.Random(1)
-    for kind in ("round1", "debate", "summarize", "debate_summary", "review"):
+    for kind in ("round1", "debate", "summarize", "debate_summary"):
         chat = conversation(kind, random_problem(rng), rng, prompts)
         ids, labels = _encode(tok, chat)
         prompt = prompt_ids(tok, chat[:-1])

@@ -75,15 +75,14 @@ def test_a_critic_states_every_answer_and_keeps_a_right_unanimous_one():
     right = chain(P)
     for shown in (True, False):
         text = _reply(right, [(1, right), (3, right)], shown)
-        assert text == ("I said -27. Agent 1 says -27 too. Agent 3 says -27 too. All agents agree on -27. "
-                        "The answer is -27.")
+        assert text == "I said -27. Agent 1 says -27. Agent 3 says -27. All agents agree on -27. The answer is -27."
 
 
 def test_a_critic_verifies_an_answer_all_agents_agree_on_wrongly():
     trapped = chain(P, Error("trap", 4, trap_delta(P)))
     for shown in (True, False):
         text = _reply(trapped, [(1, trapped), (2, trapped)], shown)
-        assert text.startswith("I said -37. Agent 1 says -37 too. Agent 2 says -37 too. All agents agree on -37. Checking: ")
+        assert text.startswith("I said -37. Agent 1 says -37. Agent 2 says -37. All agents agree on -37. Checking: ")
         assert text.endswith(solve(P)[0]) and final_answer(text) == P.answer == -27
 
 
@@ -116,8 +115,7 @@ def test_every_critic_reply_of_the_corpus_ends_right_and_states_the_answers_it_w
             shown = re.findall(r"Agent (\d) (?:says|: .*The answer is) (-?\d+)", chat[3]["content"])
             if kind == "debate":
                 shown = re.findall(r"^Agent (\d): .*The answer is (-?\d+)\.$", chat[3]["content"], flags=re.M)
-            stated = " ".join([f"I said {own}."] + [f"Agent {a} says {x}{' too' if int(x) == own else ''}."
-                                                     for a, x in shown])
+            stated = " ".join([f"I said {own}."] + [f"Agent {a} says {x}." for a, x in shown])
             assert reply.startswith(stated) and 1 <= len(shown) <= 4
             counts["agree" if "All agents agree" in reply else "check"] += 1
             counts["named"] += "differ first" in reply
@@ -125,24 +123,6 @@ def test_every_critic_reply_of_the_corpus_ends_right_and_states_the_answers_it_w
         shown = re.findall(r"^Agent (\d): .*The answer is (-?\d+)\.$", summary[0]["content"], flags=re.M)
         assert summary[1]["content"] == " ".join(f"Agent {a} says {x}." for a, x in shown)
     assert counts["agree"] > 50 and counts["check"] > 300 and counts["named"] > 100
-
-
-def test_a_critic_compares_each_answer_with_its_own_as_it_states_it():
-    text = _reply(chain(P), [(1, chain(P, Error("slip", 4, 2))), (2, chain(P))], False)
-    assert text.startswith("I said -27. Agent 1 says -25. Agent 2 says -27 too. Checking: ")
-
-
-def test_self_review_rows_show_no_other_agent_and_end_right():
-    prompts, rng = load_prompts(), random.Random(6)
-    assert prompts["review"] and "{question}" in prompts["review"]
-    for _ in range(50):
-        p = random_problem(rng)
-        chat = conversation("review", p, rng, prompts)
-        assert [m["role"] for m in chat] == ["system", "user", "assistant", "user", "assistant"]
-        assert chat[0]["content"] == prompts["system_generator"]  # self_refine has no critics
-        assert chat[3]["content"] == prompts["review"].format(question=p.question) and "Agent" not in chat[3]["content"]
-        own = final_answer(chat[2]["content"])
-        assert chat[4]["content"] == f"I said {own}. Checking: {solve(p)[0]}"
 
 
 def test_summary_text_states_each_label():

@@ -13,13 +13,10 @@ corpus always matches what the debate sends):
   worked answers (solvers too) -> a critic reply that checks (:func:`critic_reply`; the loss is on it only);
 * ``summarize``: a single user turn ``summarize`` with the others' answers -> ``Agent 1 says 12. Agent 2 says -3.``,
   every agent's answer stated by its label, none invented (copying by label);
-* ``debate_summary``: the debate conversation whose {others} is the ``summary`` template -> a critic reply;
-* ``review``: self-refinement (``method=self_refine``): the agent's own conversation continued with
-  ``dataset.review_prompt`` and no other agent -> ``I said 12. Checking:`` and the correct worked answer.
+* ``debate_summary``: the debate conversation whose {others} is the ``summary`` template -> a critic reply.
 
-A critic reply first states every answer it was shown, each compared with its own on the spot
-(``I said 12. Agent 1 says 12 too. Agent 3 says 2.``: recalling numbers by their label, and a comparison of two
-numbers at a time), then:
+A critic reply first states every answer it was shown (``I said 12. Agent 1 says 12. Agent 3 says 2.``: recalling
+numbers by their label), then:
 
 * all the answers agree and are right: ``All agents agree on 12. The answer is 12.``;
 * all agree on a wrong answer (a shared trap): ``All agents agree on 22. Checking:`` and the correct worked answer,
@@ -44,7 +41,7 @@ from mafl.tiny.solvers import (ANSWER, ArithmeticProblem, Chain, SolverNoise, ch
 CORPUS_VERSION = 7
 
 SUMMARY_LINE = "Agent {agent} says {answer}."
-KINDS = ("round1", "debate", "summarize", "debate_summary", "review")
+KINDS = ("round1", "debate", "summarize", "debate_summary")
 # how many other agents a critic reads in the corpus (weights): mostly 2, as in the default society of 3
 OTHERS_COUNT = {1: 0.2, 2: 0.65, 3: 0.1, 4: 0.05}
 NOISE = SolverNoise()
@@ -63,16 +60,12 @@ def conf_dir() -> Path:
 def _load_prompts(path: str) -> tuple[tuple[str, str], ...]:
     from omegaconf import OmegaConf
 
-    dataset = OmegaConf.load(path)
-    prompts = OmegaConf.to_container(dataset.prompts, resolve=False)
-    if "review_prompt" in dataset:
-        prompts["review"] = dataset.review_prompt
+    prompts = OmegaConf.to_container(OmegaConf.load(path).prompts, resolve=False)
     return tuple(sorted((str(k), str(v)) for k, v in prompts.items()))
 
 
 def load_prompts(path: str | Path | None = None) -> dict[str, str]:
-    """The Arithmetic prompts of ``conf/dataset/arithmetic.yaml`` (system_generator, round1, debate, ...), with
-    self-refinement's ``review_prompt`` as ``review``."""
+    """The Arithmetic prompts of ``conf/dataset/arithmetic.yaml`` (system_generator, round1, debate, ...)."""
     return dict(_load_prompts(str(path or conf_dir() / "dataset" / "arithmetic.yaml")))
 
 
@@ -92,8 +85,7 @@ def summary_text(others: Sequence[tuple[int, Chain]]) -> str:
 def critic_reply(p: ArithmeticProblem, own: Chain, others: Sequence[tuple[int, Chain]], *, chains_shown: bool) -> str:
     """The reply of a critic that checks (see the module docstring). ``others``: (1-based label, chain) of each
     agent shown; ``chains_shown``: their worked answers are in view (False: only a summary of their answers)."""
-    stated = " ".join([f"I said {own.answer}."] + [
-        f"Agent {agent} says {c.answer}{' too' if c.answer == own.answer else ''}." for agent, c in others])
+    stated = " ".join([f"I said {own.answer}.", summary_text(others)])
     answers = {own.answer} | {c.answer for _, c in others}
     if len(answers) == 1:
         (agreed,) = answers
@@ -128,13 +120,6 @@ def conversation(kind: str, p: ArithmeticProblem, rng: random.Random, prompts: M
                 {"role": "assistant", "content": solve(p)[0]}]
     if kind not in KINDS:
         raise ValueError(f"unknown conversation kind {kind!r}; expected one of {KINDS}")
-    if kind == "review":
-        own = noise.solver(p, rng)
-        return [{"role": "system", "content": prompts["system_generator"]},
-                {"role": "user", "content": prompts["round1"].format(question=p.question)},
-                {"role": "assistant", "content": own.text},
-                {"role": "user", "content": prompts["review"].format(question=p.question)},
-                {"role": "assistant", "content": f"I said {own.answer}. Checking: {solve(p)[0]}"}]
     _, labels = _seat(rng)
     own = noise.solver(p, rng)
     others = [(agent, noise.solver(p, rng)) for agent in labels]

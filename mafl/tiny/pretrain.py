@@ -42,7 +42,6 @@ class Recipe:
     mix_debate: float = 0.3
     mix_summarize: float = 0.1
     mix_debate_summary: float = 0.1
-    mix_review: float = 0.0
     # share of the corpus spent on bare practice of the operations ("12*24=288"), facts per practice row
     mix_drill: float = 0.0
     drill_facts: int = 16
@@ -71,7 +70,7 @@ class Recipe:
     @property
     def mix(self) -> dict[str, float]:
         return {"round1": self.mix_round1, "debate": self.mix_debate, "summarize": self.mix_summarize,
-                "debate_summary": self.mix_debate_summary, "review": self.mix_review}
+                "debate_summary": self.mix_debate_summary}
 
 
 def _cast(default: Any, value: Any) -> Any:
