@@ -81,14 +81,16 @@ def bos_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_tiny_model_dir(tmp_path_factory) -> Path:
-    """The embedded model's recipe shrunk (hidden 64, 2 layers, 150 steps): built in seconds, it writes answers in
-    the tiny model's form (wrong ones), so a debate gives fine-tuning sets and the loop trains real adapters."""
+    """The embedded model's recipe shrunk (hidden 64, 2 layers, 300 steps; 150 were too few for corpus v7's longer
+    rows): built in about a minute, it writes answers in the tiny model's form (wrong ones), so a debate gives
+    fine-tuning sets and the loop trains real adapters. Its critic replies restate the answers before their chain:
+    give a debate of it 72 new tokens or more, or the critics are cut off and nothing trains."""
     from hydra import compose, initialize_config_dir
 
     from mafl.tiny import ensure_tiny_model
 
     with initialize_config_dir(config_dir=str(REPO / "mafl" / "conf"), version_base="1.3"):
         recipe = dict(compose(config_name="config").model.tiny)
-    recipe.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, steps=150,
+    recipe.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, steps=300,
                   batch_size=16, warmup_steps=10)
     return ensure_tiny_model(recipe, home=tmp_path_factory.mktemp("mafl_home"), progress=False)

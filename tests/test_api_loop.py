@@ -23,7 +23,7 @@ pytest.importorskip("fastapi")
 
 # a small tiny model (its debates give fine-tuning sets), greedy decoding, 3 chunks of eval problems
 LOOP = ["debug=smoke", "dataset.n_train=8", "dataset.n_eval=6", "debate.chunk_size=2", "debate.temperature=0",
-        "debate.max_new_tokens=40", "metrics.diversity_problems=3", "metrics.diversity_rounds=[first,final]",
+        "debate.max_new_tokens=72", "metrics.diversity_problems=3", "metrics.diversity_rounds=[first,final]",
         "finetune.train.per_device_train_batch_size=1", "finetune.train.num_train_epochs=3"]
 CANARY = "sk-canary-7f3a9c0e5b1d4e2f"
 

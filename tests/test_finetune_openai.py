@@ -24,7 +24,7 @@ pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
 LOOP = ["debug=smoke", "dataset.n_train=8", "dataset.n_eval=4", "debate.chunk_size=4", "debate.temperature=0",
-        "debate.max_new_tokens=40", "metrics.diversity_problems=2", "finetune=openai", "finetune.openai.poll_seconds=0.05",
+        "debate.max_new_tokens=72", "metrics.diversity_problems=2", "finetune=openai", "finetune.openai.poll_seconds=0.05",
         "finetune.openai.min_examples=1"]
 MODELS = ["generator_0", "generator_1", "generator_2", "critic_0", "critic_1", "critic_2"]
 

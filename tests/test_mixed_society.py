@@ -19,7 +19,7 @@ from mafl.models import ModelSettings, WrongBaseError, same_model
 from mafl.pipeline import run
 
 # answers of up to 48 tokens, and a plurality answer labels a problem: the small tiny models' sets are not empty
-FAST = ["debug=smoke", "dataset.n_train=8", "dataset.n_eval=6", "debate.max_new_tokens=48", "debate.chunk_size=4",
+FAST = ["debug=smoke", "dataset.n_train=8", "dataset.n_eval=6", "debate.max_new_tokens=72", "debate.chunk_size=4",
         "metrics.diversity_problems=3", "metrics.embedding_model=null", "finetune.min_agreement=null"]
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
 
@@ -40,7 +40,7 @@ def small_tiny_other_dir(tmp_path_factory) -> Path:
 
     with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "mafl" / "conf"), version_base="1.3"):
         recipe = dict(compose(config_name="config").model.tiny)
-    recipe.update(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, steps=150,
+    recipe.update(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, steps=300,
                   batch_size=16, warmup_steps=10, seed=1)
     return ensure_tiny_model(recipe, home=tmp_path_factory.mktemp("mafl_home_other"), progress=False)
 
