@@ -22,8 +22,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mafl.config import validate
+from mafl import config
+from mafl.config import Settings
 from mafl.errors import ConfigError
+from mafl.methods import settle
 from mafl.rundir import atomic_write_text
 
 log = logging.getLogger("mafl")
@@ -54,6 +56,17 @@ def _without(config: dict, keys: list[str]) -> dict:
         if isinstance(node, dict):
             node.pop(last, None)
     return config
+
+
+def validate(cfg) -> Settings:
+    """The settings a run of ``cfg`` works with: every component's, built and checked (:func:`mafl.config.validate`),
+    then settled by the chosen method (:meth:`mafl.methods.Method.settle`); a one-line ConfigError otherwise."""
+    settings = settle(config.validate(cfg))
+    if settings.finetune.iterations:
+        from mafl.finetune.launchers import check_finetune
+
+        check_finetune(settings.finetune)  # last: it imports peft and trl, which fine-tuning needs anyway
+    return settings
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -121,7 +134,5 @@ def run(cfg: DictConfig) -> dict:
     settings = validate(cfg)
     run_dir = resolve_run_dir(cfg)
     prepare_run_dir(cfg, run_dir)
-    from mafl.methods import run_method
-
     with console_session(verbose):
-        return run_method(run_dir, settings)
+        return settings.method.spec.run(run_dir, settings)

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from mafl.config import Settings
 from mafl.debate.settings import DebateSettings
 from mafl.finetune.settings import FinetuneSettings
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.rundir import atomic_write_json, read_stage_file
 
@@ -198,7 +198,7 @@ class Session:
 @contextlib.contextmanager
 def open_session(run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
     """Load the task and the base model's path, start the tracker; always finish the tracker."""
-    from mafl.models import resolve_model_path
+    from mafl.model_path import resolve_model_path
     from mafl.progress import line
     from mafl.tracking import make_tracker
 

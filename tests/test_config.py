@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import CONF, compose_cfg, subprocess_env
-from mafl.config import validate
+from mafl.pipeline import validate
 from mafl.errors import ConfigError
 from mafl.pipeline import run
 
@@ -181,7 +181,7 @@ def test_debate_chunk_size_auto_is_the_backends(tmp_path):
     from mafl.backends import backend_class
     from mafl.backends.base import Capabilities
     from mafl.debate.engine import run_debate
-    from mafl.debate.prompts import Prompts
+    from mafl.tasks.prompts import Prompts
     from mafl.debate.society import Society
     from mafl.tasks import get_task, load_splits
 

@@ -55,7 +55,7 @@ def test_hub_setups_choose_the_gpu_when_there_is_one(setup, monkeypatch, tmp_pat
     on the CPU, GPU or not. Either way the job passes validation."""
     import torch
 
-    from mafl.config import validate
+    from mafl.pipeline import validate
     from mafl.models import resolve_device
 
     monkeypatch.setenv("MAFL_DATA_DIR", str(tmp_path))

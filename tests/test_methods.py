@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from helpers import ScriptedBackend, compose_cfg, question_numbers
-from mafl.config import validate
+from mafl.pipeline import validate
 from mafl.errors import ConfigError
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.finetune.mixing import GENERAL, general_count, load_general, mix_general
 from mafl.finetune.sets import Example, FinetuneSet
-from mafl.finetune.trainer import FinetuneResult
+from mafl.finetune.finetune_one import FinetuneResult
 from mafl.methods import make_society
 from mafl.methods.star import RATIONALE, RATIONALIZATION, check_hint, hinted
 from mafl.pipeline import run
@@ -54,13 +54,13 @@ class FakeFinetune:
 def fake_run(tmp_path, monkeypatch):
     """run(cfg) on a scripted backend and a fake fine-tune; returns (results, backend, fine-tune calls, run_dir)."""
     import mafl.backends
-    import mafl.finetune.trainer
+    import mafl.finetune.finetune_one
 
     def go(answer_fn, overrides):
         backend = ScriptedBackend(answer_fn)
         fake = FakeFinetune()
         monkeypatch.setattr(mafl.backends, "backend_class", lambda name: (lambda *a, **k: backend))
-        monkeypatch.setattr(mafl.finetune.trainer, "finetune_model", fake)
+        monkeypatch.setattr(mafl.finetune.finetune_one, "finetune_model", fake)
         run_dir = tmp_path / "run"
         cfg = compose_cfg(["logger=none", f"model.path={tmp_path}", "metrics.diversity=false", "dataset.n_train=6",
                            "dataset.n_eval=4", "finetune.iterations=1", f"run_dir={run_dir}", *overrides])
@@ -418,7 +418,7 @@ def test_every_stage_of_every_iteration_has_its_wall_time(fake_run):
 
 def test_report_shows_where_the_time_went(tmp_path):
     from mafl.metrics import Results, write_results
-    from mafl.report import build_report
+    from mafl.reporting.report import build_report
 
     timings = {"0": {"eval_debate": 10.0, "metrics": 2.0},
                "1": {"train_debate": 30.0, "sets": 1.0, "finetune": 50.0, "finetune/generator_0": 20.0,

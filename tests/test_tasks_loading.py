@@ -204,7 +204,7 @@ class CountingTask(NumericTask):
 
 def test_a_task_outside_the_registry_is_one_module_named_by_the_config(tmp_path, monkeypatch):
     from helpers import compose_cfg
-    from mafl.config import validate
+    from mafl.pipeline import validate
     from mafl.errors import ConfigError
     from mafl.tasks import TASKS
 

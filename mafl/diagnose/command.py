@@ -113,8 +113,8 @@ def default_out(options: dict, overrides: list[str]) -> Path:
 
 def diagnose(argv: Sequence[str]) -> dict:
     """Run the diagnosis the command line asks for; returns what ``diagnosis.json`` holds."""
-    from mafl.config import validate
-    from mafl.methods import make_society, start_weights
+    from mafl.pipeline import validate
+    from mafl.methods.society import make_society, start_weights
     from mafl.pipeline import prepare_run_dir
     from mafl.progress import check_verbose, console_session
 

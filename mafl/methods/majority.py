@@ -23,7 +23,7 @@ from typing import Sequence
 
 from mafl.backends.base import Backend, GenerationRequest
 from mafl.debate.engine import derive_seed, read_answers, run_debate, turn_sampling, voted_transcripts
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.settings import DebateSettings
 from mafl.debate.society import Society
 from mafl.debate.transcript import Transcript, Turn

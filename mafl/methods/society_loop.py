@@ -20,7 +20,7 @@ from mafl.debate.society import Society
 from mafl.finetune.jobs import FinetuneJob
 from mafl.finetune.pairs import PairSet, build_society_pairs, merge_pairs, pairs_path
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
-from mafl.methods import make_society, start_weights
+from mafl.methods.society import make_society, start_weights
 from mafl.rundir import Stages, atomic_write_json
 from mafl.progress import line
 from mafl.summary import print_iteration, print_summary, sets_line

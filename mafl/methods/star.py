@@ -18,7 +18,7 @@ from typing import Sequence
 from mafl.config import Settings
 from mafl.errors import ConfigError
 from mafl.debate.engine import derive_seed, run_debate
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.debate.transcript import Transcript
 from mafl.finetune.sets import Example, FinetuneSet, merge_sets

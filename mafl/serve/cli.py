@@ -50,7 +50,8 @@ def model_settings(weights, model: str) -> None:
 
     from omegaconf import OmegaConf
 
-    from mafl.models import ModelSettings, resolve_model_path
+    from mafl.model_path import resolve_model_path
+    from mafl.models import ModelSettings
 
     preset = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{model}.yaml"
     c = OmegaConf.to_container(OmegaConf.load(preset)) if preset.exists() else {"path": model, "dtype": "float32"}

@@ -46,7 +46,8 @@ def find_weights(folder: str | Path) -> ServedWeights:
     if (folder / "config.yaml").exists():
         from omegaconf import OmegaConf
 
-        from mafl.models import ModelSettings, resolve_model_path
+        from mafl.model_path import resolve_model_path
+        from mafl.models import ModelSettings
 
         model = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True).get("model") or {}
         settings = ModelSettings.from_cfg(model)

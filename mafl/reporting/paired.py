@@ -155,7 +155,7 @@ def compare(results: Sequence[Results], a: Side, b: Side, *, split: str = "eval"
 
 def comparison_table(diffs: Sequence[PairedDifference]) -> str:
     """Markdown: one row per comparison and (model, dataset), in points of accuracy."""
-    from mafl.metrics.aggregate import markdown_table
+    from mafl.reporting.aggregate import markdown_table
 
     pts = lambda x: f"{100 * x:+.1f}"  # noqa: E731
     rows = [[d.model, d.dataset, d.a, d.b, str(len(d.seeds)), str(d.problems), f"{100 * d.a_accuracy:.1f}",
