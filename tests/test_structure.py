@@ -114,3 +114,16 @@ def test_an_unknown_name_is_refused_with_the_registry_s_names(override, key, reg
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg([override]))
     assert str(err.value) == f"{key}: 'nope' is not one of {', '.join(names)}"
+
+
+def test_the_run_folder_layout_is_spelt_in_one_module():
+    """Only mafl/run_folder.py builds an iteration's folder name (docs and comments aside)."""
+    spelt = set()
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.value) for n in ast.walk(tree)
+                      if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        if any(isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+               and re.search(r"iter_(\{|\d|$)", n.value) for n in ast.walk(tree)):
+            spelt.add(module_name(path))
+    assert spelt - {"mafl.run_folder"} == set() and "mafl.run_folder" in spelt

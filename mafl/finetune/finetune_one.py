@@ -1,6 +1,6 @@
 """Fine-tune one model of the society (one job; what SFT and DPO share is mafl/finetune/trl_shared.py) on its
-set with trl's ``SFTTrainer`` (LoRA adapter or full weights), or on its preference pairs with trl's ``DPOTrainer`` (``objective``: sft | dpo | sft+dpo; the DPO side is
-:mod:`mafl.finetune.dpo`).
+set with trl's ``SFTTrainer`` (LoRA adapter or full weights), or on its preference pairs with trl's
+``DPOTrainer`` (``objective``: sft | dpo | sft+dpo; the DPO side is :mod:`mafl.finetune.dpo`).
 
 The set is given to trl pre-tokenized: each example's ``input_ids`` and ``completion_mask`` come from
 :func:`mafl.backends.chat.example_ids`, the function the backends use to tokenize prompts, so a model is trained on

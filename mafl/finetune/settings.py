@@ -1,7 +1,8 @@
 """The fine-tuning settings (``conf/finetune/*.yaml``), checked before any work starts.
 
 Beside what each fine-tune does (``mode``, ``lora``, ``train``, ...), where the fine-tunes run: ``launcher`` (a
-name of :data:`mafl.finetune.launchers.registered.LAUNCHERS`), its options ``finetune.<launcher>`` (e.g. ``finetune.ray``),
+name of :data:`mafl.finetune.launchers.registered.LAUNCHERS`), its options ``finetune.<launcher>`` (e.g.
+``finetune.ray``),
 ``resources`` of one fine-tune (``num_cpus``, ``num_gpus``; null: 1 GPU on a GPU device), ``max_retries`` of a
 fine-tune whose process died, and ``accelerate``: an accelerate config (a mapping, or the path of a YAML file
 written by ``accelerate config``), which makes each fine-tune a multi-process ``accelerate launch`` job.

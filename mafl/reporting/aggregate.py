@@ -1,6 +1,6 @@
-"""Aggregation across runs, used by ``mafl report``, the plots and the notebook (one cell's format, which the
-console summary shares, is mafl/metrics/cells.py): society-level records, runs grouped by model, method and dataset, a metric's curve
-over iterations, seeds combined, and one cell format.
+"""Aggregation across runs, used by ``mafl report``, the plots and the notebook: runs grouped by model, method
+and dataset, a metric's curve over iterations, seeds combined (one cell's format and the society-level records,
+which the console summary shares, are mafl/metrics/cells.py).
 
 * One run: a metric's value ± its own standard error (over problems).
 * Several runs of one model, method and dataset (seeds): the mean across runs ± its standard error across runs,

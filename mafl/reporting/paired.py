@@ -27,6 +27,7 @@ import numpy as np
 
 from mafl.metrics.results import Results
 from mafl.metrics.stats import CI_LEVEL
+from mafl.run_folder import RunFolder
 
 BOOTSTRAP_SAMPLES = 10_000
 
@@ -94,7 +95,7 @@ def correctness(r: Results, iteration: int | None, split: str) -> tuple[int, dic
         raise ValueError(f"{r.method} seed {r.seed}: a results file read from a run folder is needed")
     measured = run_iterations(r, split)
     k = iteration if iteration is not None else (measured[-1] if measured else 0)
-    path = Path(r.path).parent / f"iter_{k}" / split / "transcripts.jsonl"
+    path = RunFolder(Path(r.path).parent).transcripts(k, split)
     if not path.is_file():
         raise ValueError(f"{path}: no saved {split} debate of iteration {k} (measured: "
                          f"{', '.join(map(str, measured)) or 'none'})")
