@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from mafl.backends import BackendSettings
 from mafl.debate.settings import DebateSettings
-from mafl.debate.society_models import SocietySettings
+from mafl.debate.society_models import SocietySettings, preset_of_path
 from mafl.errors import ConfigError, choice, integer, known_keys
 from mafl.finetune.settings import FinetuneSettings
 from mafl.metrics.settings import MetricsSettings
@@ -110,6 +110,10 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     dataset = DatasetSettings.from_cfg(cfg["dataset"])
     debate = DebateSettings.from_cfg(cfg["debate"])
     society = SocietySettings.from_cfg(cfg.get("society"), cfg["model"])
+    preset = preset_of_path(model.path)
+    if preset is not None and model.name != preset:
+        raise ConfigError(f"model.path: {model.path} is the model of preset {preset}, which brings its set-up "
+                          f"(token budgets, sampling, fine-tuning recipe: conf/hub/); choose it with model={preset}")
     from mafl.backends import backend_class
 
     if finetune.mode == "full" and not backend_class(backend.name).capabilities.full_models:

@@ -40,7 +40,7 @@ def test_a_setup_chooses_its_model_and_dataset(setup, monkeypatch, tmp_path):
     if model in HUB_MODELS:
         assert cfg.model.dtype == "bfloat16" and cfg.finetune.train.gradient_checkpointing is True
         assert cfg.debate.max_new_tokens >= 256
-        assert OmegaConf.load(CONF / "experiment" / f"{setup}.yaml").device == "auto"
+        assert cfg.device == "auto"  # brought by the model preset (conf/hub/gpu.yaml)
     elif model in API_MODELS:
         assert (cfg.backend.name, cfg.finetune.launcher) == ("openai", "openai")
         assert cfg.model.path.startswith("gpt-3.5") and cfg.backend.prices[cfg.model.path]["prompt"] > 0
