@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ScriptedBackend, compose_cfg, question_numbers
+from helpers import COUNTING_TASK, ScriptedBackend, compose_cfg, question_numbers
 from mafl.pipeline import validate
 from mafl.errors import ConfigError
 from mafl.tasks.prompts import Prompts
@@ -439,21 +439,8 @@ def test_report_shows_where_the_time_went(tmp_path):
 
 # -- a method and a task from outside the package ------------------------------------------------------------------
 
-OUTSIDE = '''
+OUTSIDE = COUNTING_TASK + '''
 from mafl.methods.society_loop import build_sets, run_society_loop
-from mafl.tasks.base import Problem
-from mafl.tasks.numeric import NumericTask
-
-
-class CountingTask(NumericTask):
-    """Generated problems: "How many letters in <word>?"."""
-
-    name = "counting"
-
-    def load_problems(self, cfg):
-        words = ["a" * (i + 1) for i in range(cfg["n_train"] + cfg["n_eval"])]
-        problems = [Problem(f"counting/{i}", f"How many letters in {w}?", str(len(w))) for i, w in enumerate(words)]
-        return problems[cfg["n_eval"]:], problems[:cfg["n_eval"]]
 
 
 def round_one_sets(session, society, iteration):
