@@ -73,7 +73,7 @@ def main(cfg: DictConfig):
 def cli() -> None:
     args = sys.argv[1:]
     if args[:1] == ["report"]:
-        from mafl.report import report_main
+        from mafl.reporting.report import report_main
 
         report_main(args[1:])  # prints the report (and writes plots); errors exit non-zero
         sys.exit(0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from mafl.errors import ConfigError, choice, known_keys, plain
 
@@ -55,17 +55,6 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-def resolve_model_path(model: ModelSettings | Mapping[str, Any], *, progress: bool = True) -> str:
-    """The folder (or hub name) of the base model; ``path: tiny`` builds the embedded model if not cached."""
-    if not isinstance(model, ModelSettings):
-        model = ModelSettings.from_cfg(model)
-    if model.path == "tiny":
-        from mafl.tiny import ensure_tiny_model
-
-        return str(ensure_tiny_model(model.tiny, progress=progress))
-    return model.path
 
 
 def torch_dtype(name: str):

@@ -1,19 +1,8 @@
-"""One run: load the task, then for every iteration let the society debate, build its fine-tuning sets,
-fine-tune each model, debate the eval problems and measure. Iteration 0 is the untuned society.
-
-Run folder::
-
-    config.yaml                      the resolved config
-    iter_0/eval/transcripts.jsonl    the untuned society on the eval problems (+ chunks/ while it runs)
-    iter_0/eval/metrics.json
-    iter_k/train/transcripts.jsonl   k >= 1: the society of iteration k-1 debating the train problems
-    iter_k/sets/<model>.jsonl        each model's fine-tuning set, and report.json
-    iter_k/models/<model>/           each model's fine-tuned weights (a LoRA adapter, or a whole model)
-    iter_k/eval/...                  the fine-tuned society on the eval problems
-    results.json                     every metric of every iteration
-
-Every stage writes atomically and is skipped when its output is already there: the same command on the same
-folder continues where a stopped run left off.
+"""One run: build the settings and let the chosen method settle them (:func:`validate`), prepare the run folder
+(its layout: mafl/run_folder.py), then let the method run: for every iteration the society debates, builds its
+fine-tuning sets, fine-tunes each model, debates the eval problems and measures. Iteration 0 is the untuned
+society. Every stage writes atomically and is skipped when its output is already there: the same command on the
+same folder continues where a stopped run left off.
 """
 from __future__ import annotations
 
@@ -22,8 +11,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mafl.config import validate
+from mafl import config
+from mafl.config import Settings
 from mafl.errors import ConfigError
+from mafl.methods import settle
+from mafl.run_folder import RunFolder
 from mafl.rundir import atomic_write_text
 
 log = logging.getLogger("mafl")
@@ -54,6 +46,17 @@ def _without(config: dict, keys: list[str]) -> dict:
         if isinstance(node, dict):
             node.pop(last, None)
     return config
+
+
+def validate(cfg) -> Settings:
+    """The settings a run of ``cfg`` works with: every component's, built and checked (:func:`mafl.config.validate`),
+    then settled by the chosen method (:meth:`mafl.methods.Method.settle`); a one-line ConfigError otherwise."""
+    settings = settle(config.validate(cfg))
+    if settings.finetune.iterations:
+        from mafl.finetune.launchers import check_finetune
+
+        check_finetune(settings.finetune)  # last: it imports peft and trl, which fine-tuning needs anyway
+    return settings
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -93,7 +96,7 @@ def _first_difference(a, b, prefix="") -> str | None:
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     """Save the resolved config; refuse to mix two different runs in one folder."""
-    saved = run_dir / "config.yaml"
+    saved = RunFolder(run_dir).config
     if saved.exists():
         if not cfg.resume:
             raise ConfigError(f"resume: {run_dir} already holds a run; pass resume=true to continue it, "
@@ -121,7 +124,5 @@ def run(cfg: DictConfig) -> dict:
     settings = validate(cfg)
     run_dir = resolve_run_dir(cfg)
     prepare_run_dir(cfg, run_dir)
-    from mafl.methods import run_method
-
     with console_session(verbose):
-        return run_method(run_dir, settings)
+        return settings.method.spec.run(run_dir, settings)

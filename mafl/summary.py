@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mafl.metrics.aggregate import format_cell, society_record
+from mafl.metrics.cells import format_cell, society_record
 
 # (metric, label) of the society-level numbers in the table at the end of a run
 SHOWN = (

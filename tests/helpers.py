@@ -59,3 +59,21 @@ class ScriptedBackend:
 def question_numbers(text: str) -> list[int]:
     m = re.search(r"What is the result of ([0-9+*\-]+)\?", text)
     return [int(x) for x in re.findall(r"\d+", m.group(1))] if m else []
+
+
+# a task outside mafl's registry: one module, named by the config as dataset.task=<module>:CountingTask
+COUNTING_TASK = '''
+from mafl.tasks.base import Problem
+from mafl.tasks.numeric import NumericTask
+
+
+class CountingTask(NumericTask):
+    """Generated problems: "How many letters in <word>?"."""
+
+    name = "counting"
+
+    def load_problems(self, cfg):
+        words = ["a" * (i + 1) for i in range(cfg["n_train"] + cfg["n_eval"])]
+        problems = [Problem(f"counting/{i}", f"How many letters in {w}?", str(len(w))) for i, w in enumerate(words)]
+        return problems[cfg["n_eval"]:], problems[:cfg["n_eval"]]
+'''

@@ -118,7 +118,7 @@ def test_the_usage_ledger_counts_every_request_by_stage_and_model(api_run):
     assert sum(r["completion_tokens"] for r in spoken) == sum(
         u["num_tokens"] for t in debates["iter_1/eval/transcripts.jsonl"] for rnd in t["rounds"] for u in rnd)
     assert usage["total"]["cost"] is None  # no price table
-    from mafl.report import report_main
+    from mafl.reporting.report import report_main
 
     assert "API usage: " in report_main([str(run_dir)])
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from helpers import CONF, compose_cfg
 from mafl.backends import BACKENDS, COMMON_SETTINGS, Backend, Capabilities, backend_class
-from mafl.config import ConfigError, validate
+from mafl.pipeline import ConfigError, validate
 
 METHODS = [name for name, value in vars(Backend).items() if callable(value) and not name.startswith("_")]
 

@@ -10,10 +10,10 @@ import pytest
 
 from helpers import ScriptedBackend, compose_cfg
 from mafl.backends.base import Completion
-from mafl.config import validate
+from mafl.pipeline import validate
 from mafl.debate.engine import run_debate
 from mafl.debate.settings import DebateSettings
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.errors import ConfigError
 from mafl.methods.majority import token_matched_chunk

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import CONF, compose_cfg, subprocess_env
-from mafl.config import validate
+from mafl.pipeline import validate
 from mafl.errors import ConfigError
 from mafl.pipeline import run
 
@@ -62,13 +62,11 @@ def test_every_group_option_composes_validates_and_sets_its_values(group, option
     own.pop("hydra", None)  # the launcher's and sweeper's settings, not part of the job's config
     glob = text.startswith("# @package _global_")
     composed = OmegaConf.to_container(cfg, resolve=False)  # interpolations as written
-    # a group option's value may be set again by the method preset, which comes later in the defaults list
-    method = next(d["method"] for d in OmegaConf.load(CONF / "config.yaml").defaults if "method" in d)
-    later = set() if group in ("method", "experiment", "debug") else {
-        path for path, _ in leaves(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))}
+    # no carve-out for the default method preset: it sets no key of another group, so what a group's file says is
+    # what the default run composes (debate.summarize: true is the default run's, not a method preset's)
     for path, value in leaves(own, () if glob else (group,)):
-        if value == "???" or path in later:
-            continue  # a mandatory value (given above), or one the method preset sets
+        if value == "???":
+            continue  # a mandatory value (given above)
         node = composed
         for key in path:
             node = node[key]
@@ -181,7 +179,7 @@ def test_debate_chunk_size_auto_is_the_backends(tmp_path):
     from mafl.backends import backend_class
     from mafl.backends.base import Capabilities
     from mafl.debate.engine import run_debate
-    from mafl.debate.prompts import Prompts
+    from mafl.tasks.prompts import Prompts
     from mafl.debate.society import Society
     from mafl.tasks import get_task, load_splits
 
@@ -199,3 +197,46 @@ def test_debate_chunk_size_auto_is_the_backends(tmp_path):
     assert validate(compose_cfg(["debate.chunk_size=7"])).debate.chunk_size == 7
     with pytest.raises(ConfigError, match="debate.chunk_size: must be an integer"):
         validate(compose_cfg(["debate.chunk_size=big"]))
+
+
+# -- hub models chosen with one key ----------------------------------------------------------------------------
+
+HUB_PRESETS = [o for o in options("model") if o != "tiny"]
+
+
+def test_every_model_preset_but_the_embedded_one_is_a_hub_preset_with_a_set_up():
+    assert {"mistral", "llama3", "phi3", "gpt35"} <= set(HUB_PRESETS)
+    for preset in HUB_PRESETS:
+        assert OmegaConf.load(CONF / "model" / f"{preset}.yaml").get("defaults"), preset
+
+
+@pytest.mark.parametrize("preset", HUB_PRESETS)
+def test_a_hub_model_chosen_with_one_key_gets_the_paper_s_set_up(preset):
+    """``mafl model=<preset> device=cuda``: the paper's budgets, sampling and fine-tuning recipe, not the tiny
+    model's (160-token answers, LoRA lr 1e-3). Composed with device=cuda; validated on CPU (no GPU here)."""
+    cfg = compose_cfg([f"model={preset}", "device=cuda"])
+    assert cfg.device == "cuda" and cfg.model.name == preset
+    settings = validate(compose_cfg([f"model={preset}", "device=cpu"]))
+    debate, finetune = settings.debate, settings.finetune
+    if settings.backend.name == "openai":  # GPT-3.5 behind the API: its sampling, OpenAI's fine-tuning jobs
+        assert (debate.temperature, debate.top_p, debate.top_k) == (1.0, 1.0, 0)
+        assert (debate.max_new_tokens, debate.summary_max_new_tokens) == (1024, 1024)
+        assert finetune.launcher == "openai"
+        assert finetune.options("openai")["hyperparameters"] == {"n_epochs": 2, "batch_size": 1,
+                                                                 "learning_rate_multiplier": 1}
+    else:  # a model with weights on a GPU: the public code's sampling and 2048-token budgets
+        assert compose_cfg([f"model={preset}"]).device == "auto"
+        assert (debate.temperature, debate.top_p, debate.top_k) == (1.0, 0.9, 50)
+        assert (debate.max_new_tokens, debate.summary_max_new_tokens) == (2048, 2048)
+        assert finetune.train["learning_rate"] == 1.0e-4 and finetune.train["max_length"] == 2048
+        assert settings.model.dtype == "bfloat16"
+    assert compose_cfg([f"model={preset}", "finetune=full"]).finetune.mode == "full"  # the command line wins
+
+
+@pytest.mark.parametrize("preset", HUB_PRESETS)
+def test_a_hub_model_named_by_its_path_is_refused_with_the_preset_that_brings_its_set_up(preset):
+    path = OmegaConf.load(CONF / "model" / f"{preset}.yaml").path
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg([f"model.path={path}"]))
+    assert str(err.value).startswith(f"model.path: {path} is the model of preset {preset}")
+    assert str(err.value).endswith(f"choose it with model={preset}") and "\n" not in str(err.value)

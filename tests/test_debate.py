@@ -6,9 +6,9 @@ import re
 import pytest
 
 from helpers import ScriptedBackend, compose_cfg
-from mafl.config import validate
+from mafl.pipeline import validate
 from mafl.debate.engine import run_debate
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.society import Society, readers
 from mafl.tasks import get_task
 from mafl.tasks.base import Problem

@@ -10,7 +10,7 @@ from mafl.backends.base import Completion
 from mafl.debate.settings import DebateSettings
 from mafl.debate.engine import run_debate
 from mafl.errors import ConfigError
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.finetune.sets import build_society_sets
 from mafl.metrics.cutoff import cutoff_records
@@ -201,7 +201,7 @@ def test_the_official_protocol_trains_on_the_eval_problems():
 
 def test_the_official_protocol_is_marked_in_every_report_row():
     from mafl.metrics.results import Results
-    from mafl.report import build_report
+    from mafl.reporting.report import build_report
     from mafl.metrics.stats import MetricRecord
 
     def results(protocol):
@@ -217,7 +217,7 @@ def test_the_official_protocol_is_marked_in_every_report_row():
 
 
 def test_majority_is_compute_matched_with_the_debate():
-    from mafl.config import validate
+    from mafl.pipeline import validate
 
     s = validate(compose_cfg(["method=majority", "debate.agents=3", "debate.rounds=2"])).debate
     assert (s.agents, s.rounds) == (6, 1)  # N x R answers in one round, as many as the debate draws
@@ -248,7 +248,7 @@ def test_a_dev_split_is_another_stream_disjoint_from_eval_and_train_and_marked()
 
 
 def test_a_bad_split_is_refused_naming_the_key():
-    from mafl.config import validate
+    from mafl.pipeline import validate
     from mafl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="dataset.split"):

@@ -16,8 +16,8 @@ METHODS = ["single", "majority", "majority_tokens", "self_refine", "debate"]
 def test_the_debate_or_vote_sweep_on_a_tiny_random_model(talking_model_dir, tmp_path):
     from mafl.metrics.results import load_results
     from mafl.pipeline import run
-    from mafl.plots import cost_points
-    from mafl.report import report_main
+    from mafl.reporting.plots import cost_points
+    from mafl.reporting.report import report_main
 
     sweep = tmp_path / "sweep"
     common = ["logger=none", f"model.path={talking_model_dir}", "metrics.diversity=false", "dataset.n_eval=4",
@@ -54,7 +54,7 @@ def test_the_cost_table_shows_dollars_of_api_runs_and_wall_times(tmp_path):
     from mafl.backends.usage import UsageLedger
     from mafl.metrics.results import Results, load_results, write_results
     from mafl.metrics.stats import MetricRecord
-    from mafl.report import build_report
+    from mafl.reporting.report import build_report
 
     def make(method, tokens, timings, usage=None):
         run = tmp_path / method

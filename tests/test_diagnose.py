@@ -10,7 +10,7 @@ import re
 import pytest
 
 from mafl.backends.base import Score
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.society import readers
 from mafl.debate.transcript import Transcript, Turn
 from mafl.diagnose.command import main, run_weights, saved_run_config, split_args

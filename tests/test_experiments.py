@@ -40,7 +40,7 @@ def test_a_setup_chooses_its_model_and_dataset(setup, monkeypatch, tmp_path):
     if model in HUB_MODELS:
         assert cfg.model.dtype == "bfloat16" and cfg.finetune.train.gradient_checkpointing is True
         assert cfg.debate.max_new_tokens >= 256
-        assert OmegaConf.load(CONF / "experiment" / f"{setup}.yaml").device == "auto"
+        assert cfg.device == "auto"  # brought by the model preset (conf/hub/gpu.yaml)
     elif model in API_MODELS:
         assert (cfg.backend.name, cfg.finetune.launcher) == ("openai", "openai")
         assert cfg.model.path.startswith("gpt-3.5") and cfg.backend.prices[cfg.model.path]["prompt"] > 0
@@ -55,7 +55,7 @@ def test_hub_setups_choose_the_gpu_when_there_is_one(setup, monkeypatch, tmp_pat
     on the CPU, GPU or not. Either way the job passes validation."""
     import torch
 
-    from mafl.config import validate
+    from mafl.pipeline import validate
     from mafl.models import resolve_device
 
     monkeypatch.setenv("MAFL_DATA_DIR", str(tmp_path))
@@ -195,3 +195,22 @@ def test_a_multirun_over_the_methods_reports_one_row_per_method(tiny_model_dir, 
     first_table = report.stdout.split("\n\n")[1]
     rows = [line.split("|")[2].strip() for line in first_table.splitlines()[2:]]
     assert rows == methods  # one row per method, in the paper's order
+
+
+def test_the_readme_s_gpu_commands_compose_and_validate_on_a_cpu():
+    """README, "On a GPU": every mafl command composes (a sweep: its first job), and validates with device=cpu."""
+    import shlex
+
+    from mafl.pipeline import validate
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("### On a GPU"):].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.startswith("mafl ")]
+    assert len(commands) == 3
+    for argv in commands:
+        overrides = [a for a in argv[1:] if a != "-m"]
+        cfg = compose_cfg([*(o for o in overrides if not o.startswith("device=")), "device=cpu", "logger=none"],
+                          return_hydra_config=any(o.startswith("hydra") for o in overrides))
+        assert cfg.model.name == "mistral" and cfg.debate.max_new_tokens == 2048
+        if not any(o.startswith("hydra") for o in overrides):
+            validate(cfg)

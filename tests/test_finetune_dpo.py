@@ -11,12 +11,12 @@ pytest.importorskip("peft")
 from safetensors.torch import load_file  # noqa: E402
 
 from helpers import compose_cfg  # noqa: E402
-from mafl.config import validate  # noqa: E402
+from mafl.pipeline import validate  # noqa: E402
 from mafl.errors import ConfigError  # noqa: E402
 from mafl.finetune.dpo import build_dpo_trainer  # noqa: E402
 from mafl.finetune.pairs import Pair, PairSet  # noqa: E402
-from mafl.finetune.trainer import SharedBase, finetune_model  # noqa: E402
-from test_finetune_trainer import LORA, examples  # noqa: E402
+from mafl.finetune.finetune_one import SharedBase, finetune_model  # noqa: E402
+from test_finetune_one import LORA, examples  # noqa: E402
 
 DPO = {"max_steps": 3, "per_device_train_batch_size": 2, "learning_rate": 5e-2, "logging_steps": 1, "beta": 0.1,
        "gradient_checkpointing": False}

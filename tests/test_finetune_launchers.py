@@ -181,10 +181,11 @@ def test_a_ray_worker_killed_mid_training_is_retried(ray_cluster, tiny_model_dir
 
 def test_ray_launcher_refuses_an_unknown_option():
     from mafl.errors import ConfigError
+    from mafl.finetune.launchers import check_finetune
 
     pytest.importorskip("ray")
     with pytest.raises(ConfigError, match="finetune.ray.adress: unknown key"):
-        settings("finetune.launcher=ray", "+finetune.ray.adress=auto").check_arguments()
+        check_finetune(settings("finetune.launcher=ray", "+finetune.ray.adress=auto"))
 
 
 # -- SLURM, through submitit's local executor ------------------------------------------------------------

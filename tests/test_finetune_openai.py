@@ -119,7 +119,7 @@ def test_a_failed_job_stops_the_run_with_the_api_reason_and_is_not_created_again
 
 
 def test_validation_refuses_an_api_fine_tune_without_an_api_backend_and_a_key_in_the_config():
-    from mafl.config import ConfigError, validate
+    from mafl.pipeline import ConfigError, validate
 
     with pytest.raises(ConfigError, match=r"^finetune.launcher: .*backend=openai"):
         validate(compose_cfg(["finetune=openai"]))

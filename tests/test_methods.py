@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ScriptedBackend, compose_cfg, question_numbers
-from mafl.config import validate
+from helpers import COUNTING_TASK, ScriptedBackend, compose_cfg, question_numbers
+from mafl.pipeline import validate
 from mafl.errors import ConfigError
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.finetune.mixing import GENERAL, general_count, load_general, mix_general
 from mafl.finetune.sets import Example, FinetuneSet
-from mafl.finetune.trainer import FinetuneResult
+from mafl.finetune.finetune_one import FinetuneResult
 from mafl.methods import make_society
 from mafl.methods.star import RATIONALE, RATIONALIZATION, check_hint, hinted
 from mafl.pipeline import run
@@ -54,13 +54,13 @@ class FakeFinetune:
 def fake_run(tmp_path, monkeypatch):
     """run(cfg) on a scripted backend and a fake fine-tune; returns (results, backend, fine-tune calls, run_dir)."""
     import mafl.backends
-    import mafl.finetune.trainer
+    import mafl.finetune.finetune_one
 
     def go(answer_fn, overrides):
         backend = ScriptedBackend(answer_fn)
         fake = FakeFinetune()
         monkeypatch.setattr(mafl.backends, "backend_class", lambda name: (lambda *a, **k: backend))
-        monkeypatch.setattr(mafl.finetune.trainer, "finetune_model", fake)
+        monkeypatch.setattr(mafl.finetune.finetune_one, "finetune_model", fake)
         run_dir = tmp_path / "run"
         cfg = compose_cfg(["logger=none", f"model.path={tmp_path}", "metrics.diversity=false", "dataset.n_train=6",
                            "dataset.n_eval=4", "finetune.iterations=1", f"run_dir={run_dir}", *overrides])
@@ -418,7 +418,7 @@ def test_every_stage_of_every_iteration_has_its_wall_time(fake_run):
 
 def test_report_shows_where_the_time_went(tmp_path):
     from mafl.metrics import Results, write_results
-    from mafl.report import build_report
+    from mafl.reporting.report import build_report
 
     timings = {"0": {"eval_debate": 10.0, "metrics": 2.0},
                "1": {"train_debate": 30.0, "sets": 1.0, "finetune": 50.0, "finetune/generator_0": 20.0,
@@ -435,3 +435,53 @@ def test_report_shows_where_the_time_went(tmp_path):
     assert rows["finetune"] == ["", "50.0", "50.0", "50%"]
     assert rows["eval_debate"] == ["10.0", "6.0", "16.0", "16%"]
     assert rows["&nbsp;&nbsp;critic_0"] == ["", "30.0", "30.0", ""]
+
+
+# -- a method and a task from outside the package ------------------------------------------------------------------
+
+OUTSIDE = COUNTING_TASK + '''
+from mafl.methods.society_loop import build_sets, run_society_loop
+
+
+def round_one_sets(session, society, iteration):
+    """Each model trains on its agents' round-1 answers only: a debate of one round."""
+    from dataclasses import replace
+
+    from mafl.debate.engine import derive_seed, run_debate
+
+    with session.run.timed(iteration, "train_debate"):
+        transcripts = run_debate(
+            session.generation.backend(society, stage=session.run.stage(iteration, "train")), session.task,
+            session.train, society, replace(session.debate, rounds=1), session.prompts,
+            seed=derive_seed(session.settings.seed, "train", iteration), out_dir=session.run.split(iteration, "train"),
+            progress=False, desc="round one")
+    return build_sets(session, society, transcripts, seed=0)
+
+
+def run_round_one(run_dir, settings):
+    return run_society_loop(run_dir, settings, train_sets=round_one_sets)
+'''
+
+
+def test_a_method_and_a_task_from_outside_the_package_run(fake_run, tmp_path, monkeypatch):
+    """The two files of each (docs: README, "Extending mafl"): a module with the task and the method's runner, a
+    registered Method; the task named by its "module:Class", the method by its registered name."""
+    from mafl.methods import METHODS, Method
+
+    (tmp_path / "outside.py").write_text(OUTSIDE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(METHODS._entries, "round_one_ft", Method("round_one_ft", "outside:run_round_one",
+                                                                  finetunes=True, shared=True))
+
+    def count(request):
+        asked = re.search(r"How many letters in (a+)[?]", " ".join(m["content"] for m in request.messages))
+        return f"The answer is {len(asked.group(1))}." if asked else "A summary: 3."
+
+    results, backend, fake, run_dir = fake_run(count, ["method.name=round_one_ft", "method.label=round_one_ft",
+                                                       "dataset.task=outside:CountingTask", "~dataset.low",
+                                                       "~dataset.high"])
+    assert results.method == "round_one_ft"
+    train = [json.loads(line) for line in (run_dir / "iter_1" / "train" / "transcripts.jsonl").open()]
+    assert train and all(len(t["rounds"]) == 1 and t["problem"]["question"].startswith("How many") for t in train)
+    assert [call["model"] for call in fake.calls] == ["model"]  # one shared model, as registered
+    assert [r.value for r in results.select("accuracy/debate")] == [1.0, 1.0]  # iterations 0 and 1

@@ -43,7 +43,7 @@ def test_every_transition_of_a_longer_debate_and_none_for_one_round():
 
 def test_the_report_shows_the_dynamics_table():
     from mafl.metrics.results import Results
-    from mafl.report import build_report
+    from mafl.reporting.report import build_report
 
     recs = flip_records([make_transcript("a", "3", [["5", "3", "3"], ["3", "3", "4"]])], iteration=0,
                         split="eval", samples=50, seed=0)
@@ -117,7 +117,7 @@ def test_consensus_of_every_round():
 
 def test_the_report_shows_each_agents_flip_matrix():
     from mafl.metrics.results import Results
-    from mafl.report import build_report
+    from mafl.reporting.report import build_report
     from test_metrics_debate import NumberTask
 
     recs = flip_records([make_transcript("a", "3", [["5", "3", "3"], ["3", "3", "4"]]),

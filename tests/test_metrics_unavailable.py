@@ -21,7 +21,7 @@ class NoScores(ScriptedBackend):
 
 def test_the_likelihood_metrics_are_unavailable_and_the_others_measured(tiny_model_dir):
     from mafl.debate.engine import debate_chunk
-    from mafl.debate.prompts import Prompts
+    from mafl.tasks.prompts import Prompts
     from mafl.debate.settings import DebateSettings
     from mafl.debate.society import Society
     from mafl.metrics.iteration import compute_iteration_metrics
@@ -46,7 +46,7 @@ def test_the_likelihood_metrics_are_unavailable_and_the_others_measured(tiny_mod
 
 
 def test_the_report_says_what_was_unavailable_and_why(tmp_path):
-    from mafl.report import build_report
+    from mafl.reporting.report import build_report
     from mafl.metrics.results import write_results
 
     results = Results.from_config({"method": {"name": "debate"}, "dataset": {"name": "gsm8k"}, "model": {"name": "m"}},

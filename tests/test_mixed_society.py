@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from conftest import make_random_model
 from helpers import compose_cfg
 from mafl.backends.base import GenerationRequest, Sampling, ScoringRequest
-from mafl.config import validate
+from mafl.pipeline import validate
 from mafl.errors import ConfigError
 from mafl.models import ModelSettings, WrongBaseError, same_model
 from mafl.pipeline import run
@@ -135,7 +135,7 @@ def test_each_request_is_answered_by_its_own_agents_base(society_backend, talkin
 
 
 def test_an_adapter_of_another_base_is_refused(society_backend, talking_model_dir, tmp_path):
-    from mafl.finetune.trainer import finetune_model
+    from mafl.finetune.finetune_one import finetune_model
 
     lora = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear", "task_type": "CAUSAL_LM"}
     made = finetune_model(str(talking_model_dir), [], tmp_path / "g0", lora=lora)
@@ -219,7 +219,7 @@ def test_each_agent_is_measured_against_its_own_base(mixed_run, small_tiny_other
 
 def test_the_report_names_each_agents_base(mixed_run):
     from mafl.metrics.results import load_results
-    from mafl.report import build_report
+    from mafl.reporting.report import build_report
 
     text = build_report(load_results(mixed_run))
     assert "## each agent of tiny+small+tiny (multiagent_ft, arithmetic, seed 0) on eval" in text

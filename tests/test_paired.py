@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mafl.metrics.paired import Side, compare, paired_bootstrap
+from mafl.reporting.paired import Side, compare, paired_bootstrap
 from mafl.metrics.results import Results, load_results, write_results
 from mafl.metrics.stats import MetricRecord, mean_stderr
-from mafl.report import report_main
+from mafl.reporting.report import report_main
 from mafl.rundir import atomic_write_jsonl
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from mafl.metrics import MetricRecord, Results, write_results
-from mafl.report import report_main
+from mafl.reporting.report import report_main
 
 
 def rec(k, metric, value, se=0.02):
@@ -99,7 +99,7 @@ def test_a_folder_without_results_is_a_clear_error(tmp_path):
 
 
 def test_methods_are_ordered_as_registered_with_their_variants():
-    from mafl.metrics.aggregate import group_runs
+    from mafl.reporting.aggregate import group_runs
 
     def run(name, label):
         return Results.from_config({"method": {"name": name, "label": label}, "dataset": {"name": "d"},
@@ -112,7 +112,7 @@ def test_methods_are_ordered_as_registered_with_their_variants():
 
 
 def test_the_console_summary_and_the_report_share_one_cell_format():
-    from mafl.metrics.aggregate import Cell, combine, format_cell
+    from mafl.reporting.aggregate import Cell, combine, format_cell
     from mafl.summary import summary_table
 
     results = Results.from_config({"method": {"name": "debate"}, "dataset": {"name": "d"}, "model": {"name": "m"}},

@@ -185,30 +185,15 @@ def test_the_jsonl_config_group(tmp_path):
     assert eval_[0].id.startswith("jsonl/t/")
 
 
-TASK_MODULE = '''
-from mafl.tasks.base import Problem
-from mafl.tasks.numeric import NumericTask
-
-
-class CountingTask(NumericTask):
-    """Generated problems: "How many letters in <word>?"."""
-
-    name = "counting"
-
-    def load_problems(self, cfg):
-        words = ["a" * (i + 1) for i in range(cfg["n_train"] + cfg["n_eval"])]
-        problems = [Problem(f"counting/{i}", f"How many letters in {w}?", str(len(w))) for i, w in enumerate(words)]
-        return problems[cfg["n_eval"]:], problems[:cfg["n_eval"]]
-'''
 
 
 def test_a_task_outside_the_registry_is_one_module_named_by_the_config(tmp_path, monkeypatch):
-    from helpers import compose_cfg
-    from mafl.config import validate
+    from helpers import COUNTING_TASK, compose_cfg
+    from mafl.pipeline import validate
     from mafl.errors import ConfigError
     from mafl.tasks import TASKS
 
-    (tmp_path / "counting_task.py").write_text(TASK_MODULE)
+    (tmp_path / "counting_task.py").write_text(COUNTING_TASK)
     monkeypatch.syspath_prepend(str(tmp_path))
     train, eval_ = load_splits({"task": "counting_task:CountingTask", "n_train": 2, "n_eval": 3})
     assert [p.answer for p in eval_] == ["1", "2", "3"] and [p.answer for p in train] == ["4", "5"]

@@ -95,7 +95,7 @@ def test_the_corpus_renders_what_the_debate_engine_sends(tmp_path):
     from helpers import ScriptedBackend, compose_cfg
     from mafl.debate.settings import DebateSettings
     from mafl.debate.engine import run_debate
-    from mafl.debate.prompts import Prompts
+    from mafl.tasks.prompts import Prompts
     from mafl.debate.society import Society
     from mafl.tasks import get_task
     from mafl.tasks.base import Problem
@@ -282,7 +282,7 @@ def test_the_corpus_asks_the_arithmetic_tasks_questions_with_the_debates_prompts
     debate give it: the same operands make the same question, answer and messages."""
     from helpers import compose_cfg
 
-    from mafl.debate.prompts import Prompts
+    from mafl.tasks.prompts import Prompts
     from mafl.tasks import get_task
     from mafl.tasks.arithmetic import arithmetic_problems
 

@@ -51,9 +51,9 @@ def setup(args):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
     from helpers import compose_cfg
 
-    from mafl.config import validate
-    from mafl.debate.prompts import Prompts
-    from mafl.models import resolve_model_path
+    from mafl.pipeline import validate
+    from mafl.tasks.prompts import Prompts
+    from mafl.model_path import resolve_model_path
     from mafl.tasks import get_task, load_splits
 
     extra = [f"model.path={args.model_path}"] if args.model_path else []

@@ -35,10 +35,10 @@ def make_jobs(args, folder: Path):
     sys.path.insert(0, str(REPO / "tests"))
     from helpers import compose_cfg
 
-    from mafl.config import validate
+    from mafl.pipeline import validate
     from mafl.finetune.jobs import FinetuneJob
     from mafl.finetune.sets import Example, FinetuneSet
-    from mafl.models import resolve_model_path
+    from mafl.model_path import resolve_model_path
 
     cfg = compose_cfg([f"model={args.model}"] + ([f"model.path={args.model_path}"] if args.model_path else []))
     settings = validate(cfg)
@@ -67,7 +67,7 @@ def run_child(args) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="mafl-ft-bench-", dir=args.workdir))
     jobs, ft = make_jobs(args, folder)
     if args.launcher == "load":  # warm the page cache
-        from mafl.finetune.trainer import SharedBase
+        from mafl.finetune.finetune_one import SharedBase
 
         with SharedBase(jobs[0].base_path, jobs[0].dtype, jobs[0].chat_template).lend():
             pass
@@ -83,7 +83,7 @@ def run_child(args) -> dict:
 
         @ray.remote(num_cpus=1)
         def warm(wait: float) -> int:  # each worker imports what a fine-tune imports, as this process has
-            import mafl.finetune.trainer  # noqa: F401
+            import mafl.finetune.finetune_one  # noqa: F401
             import peft  # noqa: F401
             import trl  # noqa: F401
 

@@ -137,7 +137,7 @@ class HFBackend:
 
     def lend_base(self):
         """The bare base model, every adapter unloaded (load them again afterwards): LoRA fine-tunes train on it
-        instead of a second copy (:class:`mafl.finetune.trainer.SharedBase` puts it back as it was)."""
+        instead of a second copy (:class:`mafl.finetune.finetune_one.SharedBase` puts it back as it was)."""
         for name in self.adapters():
             self.unload(name)
         return self.base

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from mafl.backends.base import Backend, Completion, GenerationRequest, Sampling
 from mafl.debate.settings import DebateSettings
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.society import Society, readers
 from mafl.debate.transcript import Transcript, Turn
 from mafl.rundir import atomic_write_jsonl, read_jsonl, read_stage_file

@@ -7,7 +7,7 @@ from typing import Mapping
 from mafl.debate.society import TOPOLOGIES, readers
 from mafl.errors import ConfigError, choice, integer, known_keys, number
 
-# how a later round is prompted (mafl.debate.prompts): the agent's own conversation plus the others' answers, a fresh
+# how a later round is prompted (mafl.tasks.prompts): the agent's own conversation plus the others' answers, a fresh
 # prompt with the others' answers only, or the agent's own conversation and a request to review it (self-refinement)
 CONTEXTS = ("conversation", "others", "self")
 

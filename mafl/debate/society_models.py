@@ -36,7 +36,21 @@ def load_preset(name: str, key: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{key}: {name!r} is not a model preset (one of {', '.join(model_presets())}) nor a mapping "
                           "of model keys")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    preset = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    preset.pop("defaults", None)  # the set-up a hub preset brings to a run of its own (conf/hub/), not model keys
+    return preset
+
+
+def preset_of_path(path: str) -> str | None:
+    """The model preset whose model is ``path`` (a hub name), when that preset brings a set-up of its own (a
+    ``defaults`` list: conf/hub/); None otherwise."""
+    from omegaconf import OmegaConf
+
+    for name in model_presets():
+        preset = OmegaConf.to_container(OmegaConf.load(PRESETS / f"{name}.yaml"))
+        if preset.get("defaults") and preset.get("path") == path:
+            return name
+    return None
 
 
 def _merge(base: Mapping, over: Mapping) -> dict:

@@ -28,6 +28,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mafl.errors import ConfigError, RunError
+from mafl.run_folder import RunFolder
 
 KEYS = ("n", "out", "run", "iteration")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # mafl's config tree (the one ``mafl`` composes)
@@ -93,11 +94,10 @@ def saved_run_config(run: Path, overrides: list[str]) -> DictConfig:
 def run_weights(run: Path, iteration: int | None, models: list[str]) -> tuple[int, dict[str, str]]:
     """(iteration, {model: its weights}) of a run's iteration (default: its last with models; 0: untuned)."""
     if iteration is None:
-        done = [int(p.parent.name[5:]) for p in run.glob("iter_*/models") if p.parent.name[5:].isdigit()]
-        iteration = max(done, default=0)
+        iteration = max((k for k, folder in RunFolder(run).iterations() if (folder / "models").is_dir()), default=0)
     if iteration == 0:
         return 0, {}
-    folder = run / f"iter_{iteration}" / "models"
+    folder = RunFolder(run).models(iteration)
     missing = [m for m in models if not (folder / m).is_dir()]
     if missing:
         raise ConfigError(f"diagnose.iteration: {folder} holds no weights for {', '.join(missing)}")
@@ -113,8 +113,8 @@ def default_out(options: dict, overrides: list[str]) -> Path:
 
 def diagnose(argv: Sequence[str]) -> dict:
     """Run the diagnosis the command line asks for; returns what ``diagnosis.json`` holds."""
-    from mafl.config import validate
-    from mafl.methods import make_society, start_weights
+    from mafl.pipeline import validate
+    from mafl.methods.society import make_society, start_weights
     from mafl.pipeline import prepare_run_dir
     from mafl.progress import check_verbose, console_session
 
@@ -162,7 +162,7 @@ def run_diagnosis(out: Path, settings, society, *, n: int | None, command: str) 
     with open_session(out, settings) as session:
         problems = session.eval[:n] if n else session.eval
         task, prompts = session.task, session.prompts
-        backend = session.backend(society, stage="diagnose")
+        backend = session.generation.backend(society, stage="diagnose")
         transcripts = run_debate(backend, task, problems, society, debate, prompts,
                                  seed=derive_seed(settings.seed, "diagnose"), out_dir=out / "debate",
                                  desc="diagnose: debate")

@@ -9,7 +9,7 @@ from mafl.finetune.sets import (
     critic_mix_sizes,
     merge_sets,
 )
-from mafl.finetune.trainer import FinetuneResult, build_trainer, finetune_model
+from mafl.finetune.finetune_one import FinetuneResult, build_trainer, finetune_model
 
 __all__ = [
     "Example",

@@ -5,7 +5,7 @@
 :func:`launch` runs one :class:`~mafl.finetune.jobs.FinetuneJob` that way, from whichever launcher runs the job
 (in this process for ``local``, inside a Ray task or a SLURM job for the others): it writes the config and the
 job to files, starts ``accelerate launch -m mafl.finetune.distributed <job> <folder>``, and every process runs
-:func:`mafl.finetune.trainer.train_into` (the trainer shards the data, or the model, across them; the main process
+:func:`mafl.finetune.finetune_one.train_into` (the trainer shards the data, or the model, across them; the main process
 writes the weights, FSDP and DeepSpeed gathering them first). The folder is renamed onto the job's ``out_dir``
 only when all the processes succeeded, so a failed launch leaves nothing behind.
 
@@ -20,12 +20,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mafl.rundir import atomic_folder
-
-if TYPE_CHECKING:
-    from mafl.finetune.jobs import FinetuneJob
 
 
 def launch_command(config_file: Path, job_file: Path, folder: Path) -> list[str]:
@@ -33,11 +29,12 @@ def launch_command(config_file: Path, job_file: Path, folder: Path) -> list[str]
             "-m", "mafl.finetune.distributed", str(job_file), str(folder)]
 
 
-def launch(job: "FinetuneJob"):
-    """Fine-tune ``job`` with ``accelerate launch`` processes; its weights land atomically in ``job.out_dir``."""
+def launch(job):
+    """Fine-tune ``job`` (a :class:`~mafl.finetune.jobs.FinetuneJob`, which imports this module: it is not imported
+    back) with ``accelerate launch`` processes; its weights land atomically in ``job.out_dir``."""
     import yaml
 
-    from mafl.finetune.trainer import RESULT_FILE, FinetuneResult
+    from mafl.finetune.finetune_one import RESULT_FILE, FinetuneResult
 
     out = Path(job.out_dir)
     with atomic_folder(out) as folder, tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.launch-") as d:
@@ -59,7 +56,7 @@ def launch(job: "FinetuneJob"):
 
 def main(argv: list[str] | None = None) -> None:
     """One process of a multi-process fine-tune: ``python -m mafl.finetune.distributed <job.json> <folder>``."""
-    from mafl.finetune.trainer import job_arguments, train_into
+    from mafl.finetune.finetune_one import job_arguments, train_into
 
     job_file, folder = (argv if argv is not None else sys.argv[1:])[:2]
     job = json.loads(Path(job_file).read_text())  # a FinetuneJob's JSON

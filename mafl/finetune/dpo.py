@@ -11,7 +11,7 @@ same: truncation would leave no completion token), and counted (``pairs_too_long
 
 ``dpo`` holds trl ``DPOConfig`` arguments, passed straight through (``beta``, ``loss_type``, ``learning_rate``,
 ...; ``loss_type: [sigmoid, sft]`` is trl's combined DPO + SFT loss on the chosen side). mafl only fills in what a
-user did not set, as for SFT (see :func:`mafl.finetune.training.trainer_defaults`).
+user did not set, as for SFT (see :func:`mafl.finetune.trl_shared.trainer_defaults`).
 
 The reference model is the weights the fine-tune starts from (trl's choice for each case): a new LoRA adapter's
 reference is the base model (the adapter disabled); a LoRA adapter continued from ``init_adapter`` (an earlier
@@ -57,7 +57,7 @@ def tokenized_pairs(records: list[dict], tokenizer, max_length: int | None) -> t
 def dpo_config(dpo: Mapping | None, output_dir: Path, seed: int, device: str, dtype: str):
     from trl import DPOConfig
 
-    from mafl.finetune.training import trainer_defaults
+    from mafl.finetune.trl_shared import trainer_defaults
 
     return DPOConfig(**trainer_defaults(dict(plain(dpo) or {}), output_dir, seed, device, dtype))
 
@@ -84,7 +84,7 @@ def build_dpo_trainer(base_path: str, pairs, work_dir: Path, *, mode: str = "lor
     import datasets
     from transformers import PrinterCallback
 
-    from mafl.finetune.training import policy, quiet, recording_trainer_class
+    from mafl.finetune.trl_shared import policy, quiet, recording_trainer_class
     from mafl.models import resolve_device
 
     records = pair_records(pairs)

@@ -65,9 +65,9 @@ class FinetuneJob:
 
 def run_job(job: FinetuneJob | dict, *, base: Any = None) -> dict:
     """Fine-tune ``job``'s model here (unless it is done) and return its record: the fine-tuning result, plus the
-    job's wall time (``seconds``) and where it ran (``host``). ``base``: a :class:`mafl.finetune.trainer.SharedBase`
+    job's wall time (``seconds``) and where it ran (``host``). ``base``: a :class:`mafl.finetune.finetune_one.SharedBase`
     that lends its already loaded base model (LoRA only), instead of loading it from disk."""
-    import mafl.finetune.trainer as trainer
+    import mafl.finetune.finetune_one as trainer
     from mafl.rundir import atomic_write_json
 
     if isinstance(job, dict):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.finetune.sets import _rng, _sample, agrees, problem_labels, report_path, save_with_report
+from mafl.finetune.labels import _rng, _sample, agrees, problem_labels, report_path, save_with_report
 from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
 

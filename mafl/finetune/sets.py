@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.rundir import atomic_write_json, atomic_write_jsonl, read_jsonl
+from mafl.finetune.labels import _rng, _sample, agrees, problem_label, problem_labels, report_path, save_with_report
+from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
-from mafl.tasks.vote import public_consensus
 
 if TYPE_CHECKING:
     from mafl.finetune.pairs import PairSet
@@ -135,32 +135,6 @@ class FinetuneSet:
         )
 
 
-def save_with_report(path: str | os.PathLike, report: dict, rows) -> Path:
-    """Write ``rows`` as JSONL to ``path`` and ``report`` beside it (:func:`report_path`), each atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(report_path(path), report)
-    atomic_write_jsonl(path, rows)
-    return path
-
-
-def report_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path.with_name(path.stem + ".report.json")
-
-
-def _rng(seed: int, name: str, purpose: str) -> random.Random:
-    return random.Random(f"{seed}/{name}/{purpose}")
-
-
-def _sample(items: list, k: int, rng: random.Random) -> list:
-    """``k`` items chosen by ``rng``, kept in their original order."""
-    if k >= len(items):
-        return list(items)
-    keep = sorted(rng.sample(range(len(items)), max(k, 0)))
-    return [items[i] for i in keep]
-
-
 def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
     """Drop exact duplicates (same prompt messages and response), keeping the first; returns (kept, removed)."""
     seen: set[str] = set()
@@ -173,24 +147,6 @@ def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
             seen.add(e.key)
             kept.append(e)
     return kept, removed
-
-
-def problem_label(t: Transcript, task: Task, min_agreement: float | None = 0.5) -> str | None:
-    """The answer a problem's examples must agree with (see the module doc), or None: no examples."""
-    if not t.rounds:
-        return None
-    if min_agreement is None:
-        return public_consensus(task, [turn.answer for turn in t.rounds[-1]])
-    if not t.votes or t.final_answer is None:
-        return None
-    votes = t.votes[0][1]
-    return t.final_answer if votes > min_agreement * t.num_agents else None
-
-
-def agrees(turn: Turn, label: str | None, task: Task) -> bool:
-    """True when the turn's answer is equivalent to the label (a None label agrees with nothing, and a turn
-    without an answer, e.g. a cut-off one, agrees with nothing)."""
-    return label is not None and task.is_equivalent(turn.answer, label)
 
 
 def _example(turn: Turn, t: Transcript, kind: str) -> Example:
@@ -253,12 +209,6 @@ def _finish(name: str, candidates: list[Example], seed: int, max_examples: int |
         kept = _sample(kept, max_examples, _rng(seed, name, "cap"))
     return FinetuneSet(name=name, examples=kept, duplicates_removed=removed, dropped_by_cap=dropped,
                        skipped_no_majority=skipped)
-
-
-def problem_labels(transcripts: Sequence[Transcript], task: Task,
-                   min_agreement: float | None = 0.5) -> list[str | None]:
-    """:func:`problem_label` of every transcript."""
-    return [problem_label(t, task, min_agreement) for t in transcripts]
 
 
 def build_generator_set(transcripts: Sequence[Transcript], agent: int, task: Task, *, seed: int = 0,

@@ -1,7 +1,8 @@
 """The fine-tuning settings (``conf/finetune/*.yaml``), checked before any work starts.
 
 Beside what each fine-tune does (``mode``, ``lora``, ``train``, ...), where the fine-tunes run: ``launcher`` (a
-name of :data:`mafl.finetune.launchers.LAUNCHERS`), its options ``finetune.<launcher>`` (e.g. ``finetune.ray``),
+name of :data:`mafl.finetune.launchers.registered.LAUNCHERS`), its options ``finetune.<launcher>`` (e.g.
+``finetune.ray``),
 ``resources`` of one fine-tune (``num_cpus``, ``num_gpus``; null: 1 GPU on a GPU device), ``max_retries`` of a
 fine-tune whose process died, and ``accelerate``: an accelerate config (a mapping, or the path of a YAML file
 written by ``accelerate config``), which makes each fine-tune a multi-process ``accelerate launch`` job.
@@ -12,14 +13,11 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Mapping
 
 from mafl.errors import ConfigError, choice, integer, known_keys, number, plain
+from mafl.finetune.finetune_one import MODES, OBJECTIVES
 
-MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
 # finetune.* keys that say where and with what the fine-tunes run, not what they make: they may change when a run
 # is resumed (more CPUs, another Slurm partition, more retries)
 OPERATIONAL_KEYS = ("resources", "max_retries", "ray", "slurm")
-# what each model is trained on: its set (trl SFTTrainer), its preference pairs (trl DPOTrainer), or the set then
-# the pairs (see mafl.finetune.trainer)
-OBJECTIVES = ("sft", "dpo", "sft+dpo")
 
 if TYPE_CHECKING:
     from mafl.finetune.mixing import MixSettings
@@ -59,7 +57,7 @@ class FinetuneSettings:
     def from_cfg(cls, c: Mapping) -> "FinetuneSettings":
         from mafl.finetune.mixing import MixSettings
 
-        from mafl.finetune.launchers import LAUNCHERS
+        from mafl.finetune.launchers.registered import LAUNCHERS
 
         p = "finetune"
         own = [f.name for f in fields(cls) if f.name != "launcher_options"]
@@ -105,9 +103,6 @@ class FinetuneSettings:
                                  ("dpo", DPOConfig, self.dpo)):
             known_keys(values, f"finetune.{key}", [f.name for f in dataclasses.fields(cls) if f.init],
                        what=f"not an argument of {cls.__module__.split('.')[0]} {cls.__name__}")
-        from mafl.finetune.launchers import launcher_class
-
-        launcher_class(self.launcher).check(self)
         if self.accelerate is not None:
             _check_accelerate(self.accelerate)
 
@@ -122,7 +117,7 @@ def _check_accelerate(cfg: dict) -> None:
 
 
 def _launcher(name) -> str:
-    from mafl.finetune.launchers import LAUNCHERS
+    from mafl.finetune.launchers.registered import LAUNCHERS
 
     if name not in LAUNCHERS:
         LAUNCHERS.load(name)  # a "module:Class" outside the registry, or a ConfigError listing the registered ones

@@ -24,23 +24,18 @@ the single-model ablation) refuse it (``Method.mixed``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
 
 from omegaconf import OmegaConf
 
-from mafl.debate.society import Society
-from mafl.errors import ConfigError, choice, integer, known_keys
+from mafl.config import MethodSettings, Settings
+from mafl.errors import ConfigError
+from mafl.finetune.settings import FinetuneSettings
+from mafl.methods.society import make_society, start_weights
 from mafl.registry import Registry, load
 
-if TYPE_CHECKING:
-    from mafl.config import Settings
-    from mafl.debate.settings import DebateSettings
-    from mafl.finetune.settings import FinetuneSettings
-
 LOOP = "mafl.methods.society_loop:run_society_loop"
-MATCHES = ("answers", "tokens")  # what method=majority matches with the debate (method.match)
 
 
 @dataclass(frozen=True)
@@ -58,6 +53,27 @@ class Method:
 
     def run(self, run_dir: Path, settings: Settings) -> dict:
         return load(self.runner)(run_dir, settings)
+
+    def settle(self, settings: Settings) -> Settings:
+        """The settings this method runs with (built by :func:`mafl.config.validate`, settled by the pipeline):
+        fine-tuning asked of a method that cannot refused, its ``finetune.objective`` decided, its ``prepare``
+        applied, the society and its own ``check`` checked, the start weights (``method.weights``) found."""
+        method, iterations = settings.method, settings.finetune.iterations
+        if iterations and not self.finetunes:
+            tuned = ", ".join(m for m in METHODS if METHODS.get(m).finetunes)
+            raise ConfigError(f"finetune.iterations: method {self.name} does not fine-tune (got {iterations}); "
+                              f"set finetune.iterations=0, or choose a method that does ({tuned})")
+        method = replace(method, spec=self, label=method.label or self.name)
+        settings = replace(settings, method=method, finetune=with_objective(settings.finetune, method))
+        if self.prepare:
+            settings = load(self.prepare)(settings)
+        settings.society.check(settings.debate.agents, method.label, method.shared, self.mixed,
+                               settings.finetune.global_first)
+        if self.check:
+            load(self.check)(settings)
+        if method.weights:
+            start_weights(settings, make_society(settings))  # every model of the society has its weights there
+        return settings
 
 
 METHODS: Registry[Method] = Registry("method", "method.name")
@@ -85,46 +101,6 @@ def tuned_iterations(method: str, iterations: int) -> int:
 
 if not OmegaConf.has_resolver("mafl_tuned_iterations"):
     OmegaConf.register_new_resolver("mafl_tuned_iterations", tuned_iterations)
-
-
-@dataclass(frozen=True)
-class MethodSettings:
-    """``conf/method/*.yaml``: the registered method ``name`` and how this run uses it."""
-
-    name: str
-    label: str
-    spec: Method
-    single_model: bool = False  # one shared model fine-tuned on every agent's data (an ablation)
-    weights: str | None = None  # a folder of fine-tuned weights the society starts from
-    rationalize: str | None = None  # star: the question of a rationalisation request
-    samples: int | None = None  # majority: answers per problem (None: debate.agents x debate.rounds)
-    match: str = "answers"  # majority: matched with the debate on answers per problem, or on generated tokens
-    reference: str | None = None  # majority, match=tokens: a debate run folder whose tokens to match (None: measure)
-    max_samples: int = 64  # majority, match=tokens: at most this many answers per problem
-    # majority, match=tokens: the debate whose tokens are matched (the run's debate before majority_samples)
-    reference_debate: "DebateSettings | None" = None
-
-    @property
-    def shared(self) -> bool:
-        """One model speaks for every agent."""
-        return self.spec.shared or self.single_model
-
-    @classmethod
-    def from_cfg(cls, c: Mapping, iterations: int) -> "MethodSettings":
-        """A ConfigError for an unregistered name, an unknown key, or fine-tuning asked of a method that cannot."""
-        known_keys(c, "method", [f.name for f in fields(cls) if f.name not in ("spec", "reference_debate")])
-        spec = METHODS.get(c.get("name"))
-        if iterations and not spec.finetunes:
-            tuned = ", ".join(m for m in METHODS if METHODS.get(m).finetunes)
-            raise ConfigError(f"finetune.iterations: method {spec.name} does not fine-tune (got {iterations}); "
-                              f"set finetune.iterations=0, or choose a method that does ({tuned})")
-        weights = c.get("weights")
-        return cls(name=spec.name, label=str(c.get("label") or spec.name), spec=spec,
-                   single_model=bool(c.get("single_model", False)), weights=str(weights) if weights else None,
-                   rationalize=c.get("rationalize"), samples=integer(c, "samples", "method", low=1, none_ok=True),
-                   match=choice(c, "match", "method", MATCHES) if "match" in c else cls.match,
-                   reference=str(c["reference"]) if c.get("reference") else None,
-                   max_samples=integer(c, "max_samples", "method", low=1) if "max_samples" in c else cls.max_samples)
 
 
 def with_objective(finetune: FinetuneSettings, method: MethodSettings) -> FinetuneSettings:
@@ -176,25 +152,10 @@ def first_base(settings: Settings) -> Settings:
     return replace(settings, society=replace(society, models=society.models[:1]))
 
 
-def make_society(settings: Settings) -> Society:
-    """multiagent_ft: 2N models (N without critics); majority_ft, star and the single-model ablation: one shared
-    model. A mixed society (``society.models``) knows each agent's base."""
-    debate = settings.debate
-    return Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=settings.method.shared,
-                   bases=settings.society.base_names)
-
-
-def start_weights(settings: Settings, society: Society) -> dict[str, str]:
-    """``method.weights``: a folder of fine-tuned weights (e.g. ``<run>/iter_2/models``) holding every model of the
-    society, which it starts from (zero-shot transfer: fine-tune on one dataset, evaluate on another)."""
-    folder = settings.method.weights
-    if not folder:
-        return {}
-    folder = Path(str(folder)).expanduser().resolve()
-    missing = [m for m in society.models if not (folder / m).is_dir()]
-    if missing:
-        raise ConfigError(f"method.weights: {folder} holds no weights for {', '.join(missing)}")
-    return {m: str(folder / m) for m in society.models}
+def settle(settings: Settings) -> Settings:
+    """``settings`` as the registered method ``method.name`` runs them (:meth:`Method.settle`); a ConfigError
+    listing the registered methods for a name that is none."""
+    return METHODS.get(settings.method.name).settle(settings)
 
 
 def run_method(run_dir: Path, settings: Settings) -> dict:

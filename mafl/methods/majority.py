@@ -23,17 +23,22 @@ from typing import Sequence
 
 from mafl.backends.base import Backend, GenerationRequest
 from mafl.debate.engine import derive_seed, read_answers, run_debate, turn_sampling, voted_transcripts
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.settings import DebateSettings
 from mafl.debate.society import Society
 from mafl.debate.transcript import Transcript, Turn
 from mafl.errors import ConfigError
 from mafl.metrics.cutoff import generated_tokens
 from mafl.rundir import atomic_write_json, read_jsonl
+from mafl.run_folder import RunFolder
 from mafl.tasks.base import Problem, Task
 
 TARGET_FILE = "token_target.json"
-REFERENCE_TRANSCRIPTS = Path("iter_0") / "eval" / "transcripts.jsonl"
+
+
+def reference_file(reference: str) -> Path:
+    """The untuned debate's eval transcripts in the run folder ``method.reference``."""
+    return RunFolder(Path(reference).expanduser()).transcripts(0, "eval")
 
 
 def token_matched_chunk(backend: Backend, task: Task, problems: Sequence[Problem], society: Society,
@@ -70,9 +75,9 @@ def check_majority(settings) -> None:
             raise ConfigError(f"method.reference: only method.match=tokens matches a debate's tokens "
                               f"(got method.match={method.match})")
         return
-    if method.reference and not (Path(method.reference).expanduser() / REFERENCE_TRANSCRIPTS).is_file():
-        raise ConfigError(f"method.reference: {method.reference} holds no {REFERENCE_TRANSCRIPTS} (not a finished "
-                          f"debate run folder)")
+    if method.reference and not reference_file(method.reference).is_file():
+        where = reference_file(method.reference).relative_to(Path(method.reference).expanduser())
+        raise ConfigError(f"method.reference: {method.reference} holds no {where} (not a finished debate run folder)")
 
 
 def reference_transcripts(session, settings) -> tuple[list[Transcript], str]:
@@ -80,7 +85,7 @@ def reference_transcripts(session, settings) -> tuple[list[Transcript], str]:
     debate of the eval problems run here first (``iter_0/reference_debate``)."""
     method = settings.method
     if method.reference:
-        path = Path(method.reference).expanduser() / REFERENCE_TRANSCRIPTS
+        path = reference_file(method.reference)
         transcripts = [Transcript.from_json(d) for d in read_jsonl(path)]
         ours, theirs = sorted(p.id for p in session.eval), sorted(t.problem.id for t in transcripts)
         if ours != theirs:
@@ -91,13 +96,13 @@ def reference_transcripts(session, settings) -> tuple[list[Transcript], str]:
     debate = method.reference_debate
     society = Society(agents=debate.agents, critics=debate.critics and debate.rounds > 1, shared=False,
                       bases=settings.society.base_names)
-    out_dir = session.run_dir / "iter_0" / "reference_debate"
-    with session.timed(0, "reference_debate"):
-        transcripts = run_debate(session.backend(society, stage="iter_0/reference"), session.task, session.eval,
-                                 society, debate, session.prompts, seed=derive_seed(settings.seed, "eval"),
-                                 out_dir=out_dir, progress=session.progress,
+    out_dir = session.run.split(0, "reference_debate")
+    with session.run.timed(0, "reference_debate"):
+        backend = session.generation.backend(society, stage=session.run.stage(0, "reference"))
+        transcripts = run_debate(backend, session.task, session.eval, society, debate, session.prompts,
+                                 seed=derive_seed(settings.seed, "eval"), out_dir=out_dir, progress=session.progress,
                                  desc="iteration 0: the debate whose tokens are matched")
-    return transcripts, str(out_dir / "transcripts.jsonl")
+    return transcripts, str(session.run.transcripts(0, "reference_debate"))
 
 
 def token_matched_eval(session, society: Society):
@@ -108,7 +113,7 @@ def token_matched_eval(session, society: Society):
     settings = session.settings
     transcripts, source = reference_transcripts(session, settings)
     target = sum(generated_tokens(t) for t in transcripts) / len(transcripts)
-    atomic_write_json(session.run_dir / "iter_0" / "eval" / TARGET_FILE,
+    atomic_write_json(session.run.split(0, "eval") / TARGET_FILE,
                       {"target_tokens": target, "source": source, "problems": len(transcripts)})
     line(f"majority matched on tokens: {target:.1f} generated tokens per problem (the debate of {source})")
     return partial(token_matched_chunk, target=target, max_samples=settings.method.max_samples)

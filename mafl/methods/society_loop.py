@@ -20,8 +20,8 @@ from mafl.debate.society import Society
 from mafl.finetune.jobs import FinetuneJob
 from mafl.finetune.pairs import PairSet, build_society_pairs, merge_pairs, pairs_path
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
-from mafl.methods import make_society, start_weights
-from mafl.rundir import Stages, atomic_write_json
+from mafl.methods.society import make_society, start_weights
+from mafl.rundir import atomic_write_json
 from mafl.progress import line
 from mafl.summary import print_iteration, print_summary, sets_line
 from mafl.session import Session, open_session
@@ -57,11 +57,11 @@ def build_sets(session: Session, society: Society, transcripts, seed: int) -> di
 def debate_train_sets(session: Session, society: Society, iteration: int) -> dict[str, FinetuneSet]:
     """The society debates the train problems (``iter_k/train``); each model's set is its slice of the debate."""
     cfg = session.settings
-    with session.timed(iteration, "train_debate"):
+    with session.run.timed(iteration, "train_debate"):
         transcripts = run_debate(
-            session.backend(society, stage=f"iter_{iteration}/train"), session.task,
+            session.generation.backend(society, stage=session.run.stage(iteration, "train")), session.task,
             session.train, society, session.debate, session.prompts,
-            seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run_dir / f"iter_{iteration}" / "train",
+            seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run.split(iteration, "train"),
             progress=session.progress, desc=f"iteration {iteration}: debate (train)")
     return build_sets(session, society, transcripts, seed=derive_seed(cfg.seed, "sets", iteration))
 
@@ -75,22 +75,22 @@ def set_names(session: Session, society: Society) -> list[str]:
     return ([GLOBAL] if global_first(session, society) else []) + society.models
 
 
-def iteration_sets(session: Session, society: Society, iteration: int, train_sets: TrainSets,
-                   stages: Stages) -> dict[str, FinetuneSet]:
+def iteration_sets(session: Session, society: Society, iteration: int,
+                   train_sets: TrainSets) -> dict[str, FinetuneSet]:
     """Every model's set of ``iteration``, kept in ``iter_k/sets`` (read back when a run resumes)."""
-    sets_dir = session.run_dir / f"iter_{iteration}" / "sets"
+    sets_dir = session.run.sets(iteration)
     names = set_names(session, society)
-    if stages.done(f"iter_{iteration}.sets"):
+    if session.run.sets_done(iteration):
         sets = {m: FinetuneSet.load(sets_dir / f"{m}.jsonl", name=m) for m in names}
         for m, s in sets.items():
             if pairs_path(sets_dir, m).exists():
                 s.pairs = PairSet.load(pairs_path(sets_dir, m), name=m)
         return sets
-    with session.timed(iteration, "sets"):  # the train debate inside it is timed on its own
-        return _iteration_sets(session, society, iteration, train_sets, stages, sets_dir)
+    with session.run.timed(iteration, "sets"):  # the train debate inside it is timed on its own
+        return _iteration_sets(session, society, iteration, train_sets, sets_dir)
 
 
-def _iteration_sets(session, society, iteration, train_sets, stages, sets_dir) -> dict[str, FinetuneSet]:
+def _iteration_sets(session, society, iteration, train_sets, sets_dir) -> dict[str, FinetuneSet]:
     from mafl.finetune.mixing import load_general, mix_general
 
     cfg = session.settings
@@ -113,7 +113,7 @@ def _iteration_sets(session, society, iteration, train_sets, stages, sets_dir) -
             s.pairs.save(pairs_path(sets_dir, name))
     atomic_write_json(sets_dir / "report.json", {n: {**s.report(), "kinds": dict(Counter(e.kind for e in s.examples))}
                                                  for n, s in sets.items()})
-    stages.mark(f"iter_{iteration}.sets")
+    session.run.mark_sets_done(iteration)
     return sets
 
 
@@ -124,9 +124,9 @@ def _with_pairs(mixed: FinetuneSet, original: FinetuneSet) -> FinetuneSet:
 
 def init_weights(session: Session, society: Society, model: str, iteration: int) -> str | None:
     """The weights ``model``'s fine-tune starts from (None: the base model)."""
-    models_dir = session.run_dir / f"iter_{iteration}" / "models"
+    models_dir = session.run.models(iteration)
     if model == GLOBAL:
-        previous = session.run_dir / f"iter_{iteration - 1}" / "models" / GLOBAL
+        previous = session.run.models(iteration - 1) / GLOBAL
         return str(previous) if session.finetune.init == "previous" and previous.is_dir() else None
     if global_first(session, society):
         return str(models_dir / GLOBAL)
@@ -145,18 +145,18 @@ def finetune_jobs(session: Session, society: Society, sets: dict[str, FinetuneSe
     where every other model starts), then every model of the society, each from its base (in a mixed society:
     its agent's)."""
     ft, cfg = session.finetune, session.settings
-    it_dir = session.run_dir / f"iter_{iteration}"
+    sets_dir, models_dir = session.run.sets(iteration), session.run.models(iteration)
 
     def job(model: str) -> FinetuneJob:
-        base_path, base = session.base_of(model)  # a mixed society: its agent's base
+        base_path, base = session.generation.base_of(model)  # a mixed society: its agent's base
         return FinetuneJob(
-            model=model, set_path=str(it_dir / "sets" / f"{model}.jsonl"), out_dir=str(it_dir / "models" / model),
+            model=model, set_path=str(sets_dir / f"{model}.jsonl"), out_dir=str(models_dir / model),
             init=init_weights(session, society, model, iteration), seed=derive_seed(cfg.seed, iteration, model),
             base_path=base_path, mode=ft.mode, lora=dict(ft.lora), train=dict(ft.train), device=cfg.device,
             dtype=base.dtype, chat_template=base.chat_template, accelerate=ft.accelerate,
             desc=f"iteration {iteration}: fine-tune {model} ({data_size(ft.objective, sets[model])})",
             objective=ft.objective or "sft", dpo=dict(ft.dpo),
-            pairs_path=str(pairs_path(it_dir / "sets", model)) if ft.uses_pairs else None)
+            pairs_path=str(pairs_path(sets_dir, model)) if ft.uses_pairs else None)
 
     names = set_names(session, society)
     first = [n for n in names if n == GLOBAL]
@@ -171,16 +171,16 @@ def finetune_society(session: Session, society: Society, sets: dict[str, Finetun
     waves = finetune_jobs(session, society, sets, iteration)
     base = None
     if any(not j.done() for wave in waves for j in wave):  # the backend's base model, or its memory freed
-        base = session.lend_base()
+        base = session.generation.lend_base()
     launcher = make_launcher(session.finetune, session.run_dir, base_model=base)
     try:
-        with session.timed(iteration, "finetune"):  # all of them: less than their sum when they run in parallel
+        with session.run.timed(iteration, "finetune"):  # all of them: less than their sum when they run in parallel
             records = run_waves(launcher, waves)
     finally:
         launcher.close()
     for model, record in records.items():
         if record.get("seconds") is not None:
-            session.set_timing(iteration, f"finetune/{model}", record["seconds"])
+            session.run.set_timing(iteration, f"finetune/{model}", record["seconds"])
         losses = record.get("losses") or []
         session.tracker.log_metrics({f"finetune/{model}/examples": record.get("num_examples"),
                                      f"finetune/{model}/final_loss": losses[-1] if losses else None}, step=iteration)
@@ -196,23 +196,21 @@ def run_society_loop(run_dir: Path, settings: Settings, *,
     debate, iterations = settings.debate, settings.finetune.iterations
     with open_session(run_dir, settings) as session:
         chunk_fn = eval_chunk(session, society) if eval_chunk is not None else None
-        stages = Stages(run_dir)
         for k in range(iterations + 1):
-            it_dir = run_dir / f"iter_{k}"
             if k > 0:
-                sets = iteration_sets(session, society, k, train_sets, stages)
+                sets = iteration_sets(session, society, k, train_sets)
                 reports = {n: s.report() for n, s in sets.items()}
                 line(sets_line(k, reports))
                 ft_results = finetune_society(session, society, sets, k)
                 session.record_finetune(k, reports, ft_results)
-                society.weights = {m: str(it_dir / "models" / m) for m in society.models}
-            with session.timed(k, "eval_debate"):
+                society.weights = {m: str(session.run.models(k) / m) for m in society.models}
+            with session.run.timed(k, "eval_debate"):
                 eval_tx = run_debate(
-                    session.backend(society, stage=f"iter_{k}/eval"), session.task, session.eval, society, debate,
-                    session.prompts,
-                    seed=derive_seed(settings.seed, "eval"), out_dir=it_dir / "eval",
+                    session.generation.backend(society, stage=session.run.stage(k, "eval")), session.task,
+                    session.eval, society, debate, session.prompts,
+                    seed=derive_seed(settings.seed, "eval"), out_dir=session.run.split(k, "eval"),
                     progress=session.progress, desc=f"iteration {k}: debate (eval)", chunk_fn=chunk_fn)
-            with session.timed(k, "metrics"):
+            with session.run.timed(k, "metrics"):
                 records = session.measure(eval_tx, society, iteration=k, split="eval")
             print_iteration(k, records)
         results = session.write_results()

@@ -18,7 +18,7 @@ from typing import Sequence
 from mafl.config import Settings
 from mafl.errors import ConfigError
 from mafl.debate.engine import derive_seed, run_debate
-from mafl.debate.prompts import Prompts
+from mafl.tasks.prompts import Prompts
 from mafl.debate.society import Society
 from mafl.debate.transcript import Transcript
 from mafl.finetune.sets import Example, FinetuneSet, merge_sets
@@ -82,17 +82,16 @@ def star_set(rationales: Sequence[Transcript], rationalized: Sequence[Transcript
 def star_train_sets(session: Session, society: Society, iteration: int) -> dict[str, FinetuneSet]:
     cfg = session.settings
     template = session.settings.method.rationalize
-    it_dir = session.run_dir / f"iter_{iteration}"
-    backend = session.backend(society, stage=f"iter_{iteration}/train")
-    with session.timed(iteration, "train_debate"):  # the rationales and the rationalisations
+    backend = session.generation.backend(society, stage=session.run.stage(iteration, "train"))
+    with session.run.timed(iteration, "train_debate"):  # the rationales and the rationalisations
         rationales = run_debate(
             backend, session.task, session.train, society, session.debate, session.prompts,
-            seed=derive_seed(cfg.seed, "train", iteration), out_dir=it_dir / "train", progress=session.progress,
-            desc=f"iteration {iteration}: rationales (train)")
+            seed=derive_seed(cfg.seed, "train", iteration), out_dir=session.run.split(iteration, "train"),
+            progress=session.progress, desc=f"iteration {iteration}: rationales (train)")
         failed = failed_problems(rationales, session.task)
         rationalized = run_debate(
             backend, session.task, [hinted(p, template) for p in failed], society, session.debate, session.prompts,
-            seed=derive_seed(cfg.seed, "rationalize", iteration), out_dir=it_dir / "rationalize",
+            seed=derive_seed(cfg.seed, "rationalize", iteration), out_dir=session.run.split(iteration, "rationalize"),
             progress=session.progress, desc=f"iteration {iteration}: rationalisation ({len(failed)} problems)")
     originals = {p.id: p for p in failed}
     name = society.models[0]

@@ -50,10 +50,12 @@ def model_settings(weights, model: str) -> None:
 
     from omegaconf import OmegaConf
 
-    from mafl.models import ModelSettings, resolve_model_path
+    from mafl.model_path import resolve_model_path
+    from mafl.models import ModelSettings
 
     preset = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{model}.yaml"
     c = OmegaConf.to_container(OmegaConf.load(preset)) if preset.exists() else {"path": model, "dtype": "float32"}
+    c.pop("defaults", None)  # a hub preset's run set-up (conf/hub/), not model keys
     settings = ModelSettings.from_cfg(c)
     weights.base = resolve_model_path(settings)
     weights.model = dict(dtype=settings.dtype, chat_template=settings.chat_template,

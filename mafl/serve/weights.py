@@ -11,14 +11,13 @@ model of a weights or adapter folder unless ``--model`` says otherwise.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mafl.models import is_adapter_folder
+from mafl.run_folder import RunFolder
 
-ITERATION = re.compile(r"^iter_(\d+)$")
 
 
 @dataclass
@@ -46,18 +45,19 @@ def find_weights(folder: str | Path) -> ServedWeights:
     if (folder / "config.yaml").exists():
         from omegaconf import OmegaConf
 
-        from mafl.models import ModelSettings, resolve_model_path
+        from mafl.model_path import resolve_model_path
+        from mafl.models import ModelSettings
 
         model = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True).get("model") or {}
         settings = ModelSettings.from_cfg(model)
         base = resolve_model_path(settings)
         adapters = {}
-        iterations = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := ITERATION.match(p.name)))
-        for k, it_dir in iterations:
-            models = it_dir / "models"
+        run = RunFolder(folder)
+        for k, it_dir in run.iterations():
+            models = run.models(k)
             for p in sorted(models.iterdir()) if models.is_dir() else []:
                 if _is_model_folder(p) and not p.name.startswith("."):
-                    adapters[f"iter_{k}/{p.name}"] = str(p)
+                    adapters[f"{it_dir.name}/{p.name}"] = str(p)
         return ServedWeights(base=base, adapters=adapters, model=dict(
             dtype=settings.dtype, chat_template=settings.chat_template, trust_remote_code=settings.trust_remote_code))
     if _is_model_folder(folder):

@@ -27,7 +27,7 @@ from mafl.tasks.loading import DatasetError
 from mafl.tasks.vote import Vote, majority_vote
 
 if TYPE_CHECKING:
-    from mafl.debate.prompts import Prompts
+    from mafl.tasks.prompts import Prompts
 
 TASKS: Registry[str] = Registry("task", "dataset.task")
 TASKS.register("arithmetic", "mafl.tasks.arithmetic:ArithmeticTask")
@@ -77,7 +77,7 @@ class DatasetSettings:
 
     @classmethod
     def from_cfg(cls, c: Mapping) -> "DatasetSettings":
-        from mafl.debate.prompts import Prompts
+        from mafl.tasks.prompts import Prompts
 
         options = plain(c)
         task = task_from_config(options)

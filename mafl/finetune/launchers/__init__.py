@@ -22,7 +22,7 @@ model of the society) and hands each wave's unfinished jobs to the launcher. The
 
 Registered: ``local`` (here, one after the other; LoRA fine-tunes share one base model loaded once), ``ray``
 (Ray tasks on a local or remote Ray cluster), ``slurm`` (a SLURM job array through submitit). A new launcher is a
-class with ``check``, ``run`` and ``close``, registered below by ``"module:Class"``, or named in the config by its
+class with ``check``, ``run`` and ``close``, registered in mafl/finetune/launchers/registered.py by ``"module:Class"``, or named in the config by its
 ``"module:Class"``.
 """
 from __future__ import annotations
@@ -30,18 +30,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, Sequence
 
-from mafl.registry import Registry
+from mafl.finetune.launchers.registered import LAUNCHERS
 
 if TYPE_CHECKING:
     from mafl.finetune.jobs import FinetuneJob
     from mafl.finetune.settings import FinetuneSettings
 
-LAUNCHERS: Registry[str] = Registry("fine-tuning launcher", "finetune.launcher")
-LAUNCHERS.register("local", "mafl.finetune.launchers.local:LocalLauncher")
-LAUNCHERS.register("ray", "mafl.finetune.launchers.ray:RayLauncher")
-LAUNCHERS.register("slurm", "mafl.finetune.launchers.slurm:SlurmLauncher")
-# jobs of an OpenAI-compatible fine-tuning API (finetune=openai; needs backend=openai)
-LAUNCHERS.register("openai", "mafl.finetune.api:OpenAILauncher")
 
 
 class Launcher(Protocol):
@@ -59,6 +53,13 @@ class Launcher(Protocol):
 
 def launcher_class(name: str) -> type[Launcher]:
     return LAUNCHERS.load(name)
+
+
+def check_finetune(settings: "FinetuneSettings") -> None:
+    """Before a run that fine-tunes: the trainers' arguments (:meth:`FinetuneSettings.check_arguments`, which
+    imports peft and trl), then the launcher's own checks (its options, its package installed)."""
+    settings.check_arguments()
+    launcher_class(settings.launcher).check(settings)
 
 
 def make_launcher(settings: "FinetuneSettings", run_dir: Path, base_model=None) -> Launcher:

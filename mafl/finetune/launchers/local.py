@@ -1,7 +1,7 @@
 """``finetune.launcher=local`` (the default): the fine-tunes of a wave one after the other, in this process.
 
 LoRA fine-tunes share one base model, loaded on the first and lent to each in turn
-(:class:`~mafl.finetune.trainer.SharedBase`), instead of 2N loads from disk per iteration;
+(:class:`~mafl.finetune.finetune_one.SharedBase`), instead of 2N loads from disk per iteration;
 ``finetune.local.share_base=false`` loads a fresh copy for each (the same adapters either way). A job with
 ``finetune.accelerate`` runs as its own ``accelerate launch`` processes.
 """
@@ -40,7 +40,7 @@ class LocalLauncher:
     def _base(self, job: FinetuneJob):
         if not self.share_base or job.mode != "lora" or job.accelerate is not None:
             return None
-        from mafl.finetune.trainer import SharedBase
+        from mafl.finetune.finetune_one import SharedBase
 
         if self.shared is None or not self.shared.matches(job.base_path, job.dtype, job.chat_template):
             # the lent model is the first base's (a session lends one only when every job has the same base)

@@ -1,6 +1,6 @@
-"""Aggregation and formatting across runs, used by the console summary (``mafl.summary``), ``mafl report``,
-the plots and the notebook: society-level records, runs grouped by model, method and dataset, a metric's curve
-over iterations, seeds combined, and one cell format.
+"""Aggregation across runs, used by ``mafl report``, the plots and the notebook: runs grouped by model, method
+and dataset, a metric's curve over iterations, seeds combined (one cell's format and the society-level records,
+which the console summary shares, are mafl/metrics/cells.py).
 
 * One run: a metric's value ± its own standard error (over problems).
 * Several runs of one model, method and dataset (seeds): the mean across runs ± its standard error across runs,
@@ -11,14 +11,14 @@ over iterations, seeds combined, and one cell format.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Sequence
 
 from mafl.metrics.dynamics import (
     ADOPT, CELLS, CONFORMITY, MOVES, PERSUASION, adopt_metric, consensus_metric, flip_metric, move_metric,
 )
+from mafl.metrics.cells import MISSING, Cell, format_cell, is_percent, society_record, unit  # noqa: F401
 from mafl.metrics.results import Results
-from mafl.metrics.stats import MetricRecord, mean_stderr
+from mafl.metrics.stats import mean_stderr
 
 DIVERSITY_METRICS = [
     "consensus", "consensus/round1", "kl/agents", "kl/base", "nll", "embedding_dissimilarity",
@@ -43,39 +43,7 @@ AGENT_DYNAMICS = ([(cell.replace("_", "→"), "flips", f"/{cell}") for cell in C
                   + [(move, "moves", f"/{move}") for move in MOVES] + [("adopts others' majority", ADOPT, ""),
                                                                          ("conformity", CONFORMITY, ""),
                                                                          ("persuasion", PERSUASION, "")])
-PERCENT_PREFIXES = ("accuracy", "consensus", "cutoff", "flips", "moves", ADOPT, CONFORMITY, PERSUASION, "oracle",
-                    "voted_out")
-MISSING = "–"
-
 Group = tuple[str, str, str]  # (model, method label, dataset)
-
-
-def is_percent(metric: str) -> bool:
-    return metric.startswith(PERCENT_PREFIXES)
-
-
-def unit(metric: str) -> str:
-    if is_percent(metric):
-        return "%"
-    return "per token" if metric.startswith(("kl", "nll")) else "bits" if metric.startswith("entropy") else ""
-
-
-@dataclass(frozen=True)
-class Cell:
-    value: float
-    stderr: float | None
-    runs: int  # > 1: mean ± SE across runs; 1: the run's own stderr
-
-    @classmethod
-    def of(cls, record: MetricRecord) -> "Cell":
-        return cls(record.value, record.stderr, 1)
-
-
-def society_record(records: Sequence[MetricRecord], metric: str, iteration: int | None = None,
-                   split: str = "eval") -> MetricRecord | None:
-    """The society-level record (``agent`` and ``other`` None) of ``metric`` at ``iteration`` (None: any)."""
-    return next((r for r in records if r.is_of(metric, split) and (iteration is None or r.iteration == iteration)),
-                None)
 
 
 def group_runs(results: Sequence[Results]) -> dict[Group, list[Results]]:
@@ -115,19 +83,6 @@ def curve(runs: Sequence[Results], metric: str, split: str, agent: int | None = 
         for rec in r.select(metric, split, agent):
             by_iteration[rec.iteration].append((rec.value, rec.stderr))
     return {k: combine(v) for k, v in sorted(by_iteration.items())}
-
-
-def format_cell(cell: Cell | MetricRecord | None, metric: str, seeds: bool = False) -> str:
-    """``62.0 ± 1.4``, ``0.210 ± 0.003 (n=3)``, or ``–``; ``seeds``: say ``(n=1)`` for one run too."""
-    if cell is None:
-        return MISSING
-    if isinstance(cell, MetricRecord):
-        cell = Cell.of(cell)
-    scale, digits = (100.0, 1) if is_percent(metric) else (1.0, 1) if metric.startswith("tokens/") else (1.0, 3)
-    text = f"{cell.value * scale:.{digits}f}"
-    if cell.stderr is not None:
-        text += f" ± {cell.stderr * scale:.{digits}f}"
-    return text + (f" (n={cell.runs})" if cell.runs > 1 or seeds else "")
 
 
 def final_cells(groups: dict[Group, list[Results]], model: str, method: str, datasets: Sequence[str], metric: str,

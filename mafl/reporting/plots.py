@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from mafl.metrics.aggregate import TOKENS, Cell, curve, final_cell, group_runs, is_percent, unit
+from mafl.reporting.aggregate import TOKENS, Cell, curve, final_cell, group_runs, is_percent, unit
 from mafl.metrics.results import Results
 
 
@@ -72,7 +72,7 @@ def write_paper_figures(results: Sequence[Results], out_dir: str | Path, *, spli
     measured, a panel each, a line for each method that measured them) and ``table_<split>.png``; returns the files written."""
     from matplotlib.figure import Figure
 
-    from mafl.metrics.aggregate import final_cells
+    from mafl.reporting.aggregate import final_cells
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ paper's two figures (accuracy, and diversity, against the iteration), the table 
 the tokens generated per problem (every method, error bars included).
 
 ``--compare A B`` (repeatable) adds the paired difference of two methods or two iterations of one on the same
-problems, pooled over seeds, with a 95% paired-bootstrap interval (mafl/metrics/paired.py); a side is
+problems, pooled over seeds, with a 95% paired-bootstrap interval (mafl/reporting/paired.py); a side is
 ``METHOD[:ITERATION]``, e.g. ``--compare debate:0 single:0``, ``--compare multiagent_ft:3 multiagent_ft:0``.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from mafl.metrics.aggregate import (
+from mafl.reporting.aggregate import (
     BUDGET_METRICS, DIVERSITY_METRICS, DYNAMICS_METRICS, AGENT_DYNAMICS, FAILURE_METRICS, TOKENS, answers_per_problem,
     curve, final_cell, final_cells, format_cell, group_runs, markdown_table, unit,
 )
@@ -67,14 +67,14 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
     if cost:
         out += ["", f"## cost of each row on {split} at the final iteration", "", cost]
     for a, b in compare or ():
-        from mafl.metrics.paired import Side, compare as paired, comparison_table
+        from mafl.reporting.paired import Side, compare as paired, comparison_table
 
         diffs = paired(results, Side.parse(a), Side.parse(b), split=split)
         out += ["", f"## paired difference on {split}: {a} − {b} (accuracy/debate, same problems, pooled over "
                     "seeds)", "", comparison_table(diffs), "",
                 "The difference of the two sides' final answers problem by problem, averaged over the seeds both "
                 "ran; the 95% interval is a paired bootstrap over problems (each keeps its difference on every "
-                "seed; mafl/metrics/paired.py). It is narrower than the two cells' standard errors suggest, since "
+                "seed; mafl/reporting/paired.py). It is narrower than the two cells' standard errors suggest, since "
                 "both sides answered the same problems."]
 
     multi = [(g, runs) for g, runs in groups.items() if len(runs) > 1]
@@ -306,7 +306,7 @@ def report_main(argv: Sequence[str] | None = None) -> str:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"mafl report: {e}") from e
     if args.plot:
-        from mafl.plots import write_cost_figure, write_paper_figures, write_plots
+        from mafl.reporting.plots import write_cost_figure, write_paper_figures, write_plots
 
         written = write_plots(results, args.plot, split=args.split, metrics=[args.metric, *DIVERSITY_METRICS])
         written += write_paper_figures(results, args.plot, split=args.split, metric=args.metric)

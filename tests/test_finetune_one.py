@@ -14,7 +14,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from mafl.finetune import FinetuneSet, build_trainer, finetune_model  # noqa: E402
 from mafl.finetune.sets import Example  # noqa: E402
-from mafl.finetune.trainer import RESULT_FILE  # noqa: E402
+from mafl.finetune.finetune_one import RESULT_FILE  # noqa: E402
 
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear", "bias": "none",
         "task_type": "CAUSAL_LM"}

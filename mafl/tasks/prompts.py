@@ -1,4 +1,5 @@
-"""The messages each agent is given, built from the task's prompt templates in ``conf/dataset/<task>.yaml``.
+"""The messages each agent is given, built from the task's prompt templates in ``conf/dataset/<task>.yaml`` (they
+belong to the dataset, ``dataset.prompts``; the debate engine, mafl/debate/, builds its turns with them).
 
 Templates use ``str.format`` fields: ``round1`` {question}; ``debate`` and ``debate_others`` {question} {others};
 ``other`` {agent} (1-based) {response}; ``summarize`` {others}; ``summary`` {summary}; and beside them

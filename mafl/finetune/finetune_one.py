@@ -1,6 +1,6 @@
-"""Fine-tune one model of the society on its set with trl's ``SFTTrainer`` (LoRA adapter or full weights), or on its
-preference pairs with trl's ``DPOTrainer`` (``objective``: sft | dpo | sft+dpo; the DPO side is
-:mod:`mafl.finetune.dpo`).
+"""Fine-tune one model of the society (one job; what SFT and DPO share is mafl/finetune/trl_shared.py) on its
+set with trl's ``SFTTrainer`` (LoRA adapter or full weights), or on its preference pairs with trl's
+``DPOTrainer`` (``objective``: sft | dpo | sft+dpo; the DPO side is :mod:`mafl.finetune.dpo`).
 
 The set is given to trl pre-tokenized: each example's ``input_ids`` and ``completion_mask`` come from
 :func:`mafl.backends.chat.example_ids`, the function the backends use to tokenize prompts, so a model is trained on
@@ -13,7 +13,7 @@ unless ``train`` says otherwise), truncates to ``max_length`` and pads on the ri
 through. mafl only fills in what a user did not set: ``output_dir`` (a temporary folder, deleted afterwards),
 ``use_cpu`` (from ``device``), ``report_to="none"``, ``disable_tqdm=True``, ``bf16``/``fp16`` from ``dtype`` (trl
 would otherwise default to bf16 autocast), ``save_strategy="no"`` and ``completion_only_loss=True``; ``seed`` always
-comes from the argument (:func:`mafl.finetune.training.trainer_defaults`, for DPO too).
+comes from the argument (:func:`mafl.finetune.trl_shared.trainer_defaults`, for DPO too).
 
 ``sft+dpo`` is two stages in one job: SFT on the set into a hidden stage folder, then DPO on the pairs starting from
 (and referenced to) that result; the record keeps the SFT stage's result under ``sft``. A model with nothing to
@@ -37,12 +37,15 @@ from typing import Mapping
 
 from mafl.errors import plain
 from mafl.finetune.sets import Example, FinetuneSet
-from mafl.finetune.settings import MODES, OBJECTIVES
-from mafl.finetune.training import load_model, policy, quiet, recording_trainer_class, trainer_defaults
+from mafl.finetune.trl_shared import load_model, policy, quiet, recording_trainer_class, trainer_defaults
 from mafl.models import resolve_device
 from mafl.rundir import atomic_folder
 
 RESULT_FILE = "finetune_result.json"
+MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
+# what each model is trained on: its set (trl SFTTrainer), its preference pairs (trl DPOTrainer), or the set
+# then the pairs
+OBJECTIVES = ("sft", "dpo", "sft+dpo")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What SFT and DPO fine-tunes share: the model a fine-tune starts from (:func:`policy`), the trainer arguments mafl
+"""What SFT and DPO fine-tunes share (the parts of trl and transformers; one model's fine-tune is
+mafl/finetune/finetune_one.py): the model a fine-tune starts from (:func:`policy`), the trainer arguments mafl
 fills in (:func:`trainer_defaults`), a trainer class that records every optimizer step's loss, and quiet loading."""
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def load_model(path: str, dtype: str, chat_template: str | None):
 
 
 def trainer_defaults(kwargs: dict, output_dir: Path, seed: int, device: str, dtype: str) -> dict:
-    """A trainer's arguments with what a user did not set filled in (see :mod:`mafl.finetune.trainer`); ``seed``
+    """A trainer's arguments with what a user did not set filled in (see :mod:`mafl.finetune.finetune_one`); ``seed``
     always."""
     kwargs = dict(kwargs)
     kwargs.setdefault("output_dir", str(output_dir))

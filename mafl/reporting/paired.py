@@ -27,6 +27,7 @@ import numpy as np
 
 from mafl.metrics.results import Results
 from mafl.metrics.stats import CI_LEVEL
+from mafl.run_folder import RunFolder
 
 BOOTSTRAP_SAMPLES = 10_000
 
@@ -94,7 +95,7 @@ def correctness(r: Results, iteration: int | None, split: str) -> tuple[int, dic
         raise ValueError(f"{r.method} seed {r.seed}: a results file read from a run folder is needed")
     measured = run_iterations(r, split)
     k = iteration if iteration is not None else (measured[-1] if measured else 0)
-    path = Path(r.path).parent / f"iter_{k}" / split / "transcripts.jsonl"
+    path = RunFolder(Path(r.path).parent).transcripts(k, split)
     if not path.is_file():
         raise ValueError(f"{path}: no saved {split} debate of iteration {k} (measured: "
                          f"{', '.join(map(str, measured)) or 'none'})")
@@ -155,7 +156,7 @@ def compare(results: Sequence[Results], a: Side, b: Side, *, split: str = "eval"
 
 def comparison_table(diffs: Sequence[PairedDifference]) -> str:
     """Markdown: one row per comparison and (model, dataset), in points of accuracy."""
-    from mafl.metrics.aggregate import markdown_table
+    from mafl.reporting.aggregate import markdown_table
 
     pts = lambda x: f"{100 * x:+.1f}"  # noqa: E731
     rows = [[d.model, d.dataset, d.a, d.b, str(len(d.seeds)), str(d.problems), f"{100 * d.a_accuracy:.1f}",
