@@ -186,8 +186,11 @@ class OpenAIBackend:
         gate = asyncio.Semaphore(self.max_concurrency)
 
         async def one(coro):
-            async with gate:
-                result = await coro
+            try:
+                async with gate:
+                    result = await coro
+            finally:
+                coro.close()  # one cancelled while it waited for the gate never started: closed, not left unawaited
             counter[0] += 1
             return result
 
