@@ -103,12 +103,12 @@ def critic_reply(p: ArithmeticProblem, own: Chain, others: Sequence[tuple[int, C
 
 # --- conversations -----------------------------------------------------------------------------------------
 
-def _seat(rng: random.Random) -> tuple[int, list[int]]:
-    """The speaking agent's own label and those of the 1-4 others it reads, as in a society of k+1."""
+def _others_labels(rng: random.Random) -> list[int]:
+    """The labels of the 1-4 others an agent reads, as in a society of k+1 where the speaker holds one label."""
     k = rng.choices(list(OTHERS_COUNT), list(OTHERS_COUNT.values()))[0]
     labels = list(range(1, k + 2))
     me = rng.choice(labels)
-    return me, [a for a in labels if a != me]
+    return [a for a in labels if a != me]
 
 
 def conversation(kind: str, p: ArithmeticProblem, rng: random.Random, prompts: Mapping[str, str],
@@ -120,7 +120,7 @@ def conversation(kind: str, p: ArithmeticProblem, rng: random.Random, prompts: M
                 {"role": "assistant", "content": solve(p)[0]}]
     if kind not in KINDS:
         raise ValueError(f"unknown conversation kind {kind!r}; expected one of {KINDS}")
-    _, labels = _seat(rng)
+    labels = _others_labels(rng)
     own = noise.solver(p, rng)
     others = [(agent, noise.solver(p, rng)) for agent in labels]
     block = "\n".join(prompts["other"].format(agent=agent, response=c.text) for agent, c in others)
