@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
 from helpers import subprocess_env  # noqa: E402
-from mafl.finetune.jobs import run_job  # noqa: E402
+from mafl.finetune.job_runner import run_job  # noqa: E402
 from mafl.finetune.launchers import make_launcher  # noqa: E402
 from test_finetune_launchers import TRAIN, make_jobs, settings  # noqa: E402
 

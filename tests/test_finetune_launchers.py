@@ -18,7 +18,8 @@ pytest.importorskip("peft")
 from safetensors.torch import load_file  # noqa: E402
 
 from helpers import REPO, compose_cfg, subprocess_env  # noqa: E402
-from mafl.finetune.jobs import FinetuneJob, run_job  # noqa: E402
+from mafl.finetune.job_runner import run_job  # noqa: E402
+from mafl.finetune.jobs import FinetuneJob  # noqa: E402
 from mafl.finetune.launchers import make_launcher, run_waves  # noqa: E402
 from mafl.finetune.sets import Example, FinetuneSet  # noqa: E402
 from mafl.finetune.settings import FinetuneSettings  # noqa: E402

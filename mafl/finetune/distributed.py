@@ -56,12 +56,12 @@ def launch(job):
 
 def main(argv: list[str] | None = None) -> None:
     """One process of a multi-process fine-tune: ``python -m mafl.finetune.distributed <job.json> <folder>``."""
-    from mafl.finetune.finetune_one import job_arguments, train_into
+    from mafl.finetune.finetune_one import job_data, train_into
+    from mafl.finetune.jobs import FinetuneJob
 
     job_file, folder = (argv if argv is not None else sys.argv[1:])[:2]
-    job = json.loads(Path(job_file).read_text())  # a FinetuneJob's JSON
-    kwargs = job_arguments(job)
-    train_into(Path(folder), job["base_path"], kwargs.pop("examples"), Path(job["out_dir"]), **kwargs)
+    job = FinetuneJob.from_json(json.loads(Path(job_file).read_text()))
+    train_into(Path(folder), job, *job_data(job))
 
 
 if __name__ == "__main__":

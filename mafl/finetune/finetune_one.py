@@ -31,11 +31,12 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
 from mafl.errors import plain
+from mafl.finetune.jobs import FinetuneJob
 from mafl.finetune.sets import Example, FinetuneSet
 from mafl.finetune.trl_shared import load_model, policy, quiet, recording_trainer_class, trainer_defaults
 from mafl.models import resolve_device
@@ -160,24 +161,24 @@ def _stage_callback(shown):
     return StageCallback()
 
 
-def _keep_init(base_path: str, tmp: Path, *, mode: str, lora: Mapping | None, init_adapter: str | None,
-               seed: int, dtype: str, chat_template: str | None) -> None:
-    """No examples: out_dir gets the init weights (the init adapter, a fresh identity adapter, or the model)."""
-    if mode == "lora" and init_adapter is not None:
-        shutil.copytree(init_adapter, tmp, dirs_exist_ok=True)
+def _keep_init(job: FinetuneJob, tmp: Path) -> None:
+    """No examples: the job's folder gets its init weights (the init adapter, a fresh identity adapter, or the
+    model)."""
+    if job.mode == "lora" and job.init is not None:
+        shutil.copytree(job.init, tmp, dirs_exist_ok=True)
         (tmp / RESULT_FILE).unlink(missing_ok=True)
         return
-    src = init_adapter if (mode == "full" and init_adapter is not None) else base_path
-    model, tokenizer = load_model(src, dtype, chat_template)
-    if mode == "full":
+    src = job.init if (job.mode == "full" and job.init is not None) else job.base_path
+    model, tokenizer = load_model(src, job.dtype, job.chat_template)
+    if job.mode == "full":
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         return
     import torch
     from peft import LoraConfig, get_peft_model
 
-    torch.manual_seed(seed)
-    get_peft_model(model, LoraConfig(**dict(plain(lora) or {}))).save_pretrained(tmp)  # lora_B = 0: the base model's outputs
+    torch.manual_seed(job.seed)
+    get_peft_model(model, LoraConfig(**dict(plain(job.lora) or {}))).save_pretrained(tmp)  # lora_B = 0: the base model's outputs
 
 
 class SharedBase:
@@ -229,17 +230,13 @@ def _restore(model, use_cache) -> bool:
     return not any(isinstance(m, BaseTunerLayer) for m in model.modules())
 
 
-def job_arguments(job: Mapping) -> dict:
-    """The keyword arguments of :func:`train_into` / :func:`finetune_model` after the base path and the out folder
-    for a :class:`~mafl.finetune.jobs.FinetuneJob` (its JSON): its set and pairs read from their files, and its
-    settings."""
+def job_data(job: FinetuneJob):
+    """(examples, pairs) of ``job``: its set and its preference pairs (None without a pairs file), read from their
+    files."""
     from mafl.finetune.pairs import PairSet
 
-    pairs = PairSet.load(job["pairs_path"], name=job["model"]) if job.get("pairs_path") else None
-    return dict(examples=FinetuneSet.load(job["set_path"], name=job["model"]), pairs=pairs, mode=job["mode"],
-                lora=job["lora"], train=job["train"], init_adapter=job["init"], seed=job["seed"],
-                device=job["device"], dtype=job["dtype"], chat_template=job["chat_template"],
-                objective=job.get("objective", "sft"), dpo=job.get("dpo") or {})
+    pairs = PairSet.load(job.pairs_path, name=job.model) if job.pairs_path else None
+    return FinetuneSet.load(job.set_path, name=job.model), pairs
 
 
 def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | os.PathLike, *, mode: str = "lora",
@@ -257,104 +254,107 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
     then also the DPO reference). With nothing to train on, nothing is trained and ``out_dir`` gets the init weights
     (``trained=False``). The fine-tune is one stage of the console (``desc``, default ``fine-tune <out_dir's
     name>``), counting optimizer steps. ``base``: LoRA on the base model that ``base`` lends (loaded once for many
-    fine-tunes) instead of a fresh copy; the same seed gives the same adapter either way."""
+    fine-tunes) instead of a fresh copy; the same seed gives the same adapter either way.
+
+    The settings travel as one :class:`~mafl.finetune.jobs.FinetuneJob` (its data given here in memory, so its
+    file paths stay empty): :func:`finetune_job` is the same for a job whose set and pairs are files."""
+    name = examples.name if isinstance(examples, FinetuneSet) else Path(out_dir).name
+    job = FinetuneJob(model=name, set_path="", out_dir=str(out_dir), init=init_adapter, seed=seed,
+                      base_path=str(base_path), mode=mode, lora=dict(plain(lora) or {}),
+                      train=dict(plain(train) or {}), device=device, dtype=dtype, chat_template=chat_template,
+                      desc=desc, objective=objective, dpo=dict(plain(dpo) or {}))
+    return finetune_job(job, examples, pairs, base=base)
+
+
+def finetune_job(job: FinetuneJob, examples: FinetuneSet | list, pairs=None, *,
+                 base: SharedBase | None = None) -> FinetuneResult:
+    """Fine-tune ``job`` on ``examples`` (and ``pairs``) in this process, its weights written atomically to its
+    ``out_dir`` (see :func:`finetune_model`)."""
     from mafl.progress import stage
 
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if base is not None and (mode != "lora" or not base.matches(base_path, dtype, chat_template)):
+    if job.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {job.mode!r}")
+    if job.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {job.objective!r}")
+    if base is not None and (job.mode != "lora" or not base.matches(job.base_path, job.dtype, job.chat_template)):
         base = None  # full fine-tuning changes the model; another base model cannot be lent
-    with stage(desc or f"fine-tune {Path(out_dir).name}", unit="step") as shown:
-        out_dir = Path(out_dir)
+    out_dir = Path(job.out_dir)
+    with stage(job.desc or f"fine-tune {out_dir.name}", unit="step") as shown:
         with atomic_folder(out_dir) as tmp:
-            result = train_into(tmp, base_path, examples, out_dir, mode=mode, lora=lora, train=train,
-                                init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
-                                chat_template=chat_template, shown=shown, base=base, objective=objective,
-                                pairs=pairs, dpo=dpo)
-        return result
+            return train_into(tmp, job, examples, pairs, shown=shown, base=base)
 
 
-def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, train, init_adapter, seed, device,
-               dtype, chat_template, shown=None, base: SharedBase | None = None, objective: str = "sft",
-               pairs=None, dpo: Mapping | None = None) -> FinetuneResult:
-    """Fine-tune and save the weights and ``finetune_result.json`` into ``folder`` (which becomes ``out_dir``).
-    Run by every process of a multi-process (``accelerate launch``) fine-tune: all of them train, the main one
-    writes (FSDP and DeepSpeed gather the weights through the trainer's own ``save_model``)."""
-    out_dir = Path(out_dir)
-    common = dict(mode=mode, lora=lora, seed=seed, device=device, dtype=dtype, chat_template=chat_template,
-                  shown=shown, base=base)
+def train_into(folder: Path, job: FinetuneJob, examples, pairs=None, *, shown=None,
+               base: SharedBase | None = None) -> FinetuneResult:
+    """Fine-tune ``job`` and save the weights and ``finetune_result.json`` into ``folder`` (which becomes its
+    ``out_dir``). Run by every process of a multi-process (``accelerate launch``) fine-tune: all of them train, the
+    main one writes (FSDP and DeepSpeed gather the weights through the trainer's own ``save_model``)."""
     num_pairs = len(pairs) if pairs is not None else 0
-    if objective == "sft" or (objective == "sft+dpo" and not num_pairs):
-        result, main = _sft_into(folder, base_path, examples, out_dir, train=train, init_adapter=init_adapter,
-                                 **common)
-    elif objective == "dpo":
-        result, main = _dpo_into(folder, base_path, pairs, out_dir, dpo=dpo, init_adapter=init_adapter, **common)
+    if job.objective == "sft" or (job.objective == "sft+dpo" and not num_pairs):
+        result, main = _sft_into(folder, job, examples, shown=shown, base=base)
+    elif job.objective == "dpo":
+        result, main = _dpo_into(folder, job, pairs, shown=shown, base=base)
     else:  # sft+dpo: SFT into a stage folder (the same path in every process), then DPO from it into `folder`
         stage_dir = folder.parent / f"{folder.name}.sft"
         try:
-            sft, _ = _sft_into(stage_dir, base_path, examples, out_dir, train=train, init_adapter=init_adapter,
-                               **common)
-            result, main = _dpo_into(folder, base_path, pairs, out_dir, dpo=dpo, init_adapter=str(stage_dir),
-                                     **common)
-            result.sft, result.init, result.num_examples = sft.to_json(), init_adapter, sft.num_examples
+            sft, _ = _sft_into(stage_dir, job, examples, shown=shown, base=base)
+            result, main = _dpo_into(folder, replace(job, init=str(stage_dir)), pairs, shown=shown, base=base)
+            result.sft, result.init, result.num_examples = sft.to_json(), job.init, sft.num_examples
         finally:
             shutil.rmtree(stage_dir, ignore_errors=True)
-    result.objective, result.num_pairs = objective, num_pairs
+    result.objective, result.num_pairs = job.objective, num_pairs
     if main:
         (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
     return result
 
 
-def _sft_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, train, init_adapter, seed, device,
-              dtype, chat_template, shown, base) -> tuple[FinetuneResult, bool]:
+def _trainer_arguments(job: FinetuneJob) -> dict:
+    """What :func:`build_trainer` and :func:`~mafl.finetune.dpo.build_dpo_trainer` take from a job."""
+    return dict(mode=job.mode, lora=job.lora, init_adapter=job.init, seed=job.seed, device=job.device,
+                dtype=job.dtype, chat_template=job.chat_template)
+
+
+def _sft_into(folder: Path, job: FinetuneJob, examples, *, shown, base) -> tuple[FinetuneResult, bool]:
     """SFT into ``folder``; (result, whether this process is the main one)."""
     num_examples = len(_records(examples))
-    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=num_examples, trained=False, init=init_adapter,
-                            base=str(base_path))
+    result = FinetuneResult(out_dir=Path(job.out_dir), mode=job.mode, num_examples=num_examples, trained=False,
+                            init=job.init, base=job.base_path)
     if num_examples == 0:
         with quiet():
-            _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed, dtype=dtype,
-                       chat_template=chat_template)
+            _keep_init(job, folder)
         return result, True
 
     def build(lent, work):
-        return build_trainer(base_path, examples, work, mode=mode, lora=lora, train=train,
-                             init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
-                             chat_template=chat_template, model=lent)
+        return build_trainer(job.base_path, examples, work, train=job.train, model=lent, **_trainer_arguments(job))
 
-    return result, _train(folder, out_dir, result, build, mode=mode, shown=shown, base=base)
+    return result, _train(folder, result, build, shown=shown, base=base)
 
 
-def _dpo_into(folder: Path, base_path, pairs, out_dir: Path, *, mode, lora, dpo, init_adapter, seed, device, dtype,
-              chat_template, shown, base) -> tuple[FinetuneResult, bool]:
+def _dpo_into(folder: Path, job: FinetuneJob, pairs, *, shown, base) -> tuple[FinetuneResult, bool]:
     """DPO into ``folder``; (result, whether this process is the main one)."""
     from mafl.finetune.dpo import build_dpo_trainer
 
-    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=0, trained=False, init=init_adapter,
-                            base=str(base_path), objective="dpo", num_pairs=len(pairs) if pairs is not None else 0)
+    result = FinetuneResult(out_dir=Path(job.out_dir), mode=job.mode, num_examples=0, trained=False, init=job.init,
+                            base=job.base_path, objective="dpo", num_pairs=len(pairs) if pairs is not None else 0)
     if not result.num_pairs:
         with quiet():
-            _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed, dtype=dtype,
-                       chat_template=chat_template)
+            _keep_init(job, folder)
         return result, True
 
     def build(lent, work):
-        trainer = build_dpo_trainer(base_path, pairs, work, mode=mode, lora=lora, dpo=dpo, init_adapter=init_adapter,
-                                    seed=seed, device=device, dtype=dtype, chat_template=chat_template, model=lent)
+        trainer = build_dpo_trainer(job.base_path, pairs, work, dpo=job.dpo, model=lent, **_trainer_arguments(job))
         result.pairs_too_long = trainer.pairs_too_long
         return trainer
 
-    return result, _train(folder, out_dir, result, build, mode=mode, shown=shown, base=base)
+    return result, _train(folder, result, build, shown=shown, base=base)
 
 
-def _train(folder: Path, out_dir: Path, result: FinetuneResult, build, *, mode, shown, base) -> bool:
+def _train(folder: Path, result: FinetuneResult, build, *, shown, base) -> bool:
     """Train the trainer that ``build(lent base model or None, work folder)`` makes, record it in ``result`` and save
     the weights into ``folder``; returns whether this process is the main one."""
     from mafl.finetune.dpo import dpo_metrics, drop_reference
 
-    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{out_dir.name}.trainer-"))
+    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{result.out_dir.name}.trainer-"))
     try:
         with base.lend() if base is not None else contextlib.nullcontext() as lent:
             trainer = build(lent, work)
@@ -379,7 +379,7 @@ def _train(folder: Path, out_dir: Path, result: FinetuneResult, build, *, mode, 
                 trainer.save_model(str(folder))  # gathers the sharded weights; writes on the main process
             elif trainer.accelerator.is_main_process:
                 model.save_pretrained(folder)  # a PeftModel saves only its adapter
-            if trainer.accelerator.is_main_process and mode == "full":
+            if trainer.accelerator.is_main_process and result.mode == "full":
                 trainer.processing_class.save_pretrained(folder)
             trainer.accelerator.wait_for_everyone()  # sft+dpo: every process reads the SFT stage's weights next
             if lent is not None:

@@ -12,7 +12,7 @@ model of the society) and hands each wave's unfinished jobs to the launcher. The
   :class:`~mafl.errors.ConfigError` before any work (and names the package to install).
 * **run(jobs) -> records.** The jobs of one call are independent: the launcher may run them in any order and in
   parallel, wherever it likes, as long as every job's weights land in ``job.out_dir`` and its record in
-  ``job.record`` (:func:`~mafl.finetune.jobs.run_job` does both, atomically, and skips a job already done), and it
+  ``job.record`` (:func:`~mafl.finetune.job_runner.run_job` does both, atomically, and skips a job already done), and it
   returns every job's record (a dict: the fine-tuning result, ``seconds``, ``host``) in the order of ``jobs``. A
   job that failed for good raises. A job carries everything it needs as JSON; a launcher of remote jobs may
   instead do the fine-tune its own way (an API) and write the same two outputs.

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from mafl.errors import known_keys
-from mafl.finetune.jobs import FinetuneJob, run_job
+from mafl.finetune.job_runner import run_job
+from mafl.finetune.jobs import FinetuneJob
 
 OPTIONS = ("share_base",)
 

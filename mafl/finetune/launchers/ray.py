@@ -1,7 +1,7 @@
 """``finetune.launcher=ray``: the fine-tunes of a wave as Ray tasks, in parallel over the GPUs (or CPUs) of a node
 or a Ray cluster.
 
-Each job is one task (:func:`~mafl.finetune.jobs.run_job` in a Ray worker) asking for ``finetune.resources``
+Each job is one task (:func:`~mafl.finetune.job_runner.run_job` in a Ray worker) asking for ``finetune.resources``
 (``num_gpus`` null: 1 on a GPU device, else 0). The cluster: the one this process is already connected to, else
 ``ray.init(**finetune.ray)`` (``address`` null: a new local cluster, or the one ``RAY_ADDRESS`` names). The
 workers read the sets from, and write the weights to, the run folder, which must be on a filesystem every node
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from mafl.errors import ConfigError, known_keys
-from mafl.finetune.jobs import FinetuneJob, run_job
+from mafl.finetune.job_runner import run_job
+from mafl.finetune.jobs import FinetuneJob
 
 INSTALL = "pip install 'mafl[ray]'"
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from mafl.errors import ConfigError
-from mafl.finetune.jobs import FinetuneJob, run_job
+from mafl.finetune.job_runner import run_job
+from mafl.finetune.jobs import FinetuneJob
 from mafl.finetune.launchers.ray import task_resources
 
 
