@@ -12,7 +12,7 @@ config (on device=cpu), and prints the plan; nothing is generated or trained. Th
 ``--cpu`` (no GPU needed; minutes): the loop for real on the CPU at a small size (4 problems, 1 iteration,
 float32): the embedded tiny model with a LoRA, a full and an accelerate-launched fine-tune (its default recipe,
 only where $MAFL_HOME already holds it: pretraining it takes half an hour), and the toy random Llama with a LoRA.
-Prints each run's seconds, fine-tuning examples, trained models and eval accuracy.
+Prints each run's seconds, debate tokens/s, fine-tuning examples and steps per model, and eval accuracy.
 """
 from __future__ import annotations
 
@@ -110,6 +110,15 @@ def cpu_summary(results: dict) -> dict:
             "accuracy_debate": [accuracy(0), accuracy(1)]}
 
 
+def run_check(name: str, overrides: list[str], device: str, out: Path) -> dict:
+    """Run ``overrides`` on ``device`` into ``out/name``; its results.json."""
+    from mafl.metrics.results import RESULTS_FILE
+    from mafl.pipeline import run
+
+    run(compose([*overrides, f"device={device}", f"run_dir={out / name}"]))
+    return json.loads((out / name / RESULTS_FILE).read_text())
+
+
 def compose(overrides: list[str]):
     """The config ``mafl <overrides>`` runs (mafl's own config tree)."""
     from mafl.diagnose.command import compose_config
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args.problems = args.problems or (4 if args.cpu else 32)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    from mafl.pipeline import run, validate
+    from mafl.pipeline import validate
 
     if args.dry_run:
         model_dir = build_random_llama(out / "random_llama_toy", TOY)
@@ -219,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks: dict = {}
         start = time.perf_counter()
         with peak_memory_per_stage(peaks):
-            results = run(compose([*overrides, "device=cuda", f"run_dir={out / name}"]))
+            results = run_check(name, overrides, "cuda", out)
         rate, tokens, seconds = debate_rate(results)
         report[name] = {"seconds": round(time.perf_counter() - start, 1), "debate_tokens_per_s": round(rate, 1),
                         "peak_gib": {k: round(v, 2) for k, v in peaks.items()}}
@@ -238,8 +247,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def cpu_check(out: Path, problems: int) -> int:
     """``--cpu``: every run of :func:`cpu_runs` for real on the CPU; the report goes to ``out/cpu_check.json``."""
-    from mafl.pipeline import run
-
     model_dir = build_random_llama(out / "random_llama_toy", TOY)
     report = {}
     for name, overrides, skipped in cpu_runs(model_dir, problems):
@@ -247,8 +254,9 @@ def cpu_check(out: Path, problems: int) -> int:
             print(f"{name}: skipped: {skipped}")
             continue
         start = time.perf_counter()
-        results = run(compose([*overrides, "device=cpu", f"run_dir={out / name}"]))
-        report[name] = {"seconds": round(time.perf_counter() - start, 1), **cpu_summary(results)}
+        results = run_check(name, overrides, "cpu", out)
+        report[name] = {"seconds": round(time.perf_counter() - start, 1),
+                        "debate_tokens_per_s": round(debate_rate(results)[0], 1), **cpu_summary(results)}
         print(f"{name}: {report[name]}", flush=True)
     (out / "cpu_check.json").write_text(json.dumps(report, indent=2))
     print(f"report: {out / 'cpu_check.json'}")
