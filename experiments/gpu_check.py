@@ -11,7 +11,8 @@ config (on device=cpu), and prints the plan; nothing is generated or trained. Th
 
 ``--cpu`` (no GPU needed; minutes): the loop for real on the CPU at a small size (4 problems, 1 iteration,
 float32): the embedded tiny model with a LoRA, a full and an accelerate-launched fine-tune (its default recipe,
-only where $MAFL_HOME already holds it: pretraining it takes half an hour), and the toy random Llama with a LoRA.
+only where $MAFL_HOME already holds it: pretraining it takes about 40 minutes), and the toy random Llama with a
+LoRA (random weights: its debates agree on nothing, so it has no examples to train on).
 Prints each run's seconds, debate tokens/s, fine-tuning examples and steps per model, and eval accuracy.
 """
 from __future__ import annotations
@@ -87,7 +88,7 @@ def cpu_runs(model_dir: Path, problems: int) -> list[tuple[str, list[str], str |
 
     tiny = ["model.dtype=float32", *small(problems)]
     cached = tiny_model_dir(compose(tiny).model.tiny)
-    uncached = None if cached.is_dir() else f"the tiny model is not in {cached} (mafl build-tiny builds it: ~30 min)"
+    uncached = None if cached.is_dir() else f"the tiny model is not in {cached} (mafl build-tiny: about 40 min)"
     return [
         ("tiny_lora", tiny, uncached),
         ("tiny_full", [*tiny, "finetune=full"], uncached),

@@ -4,23 +4,24 @@
 # installed; prints debate tokens/s, peak GPU memory per stage and the debate's share of raw forward throughput.
 # Meant to finish within 8 minutes on one H100/H200.
 #
-#   experiments/gpu_check.sh [--dry-run | --cpu] [--out DIR] [--problems N]   on the GPU machine (--dry-run, --cpu: on any)
-#   experiments/gpu_check.sh --wheelhouse [--pure]                            where PyPI is reachable: fill wheelhouse/
+#   experiments/gpu_check.sh [--dry-run | --cpu] [--out DIR] [--problems N]   on the GPU machine (the 2 modes: any)
+#   experiments/gpu_check.sh --wheelhouse [--pure]                           where PyPI is reachable: fill wheelhouse/
 #
 # A bare machine needs torch, transformers, peft and accelerate; mafl's other dependencies (gpu_check_wheels.txt)
 # come from experiments/wheelhouse/ beside this script (at most 64 MiB): the run installs those the machine lacks,
 # with --no-index, into $GPU_CHECK_SITE (default /tmp/mafl-gpu-check/site-packages: dill, which datasets hashes its
 # tables with, pickles the classes of a module by value unless its path holds "site-packages", and pyarrow's cannot
-# be), and mafl itself is used from this checkout (PYTHONPATH), not installed. --wheelhouse downloads for the Python of $PYTHON (or $WHEEL_PYTHON, e.g.
-# 3.12, for another machine's) on x86-64 Linux; --pure leaves out the compiled wheels (pyarrow, pandas, xxhash)
-# for a machine that has them.
+# be), and mafl itself is used from this checkout (PYTHONPATH), not installed. --wheelhouse downloads for the
+# Python of $PYTHON (or $WHEEL_PYTHON, e.g. 3.12, for another machine's) on x86-64 Linux; --pure leaves out the
+# compiled wheels (pyarrow, pandas, xxhash) for a machine that has them.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 python="${PYTHON:-python3}"
 wheels="$here/wheelhouse"
 site="${GPU_CHECK_SITE:-/tmp/mafl-gpu-check/site-packages}"
-[[ "$site" == *site-packages* ]] || { echo "gpu_check: GPU_CHECK_SITE=$site must have site-packages in its path" >&2; exit 1; }
+[[ "$site" == *site-packages* ]] || {
+  echo "gpu_check: GPU_CHECK_SITE=$site must have site-packages in its path" >&2; exit 1; }
 dists=() modules=() kinds=()
 while read -r dist module kind; do
   [[ -z "$dist" || "$dist" == \#* ]] && continue
@@ -57,7 +58,8 @@ for i in "${!dists[@]}"; do
   "$python" -c "import ${modules[$i]}" 2>/dev/null || missing+=("${dists[$i]}")
 done
 if (( ${#missing[@]} )); then
-  [[ -d "$wheels" ]] || { echo "gpu_check: ${missing[*]} missing and no $wheels (run: $0 --wheelhouse where PyPI is reachable)" >&2; exit 1; }
+  [[ -d "$wheels" ]] || {
+    echo "gpu_check: ${missing[*]} missing and no $wheels (run: $0 --wheelhouse where PyPI is reachable)" >&2; exit 1; }
   "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" --find-links "$wheels" "${missing[@]}"
 fi
 exec "$python" "$here/gpu_check.py" "$@"

@@ -112,7 +112,8 @@ def test_mafls_module_level_imports_come_with_the_four_or_the_wheelhouse():
                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
             for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"mafl", "__future__"}:
                 dists = {normalized(d) for d in providers.get(top, [])}
-                assert dists & available, f"{path.relative_to(package.parent)} imports {top} ({dists or 'not installed'})"
+                where = path.relative_to(package.parent)
+                assert dists & available, f"{where} imports {top} ({dists or 'not installed'})"
 
 
 def test_the_cpu_check_runs_the_tiny_model_only_where_it_is_cached(tmp_path, monkeypatch):
