@@ -4,10 +4,16 @@ bfloat16, a LoRA and a full fine-tune, accelerate with the GPUs present, vLLM wh
 run, the debate's generated tokens/s, the peak GPU memory of every stage, and the debate's share of the raw
 forward throughput of the same model on the same shapes.
 
-    python experiments/gpu_check.py [--out DIR] [--problems 32] [--dry-run]
+    python experiments/gpu_check.py [--out DIR] [--problems 32] [--dry-run | --cpu]
 
 ``--dry-run`` (no GPU needed): builds the random Llama at a toy size on the CPU, composes and validates every run's
 config (on device=cpu), and prints the plan; nothing is generated or trained. The cuda-only steps are named.
+
+``--cpu`` (no GPU needed; minutes): the loop for real on the CPU at a small size (4 problems, 1 iteration,
+float32): the embedded tiny model with a LoRA, a full and an accelerate-launched fine-tune (its default recipe,
+only where $MAFL_HOME already holds it: pretraining it takes about 40 minutes), and the toy random Llama with a
+LoRA (random weights: its debates agree on nothing, so it has no examples to train on).
+Prints each run's seconds, debate tokens/s, fine-tuning examples and steps per model, and eval accuracy.
 """
 from __future__ import annotations
 
@@ -52,20 +58,66 @@ def build_random_llama(path: Path, shape: dict) -> Path:
     return path
 
 
+def small(problems: int) -> list[str]:
+    """What every run of the check shares: ``problems`` train and eval problems, one iteration, short debates."""
+    return [f"dataset.n_train={problems}", f"dataset.n_eval={problems}", "finetune.iterations=1", "logger=none",
+            "debate.max_new_tokens=96", "debate.summary_max_new_tokens=64", "metrics.diversity=false"]
+
+
+def accelerate_override(gpus: int) -> str:
+    return f"finetune.accelerate={{distributed_type:{'MULTI_GPU' if gpus > 1 else 'NO'},num_processes:{max(gpus, 1)}}}"
+
+
 def runs(model_dir: Path, problems: int, gpus: int) -> list[tuple[str, list[str], str | None]]:
     """(name, overrides, why it is skipped or None) of every run of the check."""
-    small = [f"dataset.n_train={problems}", f"dataset.n_eval={problems}", "finetune.iterations=1", "logger=none",
-             "debate.max_new_tokens=96", "debate.summary_max_new_tokens=64", "metrics.diversity=false"]
-    llama = [f"model.path={model_dir}", "model.name=random_llama_1b", "model.dtype=bfloat16", *small]
-    accelerate = f"{{distributed_type:{'MULTI_GPU' if gpus > 1 else 'NO'},num_processes:{max(gpus, 1)}}}"
+    llama = [f"model.path={model_dir}", "model.name=random_llama_1b", "model.dtype=bfloat16", *small(problems)]
     vllm = None if importlib.util.find_spec("vllm") else "vllm is not installed (pip install 'mafl[vllm]')"
     return [
-        ("tiny_lora", ["model.tiny.steps=300", "model.dtype=bfloat16", *small], None),
+        ("tiny_lora", ["model.tiny.steps=300", "model.dtype=bfloat16", *small(problems)], None),
         ("llama1b_lora", [*llama, "finetune=lora_gpu"], None),
         ("llama1b_full", [*llama, "finetune=full", "finetune.train.per_device_train_batch_size=2"], None),
-        ("llama1b_accelerate", [*llama, "finetune=lora_gpu", f"finetune.accelerate={accelerate}"], None),
+        ("llama1b_accelerate", [*llama, "finetune=lora_gpu", accelerate_override(gpus)], None),
         ("llama1b_vllm", [*llama, "finetune=lora_gpu", "backend=vllm", "backend.gpu_memory_utilization=0.5"], vllm),
     ]
+
+
+def cpu_runs(model_dir: Path, problems: int) -> list[tuple[str, list[str], str | None]]:
+    """(name, overrides, why it is skipped or None) of every run of ``--cpu``: the GPU check's runs on the CPU at a
+    small size, the embedded tiny model at its default recipe (cached, or skipped) and the toy random Llama."""
+    from mafl.tiny import tiny_model_dir
+
+    tiny = ["model.dtype=float32", *small(problems)]
+    cached = tiny_model_dir(compose(tiny).model.tiny)
+    uncached = None if cached.is_dir() else f"the tiny model is not in {cached} (mafl build-tiny: about 40 min)"
+    return [
+        ("tiny_lora", tiny, uncached),
+        ("tiny_full", [*tiny, "finetune=full"], uncached),
+        ("tiny_accelerate", [*tiny, accelerate_override(0)], uncached),
+        ("toy_llama_lora", [f"model.path={model_dir}", "model.name=random_llama_toy", "model.dtype=float32",
+                            *small(problems)], None),
+    ]
+
+
+def cpu_summary(results: dict) -> dict:
+    """What a ``--cpu`` run shows of the loop, from its results.json: every model's fine-tuning examples and
+    optimizer steps (iteration 1) and the debate's eval accuracy before and after."""
+    def accuracy(iteration):
+        return next((r["value"] for r in results["records"] if r["metric"] == "accuracy/debate"
+                     and r["iteration"] == iteration and r["split"] == "eval" and r.get("agent") is None), None)
+
+    models = results["finetune"]["1"]["models"]
+    return {"examples": {m: r.get("num_examples") for m, r in models.items()},
+            "steps": {m: r.get("global_step") for m, r in models.items()},
+            "accuracy_debate": [accuracy(0), accuracy(1)]}
+
+
+def run_check(name: str, overrides: list[str], device: str, out: Path) -> dict:
+    """Run ``overrides`` on ``device`` into ``out/name``; its results.json."""
+    from mafl.metrics.results import RESULTS_FILE
+    from mafl.pipeline import run
+
+    run(compose([*overrides, f"device={device}", f"run_dir={out / name}"]))
+    return json.loads((out / name / RESULTS_FILE).read_text())
 
 
 def compose(overrides: list[str]):
@@ -137,12 +189,15 @@ def raw_forward_rate(model_dir: str, batch: int, prompt: int, new: int) -> float
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="gpu_check", help="where the runs and the model are made")
-    ap.add_argument("--problems", type=int, default=32, help="train and eval problems of every run")
-    ap.add_argument("--dry-run", action="store_true", help="compose and validate every run on the CPU; run nothing")
+    ap.add_argument("--problems", type=int, default=None, help="train and eval problems of every run (32; --cpu: 4)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="compose and validate every run on the CPU; run nothing")
+    mode.add_argument("--cpu", action="store_true", help="run the loop on the CPU at a small size (minutes)")
     args = ap.parse_args(argv)
+    args.problems = args.problems or (4 if args.cpu else 32)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    from mafl.pipeline import run, validate
+    from mafl.pipeline import validate
 
     if args.dry_run:
         model_dir = build_random_llama(out / "random_llama_toy", TOY)
@@ -155,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             validate(compose([*overrides, "device=cpu", f"run_dir={out / name}"]))
             print(f"{name}: valid: mafl {' '.join(overrides)} device=cuda")
         return 0
+    if args.cpu:
+        return cpu_check(out, args.problems)
 
     import torch
 
@@ -172,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks: dict = {}
         start = time.perf_counter()
         with peak_memory_per_stage(peaks):
-            results = run(compose([*overrides, "device=cuda", f"run_dir={out / name}"]))
+            results = run_check(name, overrides, "cuda", out)
         rate, tokens, seconds = debate_rate(results)
         report[name] = {"seconds": round(time.perf_counter() - start, 1), "debate_tokens_per_s": round(rate, 1),
                         "peak_gib": {k: round(v, 2) for k, v in peaks.items()}}
@@ -186,6 +243,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {report[name]}", flush=True)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
     print(f"report: {out / 'gpu_check.json'}")
+    return 0
+
+
+def cpu_check(out: Path, problems: int) -> int:
+    """``--cpu``: every run of :func:`cpu_runs` for real on the CPU; the report goes to ``out/cpu_check.json``."""
+    model_dir = build_random_llama(out / "random_llama_toy", TOY)
+    report = {}
+    for name, overrides, skipped in cpu_runs(model_dir, problems):
+        if skipped:
+            print(f"{name}: skipped: {skipped}")
+            continue
+        start = time.perf_counter()
+        results = run_check(name, overrides, "cpu", out)
+        report[name] = {"seconds": round(time.perf_counter() - start, 1),
+                        "debate_tokens_per_s": round(debate_rate(results)[0], 1), **cpu_summary(results)}
+        print(f"{name}: {report[name]}", flush=True)
+    (out / "cpu_check.json").write_text(json.dumps(report, indent=2))
+    print(f"report: {out / 'cpu_check.json'}")
     return 0
 
 
