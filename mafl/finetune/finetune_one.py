@@ -1,6 +1,7 @@
-"""Fine-tune one model of the society (one job; what SFT and DPO share is mafl/finetune/trl_shared.py) on its
-set with trl's ``SFTTrainer`` (LoRA adapter or full weights), or on its preference pairs with trl's
-``DPOTrainer`` (``objective``: sft | dpo | sft+dpo; the DPO side is :mod:`mafl.finetune.dpo`).
+"""Fine-tune one model of the society (one job; what SFT, DPO and GRPO share is mafl/finetune/trl_shared.py) on
+its set with trl's ``SFTTrainer`` (LoRA adapter or full weights), on its preference pairs with trl's
+``DPOTrainer``, or by reinforcement learning on its prompts with trl's ``GRPOTrainer`` (``objective``: sft | dpo |
+sft+dpo | grpo; the DPO side is :mod:`mafl.finetune.dpo`, the GRPO side :mod:`mafl.finetune.grpo`).
 
 The set is given to trl pre-tokenized: each example's ``input_ids`` and ``completion_mask`` come from
 :func:`mafl.backends.chat.example_ids`, the function the backends use to tokenize prompts, so a model is trained on
@@ -43,9 +44,9 @@ from mafl.rundir import atomic_folder
 
 RESULT_FILE = "finetune_result.json"
 MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
-# what each model is trained on: its set (trl SFTTrainer), its preference pairs (trl DPOTrainer), or the set
-# then the pairs
-OBJECTIVES = ("sft", "dpo", "sft+dpo")
+# what each model is trained on: its set (trl SFTTrainer), its preference pairs (trl DPOTrainer), the set then the
+# pairs, or completions it samples for its prompts, scored by a reward (trl GRPOTrainer)
+OBJECTIVES = ("sft", "dpo", "sft+dpo", "grpo")
 
 
 @dataclass
@@ -64,11 +65,15 @@ class FinetuneResult:
     # the FSDP / DeepSpeed settings `accelerate launch` gave the processes (its environment variables), if any
     launch_settings: dict = field(default_factory=dict)
     base: str | None = None  # the base model it was fine-tuned from (mafl.models.check_weights_base reads it)
-    objective: str = "sft"  # sft | dpo | sft+dpo (finetune.objective)
+    objective: str = "sft"  # sft | dpo | sft+dpo | grpo (finetune.objective)
     num_pairs: int = 0  # the preference pairs it was given (dpo, sft+dpo)
     pairs_too_long: int = 0  # pairs dropped because their prompt alone reaches max_length
     dpo_metrics: dict = field(default_factory=dict)  # DPO: reward accuracies, margins, ... (mafl.finetune.dpo)
     sft: dict | None = None  # sft+dpo: the result of the SFT stage that the DPO stage started from
+    num_prompts: int = 0  # grpo: the prompts it was given
+    reward: str | None = None  # grpo: finetune.reward
+    reads_gold: bool = False  # grpo: its reward compares to the gold answer (RLVR), not the society's majority
+    grpo_metrics: dict = field(default_factory=dict)  # grpo: groups scored, share with reward variance, mean reward
 
     def to_json(self) -> dict:
         return {**asdict(self), "out_dir": str(self.out_dir)}
@@ -235,11 +240,16 @@ def job_arguments(job: Mapping) -> dict:
     settings."""
     from mafl.finetune.pairs import PairSet
 
+    from mafl.finetune.rl_prompts import PromptSet
+
     pairs = PairSet.load(job["pairs_path"], name=job["model"]) if job.get("pairs_path") else None
+    prompts = PromptSet.load(job["prompts_path"], name=job["model"]) if job.get("prompts_path") else None
+    rl = dict(prompts=prompts, grpo=job.get("grpo") or {}, reward=job.get("reward") or "majority",
+              reward_kwargs=job.get("reward_kwargs") or {}, task=job.get("task")) if prompts is not None else {}
     return dict(examples=FinetuneSet.load(job["set_path"], name=job["model"]), pairs=pairs, mode=job["mode"],
                 lora=job["lora"], train=job["train"], init_adapter=job["init"], seed=job["seed"],
                 device=job["device"], dtype=job["dtype"], chat_template=job["chat_template"],
-                objective=job.get("objective", "sft"), dpo=job.get("dpo") or {})
+                objective=job.get("objective", "sft"), dpo=job.get("dpo") or {}, **rl)
 
 
 def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | os.PathLike, *, mode: str = "lora",
@@ -247,14 +257,16 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
                    seed: int = 0, device: str = "cpu", dtype: str = "float32",
                    chat_template: str | None = None, desc: str | None = None,
                    base: SharedBase | None = None, objective: str = "sft", pairs=None,
-                   dpo: Mapping | None = None) -> FinetuneResult:
+                   dpo: Mapping | None = None, **rl) -> FinetuneResult:
     """Fine-tune ``base_path`` (LoRA: a new adapter, or ``init_adapter`` continued; full: the model itself, or the
     full model in ``init_adapter``) on ``examples`` and write the result atomically to ``out_dir``.
 
     ``objective``: ``sft`` trains on ``examples`` (trl SFTTrainer); ``dpo`` on the preference ``pairs`` (a
     :class:`~mafl.finetune.pairs.PairSet` or a list; trl DPOTrainer with the ``dpo`` arguments, see
     :mod:`mafl.finetune.dpo`); ``sft+dpo`` on ``examples`` first, then on ``pairs`` from the SFT result (which is
-    then also the DPO reference). With nothing to train on, nothing is trained and ``out_dir`` gets the init weights
+    then also the DPO reference); ``grpo`` on the ``prompts`` (a :class:`~mafl.finetune.rl_prompts.PromptSet`), with
+    ``rl``'s ``grpo`` (trl GRPOConfig arguments), ``reward``, ``reward_kwargs`` and ``task`` (the task's name and
+    options, which read the completions' answers; see :mod:`mafl.finetune.grpo`). With nothing to train on, nothing is trained and ``out_dir`` gets the init weights
     (``trained=False``). The fine-tune is one stage of the console (``desc``, default ``fine-tune <out_dir's
     name>``), counting optimizer steps. ``base``: LoRA on the base model that ``base`` lends (loaded once for many
     fine-tunes) instead of a fresh copy; the same seed gives the same adapter either way."""
@@ -272,13 +284,13 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
             result = train_into(tmp, base_path, examples, out_dir, mode=mode, lora=lora, train=train,
                                 init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
                                 chat_template=chat_template, shown=shown, base=base, objective=objective,
-                                pairs=pairs, dpo=dpo)
+                                pairs=pairs, dpo=dpo, **rl)
         return result
 
 
 def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, train, init_adapter, seed, device,
                dtype, chat_template, shown=None, base: SharedBase | None = None, objective: str = "sft",
-               pairs=None, dpo: Mapping | None = None) -> FinetuneResult:
+               pairs=None, dpo: Mapping | None = None, **rl) -> FinetuneResult:
     """Fine-tune and save the weights and ``finetune_result.json`` into ``folder`` (which becomes ``out_dir``).
     Run by every process of a multi-process (``accelerate launch``) fine-tune: all of them train, the main one
     writes (FSDP and DeepSpeed gather the weights through the trainer's own ``save_model``)."""
@@ -291,6 +303,8 @@ def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, 
                                  **common)
     elif objective == "dpo":
         result, main = _dpo_into(folder, base_path, pairs, out_dir, dpo=dpo, init_adapter=init_adapter, **common)
+    elif objective == "grpo":
+        result, main = _grpo_into(folder, base_path, out_dir, init_adapter=init_adapter, **rl, **common)
     else:  # sft+dpo: SFT into a stage folder (the same path in every process), then DPO from it into `folder`
         stage_dir = folder.parent / f"{folder.name}.sft"
         try:
@@ -301,7 +315,7 @@ def train_into(folder: Path, base_path, examples, out_dir: Path, *, mode, lora, 
             result.sft, result.init, result.num_examples = sft.to_json(), init_adapter, sft.num_examples
         finally:
             shutil.rmtree(stage_dir, ignore_errors=True)
-    result.objective, result.num_pairs = objective, num_pairs
+    result.objective, result.num_pairs = objective, num_pairs if objective != "grpo" else 0
     if main:
         (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
     return result
@@ -347,6 +361,38 @@ def _dpo_into(folder: Path, base_path, pairs, out_dir: Path, *, mode, lora, dpo,
         return trainer
 
     return result, _train(folder, out_dir, result, build, mode=mode, shown=shown, base=base)
+
+
+def _grpo_into(folder: Path, base_path, out_dir: Path, *, mode, lora, init_adapter, seed, device, dtype, chat_template,
+               shown, base, prompts, grpo=None, reward: str = "majority", reward_kwargs=None,
+               task=None) -> tuple[FinetuneResult, bool]:
+    """GRPO into ``folder``; (result, whether this process is the main one)."""
+    from mafl.finetune.grpo import build_grpo_trainer, group_metrics
+    from mafl.finetune.rewards import get_reward
+    from mafl.tasks import task_from_config
+
+    result = FinetuneResult(out_dir=out_dir, mode=mode, num_examples=0, trained=False, init=init_adapter,
+                            base=str(base_path), objective="grpo", reward=reward,
+                            num_prompts=len(prompts) if prompts is not None else 0,
+                            reads_gold=get_reward(reward).reads_gold)
+    if not result.num_prompts:
+        with quiet():
+            _keep_init(base_path, folder, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed, dtype=dtype,
+                       chat_template=chat_template)
+        return result, True
+    task = task_from_config(task) if isinstance(task, Mapping) else task
+    trainers = []
+
+    def build(lent, work):
+        trainers.append(build_grpo_trainer(base_path, prompts, work, task=task, reward=reward,
+                                           reward_kwargs=reward_kwargs, mode=mode, lora=lora, grpo=grpo,
+                                           init_adapter=init_adapter, seed=seed, device=device, dtype=dtype,
+                                           chat_template=chat_template, model=lent))
+        return trainers[-1]
+
+    main = _train(folder, out_dir, result, build, mode=mode, shown=shown, base=base)
+    result.grpo_metrics = group_metrics(trainers[-1].recorder.groups)
+    return result, main
 
 
 def _train(folder: Path, out_dir: Path, result: FinetuneResult, build, *, mode, shown, base) -> bool:

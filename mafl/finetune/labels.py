@@ -1,6 +1,6 @@
 """What the SFT sets (mafl/finetune/sets.py) and the preference pairs (mafl/finetune/pairs.py) share: each
 problem's label (the answer its examples must agree with, see mafl/finetune/sets.py), whether a turn agrees with
-it, the seeded choice of examples, and the rows saved with their report beside them."""
+it, the seeded choice of examples, duplicates removed and caps, and the rows saved with their report beside them."""
 from __future__ import annotations
 
 import os
@@ -38,6 +38,24 @@ def _sample(items: list, k: int, rng: random.Random) -> list:
         return list(items)
     keep = sorted(rng.sample(range(len(items)), max(k, 0)))
     return [items[i] for i in keep]
+
+
+def dedupe_and_cap(candidates: list, cap: int | None, rng: random.Random) -> tuple[list, int, int]:
+    """Exact duplicates (the same ``key``) removed, keeping the first; then at most ``cap`` kept, chosen by ``rng``
+    in their order. Returns (kept, duplicates removed, dropped by the cap)."""
+    seen: set[str] = set()
+    kept, removed = [], 0
+    for c in candidates:
+        if c.key in seen:
+            removed += 1
+        else:
+            seen.add(c.key)
+            kept.append(c)
+    dropped = 0
+    if cap is not None and len(kept) > cap:
+        dropped = len(kept) - cap
+        kept = _sample(kept, cap, rng)
+    return kept, removed, dropped
 
 
 def problem_label(t: Transcript, task: Task, min_agreement: float | None = 0.5) -> str | None:

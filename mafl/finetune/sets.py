@@ -38,6 +38,7 @@ from mafl.tasks.base import Task
 
 if TYPE_CHECKING:
     from mafl.finetune.pairs import PairSet
+    from mafl.finetune.rl_prompts import PromptSet
 
 GENERATOR, D_MINUS, D_PLUS = "generator", "d_minus", "d_plus"
 
@@ -88,6 +89,9 @@ class FinetuneSet:
     # the same model's preference pairs from the same transcripts (finetune.objective dpo | sft+dpo), else None;
     # saved and loaded on their own (mafl.finetune.pairs)
     pairs: "PairSet | None" = None
+    # the same model's GRPO prompts (finetune.objective grpo), else None; saved and loaded on their own
+    # (mafl.finetune.rl_prompts)
+    prompts: "PromptSet | None" = None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -115,6 +119,8 @@ class FinetuneSet:
             rep["d_plus"] = sum(e.kind == D_PLUS for e in self.examples)
         if self.pairs is not None:
             rep["pairs"] = self.pairs.report()
+        if self.prompts is not None:
+            rep["prompts"] = self.prompts.report()
         return rep
 
     def save(self, path: str | os.PathLike) -> Path:
