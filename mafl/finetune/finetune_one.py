@@ -266,8 +266,8 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
     :mod:`mafl.finetune.dpo`); ``sft+dpo`` on ``examples`` first, then on ``pairs`` from the SFT result (which is
     then also the DPO reference); ``grpo`` on the ``prompts`` (a :class:`~mafl.finetune.rl_prompts.PromptSet`), with
     ``rl``'s ``grpo`` (trl GRPOConfig arguments), ``reward``, ``reward_kwargs`` and ``task`` (the task's name and
-    options, which read the completions' answers; see :mod:`mafl.finetune.grpo`). With nothing to train on, nothing is trained and ``out_dir`` gets the init weights
-    (``trained=False``). The fine-tune is one stage of the console (``desc``, default ``fine-tune <out_dir's
+    options, which read the completions' answers; see :mod:`mafl.finetune.grpo`). With nothing to train on,
+    nothing is trained and ``out_dir`` gets the init weights (``trained=False``). The fine-tune is one stage of the console (``desc``, default ``fine-tune <out_dir's
     name>``), counting optimizer steps. ``base``: LoRA on the base model that ``base`` lends (loaded once for many
     fine-tunes) instead of a fresh copy; the same seed gives the same adapter either way."""
     from mafl.progress import stage

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
 from mafl.rundir import atomic_write_json, atomic_write_jsonl
@@ -40,17 +40,24 @@ def _sample(items: list, k: int, rng: random.Random) -> list:
     return [items[i] for i in keep]
 
 
-def dedupe_and_cap(candidates: list, cap: int | None, rng: random.Random) -> tuple[list, int, int]:
-    """Exact duplicates (the same ``key``) removed, keeping the first; then at most ``cap`` kept, chosen by ``rng``
-    in their order. Returns (kept, duplicates removed, dropped by the cap)."""
+def dedupe(items: Iterable) -> tuple[list, int]:
+    """Drop exact duplicates (the same ``key``: an example's prompt messages and response, a pair's prompt and both
+    sides, a prompt's messages), keeping the first; returns (kept, removed)."""
     seen: set[str] = set()
     kept, removed = [], 0
-    for c in candidates:
-        if c.key in seen:
+    for item in items:
+        if item.key in seen:
             removed += 1
         else:
-            seen.add(c.key)
-            kept.append(c)
+            seen.add(item.key)
+            kept.append(item)
+    return kept, removed
+
+
+def dedupe_and_cap(candidates: list, cap: int | None, rng: random.Random) -> tuple[list, int, int]:
+    """:func:`dedupe`, then at most ``cap`` kept, chosen by ``rng`` in their order. Returns (kept, duplicates
+    removed, dropped by the cap)."""
+    kept, removed = dedupe(candidates)
     dropped = 0
     if cap is not None and len(kept) > cap:
         dropped = len(kept) - cap

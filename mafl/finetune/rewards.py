@@ -45,7 +45,8 @@ class Reward:
     def settings(self, kwargs: Mapping | None) -> dict:
         """``finetune.reward_kwargs`` checked: only the reward's own keys, numbers; its defaults filled in."""
         given = dict(kwargs or {})
-        known_keys(given, "finetune.reward_kwargs", list(self.kwargs or {}), what=f"not an argument of reward {self.name}")
+        known_keys(given, "finetune.reward_kwargs", list(self.kwargs or {}),
+                   what=f"not an argument of reward {self.name}")
         for key in given:
             number(given, key, "finetune.reward_kwargs")
         return {**dict(self.kwargs or {}), **given}

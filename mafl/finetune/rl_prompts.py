@@ -102,7 +102,8 @@ class PromptSet:
     def load(cls, path: str | os.PathLike, name: str | None = None) -> "PromptSet":
         path = Path(path)
         meta = json.loads(report_path(path).read_text()) if report_path(path).exists() else {}
-        return cls(name=name or meta.get("name") or path.name.removesuffix(SUFFIX), reward=meta.get("reward", "majority"),
+        return cls(name=name or meta.get("name") or path.name.removesuffix(SUFFIX),
+                   reward=meta.get("reward", "majority"),
                    prompts=[RLPrompt.from_json(row) for row in read_jsonl(path)],
                    duplicates_removed=int(meta.get("duplicates_removed", 0)),
                    dropped_by_cap=int(meta.get("dropped_by_cap", 0)),

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.finetune.labels import _rng, _sample, agrees, problem_label, problem_labels, report_path, save_with_report
+from mafl.finetune.labels import (
+    _rng, _sample, agrees, dedupe, problem_label, problem_labels, report_path, save_with_report,
+)
 from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
 
@@ -139,20 +141,6 @@ class FinetuneSet:
             dropped_by_cap=int(meta.get("dropped_by_cap", 0)),
             skipped_no_majority=int(meta.get("skipped_no_majority", 0)),
         )
-
-
-def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
-    """Drop exact duplicates (same prompt messages and response), keeping the first; returns (kept, removed)."""
-    seen: set[str] = set()
-    kept: list[Example] = []
-    removed = 0
-    for e in examples:
-        if e.key in seen:
-            removed += 1
-        else:
-            seen.add(e.key)
-            kept.append(e)
-    return kept, removed
 
 
 def _example(turn: Turn, t: Transcript, kind: str) -> Example:
