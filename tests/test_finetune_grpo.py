@@ -165,7 +165,7 @@ def test_a_grpo_fine_tune_killed_half_way_is_trained_again_from_scratch(small_ti
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
-def test_grpo_settings_are_checked_before_any_work():
+def test_grpo_settings_are_checked_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^finetune.grpo.num_generation: unknown key; not an argument of trl "
                                           r"GRPOConfig$"):
         validate(compose_cfg(["method=multiagent_grpo", "+finetune.grpo.num_generation=4"]))
@@ -183,6 +183,14 @@ def test_grpo_settings_are_checked_before_any_work():
     with pytest.raises(ConfigError, match=r"^finetune.objective: method multiagent_ft trains with sft, dpo, sft\+dpo "
                                           r"\(got grpo\)$"):
         validate(compose_cfg(["method=multiagent_ft", "finetune.objective=grpo"]))
+    general = tmp_path / "general.jsonl"
+    general.write_text('{"question": "Hi?", "answer": "Hello."}\n')
+    with pytest.raises(ConfigError, match=r"^finetune.mix_general: general data mixes into the SFT sets, which "
+                                          r"objective grpo does not train on"):
+        validate(compose_cfg(["method=multiagent_grpo", f"finetune.mix_general={{path: {general}, eta: 0.5}}"]))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with pytest.raises(ConfigError, match="^finetune.objective: launcher=openai runs SFT jobs only"):
+        validate(compose_cfg(["method=multiagent_grpo", "finetune=openai", "backend=openai", "model=gpt35"]))
 
 
 def test_each_grpo_method_trains_with_grpo_and_its_reward():
@@ -200,7 +208,7 @@ def test_each_grpo_method_trains_with_grpo_and_its_reward():
 
 
 @pytest.mark.slow
-def test_multiagent_grpo_runs_the_loop_and_a_rerun_trains_nothing(small_small_tiny_model_dir, tmp_path):
+def test_multiagent_grpo_runs_the_loop_and_a_rerun_trains_nothing(small_tiny_model_dir, tmp_path):
     """The whole loop, one iteration, on a shrunk embedded model: every model's prompts and GRPO record, the RL
     table of the report, and the same command again recomputes nothing."""
     from mafl.pipeline import run
@@ -209,7 +217,7 @@ def test_multiagent_grpo_runs_the_loop_and_a_rerun_trains_nothing(small_small_ti
     run_dir = tmp_path / "run"
     args = ["method=multiagent_grpo", "finetune.reward=correction", "debug=smoke", "dataset.n_train=8",
             "dataset.n_eval=4", "debate.chunk_size=4", "debate.max_new_tokens=72", "metrics.diversity=false",
-            "finetune.min_agreement=0.3", f"model.path={small_small_tiny_model_dir}", f"run_dir={run_dir}"]
+            "finetune.min_agreement=0.3", f"model.path={small_tiny_model_dir}", f"run_dir={run_dir}"]
     run(compose_cfg(args))
     sets_dir, models_dir = run_dir / "iter_1" / "sets", run_dir / "iter_1" / "models"
     results = json.loads((run_dir / "results.json").read_text())

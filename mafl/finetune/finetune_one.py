@@ -239,7 +239,6 @@ def job_arguments(job: Mapping) -> dict:
     for a :class:`~mafl.finetune.jobs.FinetuneJob` (its JSON): its set and pairs read from their files, and its
     settings."""
     from mafl.finetune.pairs import PairSet
-
     from mafl.finetune.rl_prompts import PromptSet
 
     pairs = PairSet.load(job["pairs_path"], name=job["model"]) if job.get("pairs_path") else None
@@ -267,8 +266,8 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
     then also the DPO reference); ``grpo`` on the ``prompts`` (a :class:`~mafl.finetune.rl_prompts.PromptSet`), with
     ``rl``'s ``grpo`` (trl GRPOConfig arguments), ``reward``, ``reward_kwargs`` and ``task`` (the task's name and
     options, which read the completions' answers; see :mod:`mafl.finetune.grpo`). With nothing to train on,
-    nothing is trained and ``out_dir`` gets the init weights (``trained=False``). The fine-tune is one stage of the console (``desc``, default ``fine-tune <out_dir's
-    name>``), counting optimizer steps. ``base``: LoRA on the base model that ``base`` lends (loaded once for many
+    nothing is trained and ``out_dir`` gets the init weights (``trained=False``). The fine-tune is one stage of the
+    console (``desc``, default ``fine-tune <out_dir's name>``), counting optimizer steps. ``base``: LoRA on the base model that ``base`` lends (loaded once for many
     fine-tunes) instead of a fresh copy; the same seed gives the same adapter either way."""
     from mafl.progress import stage
 
@@ -364,7 +363,7 @@ def _dpo_into(folder: Path, base_path, pairs, out_dir: Path, *, mode, lora, dpo,
 
 
 def _grpo_into(folder: Path, base_path, out_dir: Path, *, mode, lora, init_adapter, seed, device, dtype, chat_template,
-               shown, base, prompts, grpo=None, reward: str = "majority", reward_kwargs=None,
+               shown, base, prompts=None, grpo=None, reward: str = "majority", reward_kwargs=None,
                task=None) -> tuple[FinetuneResult, bool]:
     """GRPO into ``folder``; (result, whether this process is the main one)."""
     from mafl.finetune.grpo import build_grpo_trainer, group_metrics
