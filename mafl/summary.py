@@ -33,12 +33,17 @@ def print_iteration(iteration: int, records: Sequence) -> None:
 
 def sets_line(iteration: int, reports: dict) -> str:
     """One line on an iteration's fine-tuning sets: examples per model (% whose answer is right, for analysis
-    only), its preference pairs when it has some (% whose chosen side is right and rejected side wrong), and the
-    problems that gave none for lack of a majority."""
+    only), its preference pairs when it has some (% whose chosen side is right and rejected side wrong), or its GRPO
+    prompts instead (% whose reward's target is the gold answer), and the problems that gave none for lack of a
+    majority."""
     parts = []
     for name, rep in reports.items():
         acc = rep.get("accuracy")
         part = f"{name} {rep['size']}" + (f" ({100 * acc:.0f}%)" if acc is not None else "")
+        if rep.get("prompts") is not None:
+            prompts, target_acc = rep["prompts"]["prompts"], rep["prompts"].get("target_accuracy")
+            part = f"{name} {prompts} prompts" + (f" ({100 * target_acc:.0f}% right targets)"
+                                                   if target_acc is not None else "")
         if rep.get("pairs") is not None:
             pairs, label_acc = rep["pairs"]["pairs"], rep["pairs"].get("label_accuracy")
             part += f" + {pairs} pairs" + (f" ({100 * label_acc:.0f}% right>wrong)" if label_acc is not None else "")

@@ -77,3 +77,17 @@ class CountingTask(NumericTask):
         problems = [Problem(f"counting/{i}", f"How many letters in {w}?", str(len(w))) for i, w in enumerate(words)]
         return problems[cfg["n_eval"]:], problems[:cfg["n_eval"]]
 '''
+
+
+def train_checking_lora(trainer):
+    """Train ``trainer`` (a trl trainer of a new LoRA adapter) and check what every such step must do: the base
+    weights unchanged, some ``lora_B`` changed, and those began at 0 (a new adapter is the base model)."""
+    import torch
+
+    params = dict(trainer.model.named_parameters())
+    before = {k: v.detach().clone() for k, v in params.items()}
+    trainer.train()
+    base_keys = [k for k in params if "lora_" not in k]
+    assert base_keys and all(torch.equal(params[k], before[k]) for k in base_keys)
+    changed = [k for k in params if "lora_B" in k and not torch.equal(params[k], before[k])]
+    assert changed and all(before[k].abs().sum() == 0 for k in changed)

@@ -10,7 +10,7 @@ pytest.importorskip("peft")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from helpers import compose_cfg  # noqa: E402
+from helpers import compose_cfg, train_checking_lora  # noqa: E402
 from mafl.pipeline import validate  # noqa: E402
 from mafl.errors import ConfigError  # noqa: E402
 from mafl.finetune.dpo import build_dpo_trainer  # noqa: E402
@@ -42,13 +42,7 @@ def test_dpo_step_changes_the_adapter_not_the_base(tiny_model_dir, tmp_path):
     tok = trainer.processing_class
     assert row["prompt_ids"] == prompt_ids(tok, first.prompt)  # the tokens the model generates from
     assert row["chosen_ids"] == response_ids(tok, first.chosen) and row["rejected_ids"] == response_ids(tok, first.rejected)
-    params = dict(trainer.model.named_parameters())
-    before = {k: v.detach().clone() for k, v in params.items()}
-    trainer.train()
-    base_keys = [k for k in params if "lora_" not in k]
-    assert base_keys and all(torch.equal(params[k], before[k]) for k in base_keys)
-    changed = [k for k in params if "lora_B" in k and not torch.equal(params[k], before[k])]
-    assert changed and all(before[k].abs().sum() == 0 for k in changed)  # lora_B began at 0: the base model
+    train_checking_lora(trainer)
     logged = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
     assert logged
 
@@ -95,7 +89,7 @@ def test_sft_then_dpo_trains_both_stages_from_the_sft_result(tiny_model_dir, tmp
 
 
 def test_objective_and_dpo_settings_are_checked(tmp_path):
-    with pytest.raises(ConfigError, match=r"^finetune.objective: 'ppo' is not one of sft, dpo, sft\+dpo$"):
+    with pytest.raises(ConfigError, match=r"^finetune.objective: 'ppo' is not one of sft, dpo, sft\+dpo, grpo$"):
         validate(compose_cfg(["finetune.objective=ppo"]))
     with pytest.raises(ConfigError, match=r"^finetune.dpo.betta: unknown key; not an argument of trl DPOConfig$"):
         validate(compose_cfg(["method=multiagent_dpo", "+finetune.dpo.betta=0.1"]))

@@ -1,6 +1,7 @@
-"""Fine-tune one model of the society (one job; what SFT and DPO share is mafl/finetune/trl_shared.py) on its
-set with trl's ``SFTTrainer`` (LoRA adapter or full weights), or on its preference pairs with trl's
-``DPOTrainer`` (``objective``: sft | dpo | sft+dpo; the DPO side is :mod:`mafl.finetune.dpo`).
+"""Fine-tune one model of the society (one job; what SFT, DPO and GRPO share is mafl/finetune/trl_shared.py) on
+its set with trl's ``SFTTrainer`` (LoRA adapter or full weights), on its preference pairs with trl's
+``DPOTrainer``, or by reinforcement learning on its prompts with trl's ``GRPOTrainer`` (``objective``: sft | dpo |
+sft+dpo | grpo; the DPO side is :mod:`mafl.finetune.dpo`, the GRPO side :mod:`mafl.finetune.grpo`).
 
 The set is given to trl pre-tokenized: each example's ``input_ids`` and ``completion_mask`` come from
 :func:`mafl.backends.chat.example_ids`, the function the backends use to tokenize prompts, so a model is trained on
@@ -44,9 +45,9 @@ from mafl.rundir import atomic_folder
 
 RESULT_FILE = "finetune_result.json"
 MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
-# what each model is trained on: its set (trl SFTTrainer), its preference pairs (trl DPOTrainer), or the set
-# then the pairs
-OBJECTIVES = ("sft", "dpo", "sft+dpo")
+# what each model is trained on: its set (trl SFTTrainer), its preference pairs (trl DPOTrainer), the set then the
+# pairs, or completions it samples for its prompts, scored by a reward (trl GRPOTrainer)
+OBJECTIVES = ("sft", "dpo", "sft+dpo", "grpo")
 
 
 @dataclass
@@ -65,11 +66,15 @@ class FinetuneResult:
     # the FSDP / DeepSpeed settings `accelerate launch` gave the processes (its environment variables), if any
     launch_settings: dict = field(default_factory=dict)
     base: str | None = None  # the base model it was fine-tuned from (mafl.models.check_weights_base reads it)
-    objective: str = "sft"  # sft | dpo | sft+dpo (finetune.objective)
+    objective: str = "sft"  # sft | dpo | sft+dpo | grpo (finetune.objective)
     num_pairs: int = 0  # the preference pairs it was given (dpo, sft+dpo)
     pairs_too_long: int = 0  # pairs dropped because their prompt alone reaches max_length
     dpo_metrics: dict = field(default_factory=dict)  # DPO: reward accuracies, margins, ... (mafl.finetune.dpo)
     sft: dict | None = None  # sft+dpo: the result of the SFT stage that the DPO stage started from
+    num_prompts: int = 0  # grpo: the prompts it was given
+    reward: str | None = None  # grpo: finetune.reward
+    reads_gold: bool = False  # grpo: its reward compares to the gold answer (RLVR), not the society's majority
+    grpo_metrics: dict = field(default_factory=dict)  # grpo: groups scored, share with reward variance, mean reward
 
     def to_json(self) -> dict:
         return {**asdict(self), "out_dir": str(self.out_dir)}
@@ -234,9 +239,11 @@ def job_data(job: FinetuneJob):
     """(examples, pairs) of ``job``: its set and its preference pairs (None without a pairs file), read from their
     files."""
     from mafl.finetune.pairs import PairSet
+    from mafl.finetune.rl_prompts import PromptSet
 
     pairs = PairSet.load(job.pairs_path, name=job.model) if job.pairs_path else None
-    return FinetuneSet.load(job.set_path, name=job.model), pairs
+    prompts = PromptSet.load(job.prompts_path, name=job.model) if job.prompts_path else None
+    return FinetuneSet.load(job.set_path, name=job.model), pairs, prompts
 
 
 def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | os.PathLike, *, mode: str = "lora",
@@ -244,32 +251,37 @@ def finetune_model(base_path: str, examples: FinetuneSet | list, out_dir: str | 
                    seed: int = 0, device: str = "cpu", dtype: str = "float32",
                    chat_template: str | None = None, desc: str | None = None,
                    base: SharedBase | None = None, objective: str = "sft", pairs=None,
-                   dpo: Mapping | None = None) -> FinetuneResult:
+                   dpo: Mapping | None = None, prompts=None, grpo: Mapping | None = None,
+                   reward: str | None = None, reward_kwargs: Mapping | None = None, task=None) -> FinetuneResult:
     """Fine-tune ``base_path`` (LoRA: a new adapter, or ``init_adapter`` continued; full: the model itself, or the
     full model in ``init_adapter``) on ``examples`` and write the result atomically to ``out_dir``.
 
     ``objective``: ``sft`` trains on ``examples`` (trl SFTTrainer); ``dpo`` on the preference ``pairs`` (a
     :class:`~mafl.finetune.pairs.PairSet` or a list; trl DPOTrainer with the ``dpo`` arguments, see
     :mod:`mafl.finetune.dpo`); ``sft+dpo`` on ``examples`` first, then on ``pairs`` from the SFT result (which is
-    then also the DPO reference). With nothing to train on, nothing is trained and ``out_dir`` gets the init weights
-    (``trained=False``). The fine-tune is one stage of the console (``desc``, default ``fine-tune <out_dir's
-    name>``), counting optimizer steps. ``base``: LoRA on the base model that ``base`` lends (loaded once for many
-    fine-tunes) instead of a fresh copy; the same seed gives the same adapter either way.
+    then also the DPO reference); ``grpo`` on the ``prompts`` (a :class:`~mafl.finetune.rl_prompts.PromptSet`), with
+    ``grpo`` (trl GRPOConfig arguments), ``reward``, ``reward_kwargs`` and ``task`` (the task, or its name and
+    options, which reads the completions' answers; see :mod:`mafl.finetune.grpo`). With nothing to train on,
+    nothing is trained and ``out_dir`` gets the init weights (``trained=False``). The fine-tune is one stage of the
+    console (``desc``, default ``fine-tune <out_dir's name>``), counting optimizer steps. ``base``: LoRA on the base
+    model that ``base`` lends (loaded once for many fine-tunes) instead of a fresh copy; the same seed gives the
+    same adapter either way.
 
     The settings travel as one :class:`~mafl.finetune.jobs.FinetuneJob` (its data given here in memory, so its
-    file paths stay empty): :func:`finetune_job` is the same for a job whose set and pairs are files."""
+    file paths stay empty): :func:`finetune_job` is the same for a job whose set, pairs and prompts are files."""
     name = examples.name if isinstance(examples, FinetuneSet) else Path(out_dir).name
     job = FinetuneJob(model=name, set_path="", out_dir=str(out_dir), init=init_adapter, seed=seed,
                       base_path=str(base_path), mode=mode, lora=dict(plain(lora) or {}),
                       train=dict(plain(train) or {}), device=device, dtype=dtype, chat_template=chat_template,
-                      desc=desc, objective=objective, dpo=dict(plain(dpo) or {}))
-    return finetune_job(job, examples, pairs, base=base)
+                      desc=desc, objective=objective, dpo=dict(plain(dpo) or {}), grpo=dict(plain(grpo) or {}),
+                      reward=reward, reward_kwargs=dict(plain(reward_kwargs) or {}), task=task)
+    return finetune_job(job, examples, pairs, prompts, base=base)
 
 
-def finetune_job(job: FinetuneJob, examples: FinetuneSet | list, pairs=None, *,
+def finetune_job(job: FinetuneJob, examples: FinetuneSet | list, pairs=None, prompts=None, *,
                  base: SharedBase | None = None) -> FinetuneResult:
-    """Fine-tune ``job`` on ``examples`` (and ``pairs``) in this process, its weights written atomically to its
-    ``out_dir`` (see :func:`finetune_model`)."""
+    """Fine-tune ``job`` on ``examples`` (``pairs``, ``prompts``) in this process, its weights written atomically to
+    its ``out_dir`` (see :func:`finetune_model`)."""
     from mafl.progress import stage
 
     if job.mode not in MODES:
@@ -281,10 +293,10 @@ def finetune_job(job: FinetuneJob, examples: FinetuneSet | list, pairs=None, *,
     out_dir = Path(job.out_dir)
     with stage(job.desc or f"fine-tune {out_dir.name}", unit="step") as shown:
         with atomic_folder(out_dir) as tmp:
-            return train_into(tmp, job, examples, pairs, shown=shown, base=base)
+            return train_into(tmp, job, examples, pairs, prompts, shown=shown, base=base)
 
 
-def train_into(folder: Path, job: FinetuneJob, examples, pairs=None, *, shown=None,
+def train_into(folder: Path, job: FinetuneJob, examples, pairs=None, prompts=None, *, shown=None,
                base: SharedBase | None = None) -> FinetuneResult:
     """Fine-tune ``job`` and save the weights and ``finetune_result.json`` into ``folder`` (which becomes its
     ``out_dir``). Run by every process of a multi-process (``accelerate launch``) fine-tune: all of them train, the
@@ -294,6 +306,8 @@ def train_into(folder: Path, job: FinetuneJob, examples, pairs=None, *, shown=No
         result, main = _sft_into(folder, job, examples, shown=shown, base=base)
     elif job.objective == "dpo":
         result, main = _dpo_into(folder, job, pairs, shown=shown, base=base)
+    elif job.objective == "grpo":
+        result, main = _grpo_into(folder, job, prompts, shown=shown, base=base)
     else:  # sft+dpo: SFT into a stage folder (the same path in every process), then DPO from it into `folder`
         stage_dir = folder.parent / f"{folder.name}.sft"
         try:
@@ -302,7 +316,7 @@ def train_into(folder: Path, job: FinetuneJob, examples, pairs=None, *, shown=No
             result.sft, result.init, result.num_examples = sft.to_json(), job.init, sft.num_examples
         finally:
             shutil.rmtree(stage_dir, ignore_errors=True)
-    result.objective, result.num_pairs = job.objective, num_pairs
+    result.objective, result.num_pairs = job.objective, num_pairs if job.objective != "grpo" else 0
     if main:
         (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
     return result
@@ -347,6 +361,35 @@ def _dpo_into(folder: Path, job: FinetuneJob, pairs, *, shown, base) -> tuple[Fi
         return trainer
 
     return result, _train(folder, result, build, shown=shown, base=base)
+
+
+def _grpo_into(folder: Path, job: FinetuneJob, prompts, *, shown, base) -> tuple[FinetuneResult, bool]:
+    """GRPO into ``folder``; (result, whether this process is the main one)."""
+    from mafl.finetune.grpo import build_grpo_trainer, group_metrics
+    from mafl.finetune.rewards import get_reward
+    from mafl.tasks import task_from_config
+
+    reward = job.reward or "majority"
+    result = FinetuneResult(out_dir=Path(job.out_dir), mode=job.mode, num_examples=0, trained=False, init=job.init,
+                            base=job.base_path, objective="grpo", reward=reward,
+                            num_prompts=len(prompts) if prompts is not None else 0,
+                            reads_gold=get_reward(reward).reads_gold)
+    if not result.num_prompts:
+        with quiet():
+            _keep_init(job, folder)
+        return result, True
+    task = task_from_config(job.task) if isinstance(job.task, Mapping) else job.task
+    trainers = []
+
+    def build(lent, work):
+        trainers.append(build_grpo_trainer(job.base_path, prompts, work, task=task, reward=reward,
+                                           reward_kwargs=job.reward_kwargs, grpo=job.grpo, model=lent,
+                                           **_trainer_arguments(job)))
+        return trainers[-1]
+
+    main = _train(folder, result, build, shown=shown, base=base)
+    result.grpo_metrics = group_metrics(trainers[-1].recorder.groups)
+    return result, main
 
 
 def _train(folder: Path, result: FinetuneResult, build, *, shown, base) -> bool:

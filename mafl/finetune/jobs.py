@@ -27,9 +27,14 @@ class FinetuneJob:
     chat_template: str | None = None
     accelerate: dict | None = None  # an accelerate config: the job runs as `accelerate launch` processes
     desc: str | None = None  # the console's name of the job
-    objective: str = "sft"  # sft | dpo | sft+dpo (finetune.objective)
+    objective: str = "sft"  # sft | dpo | sft+dpo | grpo (finetune.objective)
     pairs_path: str | None = None  # its preference pairs (JSONL of the run folder; dpo, sft+dpo)
     dpo: dict = field(default_factory=dict)  # trl DPOConfig arguments
+    prompts_path: str | None = None  # its GRPO prompts (JSONL of the run folder; grpo)
+    grpo: dict = field(default_factory=dict)  # trl GRPOConfig arguments
+    reward: str | None = None  # grpo: finetune.reward
+    reward_kwargs: dict = field(default_factory=dict)  # grpo: finetune.reward_kwargs
+    task: dict | None = None  # grpo: the task that reads the completions' answers (dataset.task and its options)
 
     @property
     def record(self) -> Path:

@@ -1,12 +1,12 @@
 """What the SFT sets (mafl/finetune/sets.py) and the preference pairs (mafl/finetune/pairs.py) share: each
 problem's label (the answer its examples must agree with, see mafl/finetune/sets.py), whether a turn agrees with
-it, the seeded choice of examples, and the rows saved with their report beside them."""
+it, the seeded choice of examples, duplicates removed and caps, and the rows saved with their report beside them."""
 from __future__ import annotations
 
 import os
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
 from mafl.rundir import atomic_write_json, atomic_write_jsonl
@@ -38,6 +38,31 @@ def _sample(items: list, k: int, rng: random.Random) -> list:
         return list(items)
     keep = sorted(rng.sample(range(len(items)), max(k, 0)))
     return [items[i] for i in keep]
+
+
+def dedupe(items: Iterable) -> tuple[list, int]:
+    """Drop exact duplicates (the same ``key``: an example's prompt messages and response, a pair's prompt and both
+    sides, a prompt's messages), keeping the first; returns (kept, removed)."""
+    seen: set[str] = set()
+    kept, removed = [], 0
+    for item in items:
+        if item.key in seen:
+            removed += 1
+        else:
+            seen.add(item.key)
+            kept.append(item)
+    return kept, removed
+
+
+def dedupe_and_cap(candidates: list, cap: int | None, rng: random.Random) -> tuple[list, int, int]:
+    """:func:`dedupe`, then at most ``cap`` kept, chosen by ``rng`` in their order. Returns (kept, duplicates
+    removed, dropped by the cap)."""
+    kept, removed = dedupe(candidates)
+    dropped = 0
+    if cap is not None and len(kept) > cap:
+        dropped = len(kept) - cap
+        kept = _sample(kept, cap, rng)
+    return kept, removed, dropped
 
 
 def problem_label(t: Transcript, task: Task, min_agreement: float | None = 0.5) -> str | None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.finetune.labels import _rng, _sample, agrees, problem_labels, report_path, save_with_report
+from mafl.finetune.labels import _rng, agrees, dedupe_and_cap, problem_labels, report_path, save_with_report
 from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
 
@@ -157,18 +157,7 @@ def turn_pair(t: Transcript, r: int, n: int, label: str | None, task: Task, rng)
 
 
 def _finish(name: str, candidates: list[Pair], seed: int, max_pairs: int | None, skipped: int) -> PairSet:
-    seen: set[str] = set()
-    kept, removed = [], 0
-    for p in candidates:
-        if p.key in seen:
-            removed += 1
-        else:
-            seen.add(p.key)
-            kept.append(p)
-    dropped = 0
-    if max_pairs is not None and len(kept) > max_pairs:
-        dropped = len(kept) - max_pairs
-        kept = _sample(kept, max_pairs, _rng(seed, name, "pairs_cap"))
+    kept, removed, dropped = dedupe_and_cap(candidates, max_pairs, _rng(seed, name, "pairs_cap"))
     return PairSet(name=name, pairs=kept, duplicates_removed=removed, dropped_by_cap=dropped, skipped_no_majority=skipped)
 
 

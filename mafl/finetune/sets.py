@@ -32,12 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.finetune.labels import _rng, _sample, agrees, problem_label, problem_labels, report_path, save_with_report
+from mafl.finetune.labels import (
+    _rng, _sample, agrees, dedupe, problem_label, problem_labels, report_path, save_with_report,
+)
 from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
 
 if TYPE_CHECKING:
     from mafl.finetune.pairs import PairSet
+    from mafl.finetune.rl_prompts import PromptSet
 
 GENERATOR, D_MINUS, D_PLUS = "generator", "d_minus", "d_plus"
 
@@ -88,6 +91,9 @@ class FinetuneSet:
     # the same model's preference pairs from the same transcripts (finetune.objective dpo | sft+dpo), else None;
     # saved and loaded on their own (mafl.finetune.pairs)
     pairs: "PairSet | None" = None
+    # the same model's GRPO prompts (finetune.objective grpo), else None; saved and loaded on their own
+    # (mafl.finetune.rl_prompts)
+    prompts: "PromptSet | None" = None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -115,6 +121,8 @@ class FinetuneSet:
             rep["d_plus"] = sum(e.kind == D_PLUS for e in self.examples)
         if self.pairs is not None:
             rep["pairs"] = self.pairs.report()
+        if self.prompts is not None:
+            rep["prompts"] = self.prompts.report()
         return rep
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -133,20 +141,6 @@ class FinetuneSet:
             dropped_by_cap=int(meta.get("dropped_by_cap", 0)),
             skipped_no_majority=int(meta.get("skipped_no_majority", 0)),
         )
-
-
-def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
-    """Drop exact duplicates (same prompt messages and response), keeping the first; returns (kept, removed)."""
-    seen: set[str] = set()
-    kept: list[Example] = []
-    removed = 0
-    for e in examples:
-        if e.key in seen:
-            removed += 1
-        else:
-            seen.add(e.key)
-            kept.append(e)
-    return kept, removed
 
 
 def _example(turn: Turn, t: Transcript, kind: str) -> Example:

@@ -40,14 +40,23 @@ class FinetuneSettings:
     max_retries: int = 2
     launcher_options: dict = field(default_factory=dict)  # {launcher name: finetune.<name>}
     accelerate: dict | None = None
-    objective: str | None = None  # sft | dpo | sft+dpo; None: the method's (mafl.methods.with_objective)
+    objective: str | None = None  # sft | dpo | sft+dpo | grpo; None: the method's (mafl.methods.with_objective)
     max_pairs: int | None = None  # the most preference pairs of one model (None: no cap)
     dpo: dict = field(default_factory=dict)  # trl DPOConfig arguments, passed straight through
+    reward: str = "majority"  # grpo: a name of mafl.finetune.rewards.REWARDS
+    reward_kwargs: dict = field(default_factory=dict)  # grpo: the reward's own arguments (correction: bonus)
+    max_prompts: int | None = None  # grpo: the most prompts of one model (None: no cap)
+    grpo: dict = field(default_factory=dict)  # trl GRPOConfig arguments, passed straight through
 
     @property
     def uses_pairs(self) -> bool:
         """The models train on preference pairs (``objective`` dpo or sft+dpo)."""
         return self.objective in ("dpo", "sft+dpo")
+
+    @property
+    def uses_prompts(self) -> bool:
+        """The models are trained by reinforcement learning on prompts (``objective`` grpo)."""
+        return self.objective == "grpo"
 
     def options(self, launcher: str) -> dict:
         """``finetune.<launcher>``: the options of one launcher."""
@@ -58,11 +67,13 @@ class FinetuneSettings:
         from mafl.finetune.mixing import MixSettings
 
         from mafl.finetune.launchers.registered import LAUNCHERS
+        from mafl.finetune.rewards import check_reward
 
         p = "finetune"
         own = [f.name for f in fields(cls) if f.name != "launcher_options"]
         known_keys(c, p, own + LAUNCHERS.names())
         train = dict(c.get("train") or {})
+        reward, reward_kwargs = check_reward(c.get("reward", "majority"), plain(c.get("reward_kwargs")))
         if "learning_rate" in train:
             number(train, "learning_rate", f"{p}.train", low=0.0, strict_low=True)
         if "num_train_epochs" in train:
@@ -88,21 +99,28 @@ class FinetuneSettings:
             objective=choice(c, "objective", p, OBJECTIVES) if c.get("objective") is not None else None,
             max_pairs=integer(c, "max_pairs", p, low=1, none_ok=True),
             dpo=dict(plain(c.get("dpo")) or {}),
+            reward=reward,
+            reward_kwargs=reward_kwargs,
+            max_prompts=integer(c, "max_prompts", p, low=1, none_ok=True),
+            grpo=dict(plain(c.get("grpo")) or {}),
         )
 
     def check_arguments(self) -> None:
-        """``lora``, ``train`` and ``dpo`` are passed straight to peft's ``LoraConfig``, trl's ``SFTConfig`` and
-        ``DPOConfig``: a key that is not one of their arguments is refused now rather than at the first fine-tune
-        (imports peft and trl)."""
+        """``lora``, ``train``, ``dpo`` and ``grpo`` are passed straight to peft's ``LoraConfig``, trl's
+        ``SFTConfig``, ``DPOConfig`` and ``GRPOConfig``: a key that is not one of their arguments is refused now
+        rather than at the first fine-tune (imports peft and trl); with objective grpo, ``grpo`` must also make a
+        ``GRPOConfig`` (trl's own checks: the generation batch a multiple of ``num_generations``, ...)."""
         import dataclasses
 
         from peft import LoraConfig
-        from trl import DPOConfig, SFTConfig
+        from trl import DPOConfig, GRPOConfig, SFTConfig
 
         for key, cls, values in (("lora", LoraConfig, self.lora), ("train", SFTConfig, self.train),
-                                 ("dpo", DPOConfig, self.dpo)):
+                                 ("dpo", DPOConfig, self.dpo), ("grpo", GRPOConfig, self.grpo)):
             known_keys(values, f"finetune.{key}", [f.name for f in dataclasses.fields(cls) if f.init],
                        what=f"not an argument of {cls.__module__.split('.')[0]} {cls.__name__}")
+        if self.uses_prompts and self.iterations:
+            _check_grpo(self.grpo)
         if self.accelerate is not None:
             _check_accelerate(self.accelerate)
 
@@ -114,6 +132,22 @@ def _check_accelerate(cfg: dict) -> None:
     if "distributed_type" in cfg and not isinstance(cfg["distributed_type"], str):
         raise ConfigError(f"finetune.accelerate.distributed_type: must be a name such as MULTI_GPU, FSDP, DEEPSPEED "
                           f"(got {cfg['distributed_type']!r})")
+
+
+def _check_grpo(grpo: dict) -> None:
+    """A one-line error for ``finetune.grpo`` values that trl's ``GRPOConfig`` refuses (checked on one CPU process;
+    a multi-process fine-tune multiplies the generation batch by its processes)."""
+    import tempfile
+
+    from mafl.finetune.grpo import grpo_config
+
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            grpo_config({**grpo, "use_vllm": False}, d, 0, "cpu", "float32")
+        except (ValueError, TypeError) as e:
+            from mafl.errors import one_line
+
+            raise ConfigError(f"finetune.grpo: {one_line(e)}") from None
 
 
 def _launcher(name) -> str:

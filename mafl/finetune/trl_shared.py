@@ -1,4 +1,4 @@
-"""What SFT and DPO fine-tunes share (the parts of trl and transformers; one model's fine-tune is
+"""What SFT, DPO and GRPO fine-tunes share (the parts of trl and transformers; one model's fine-tune is
 mafl/finetune/finetune_one.py): the model a fine-tune starts from (:func:`policy`), the trainer arguments mafl
 fills in (:func:`trainer_defaults`), a trainer class that records every optimizer step's loss, and quiet loading."""
 from __future__ import annotations

@@ -15,7 +15,11 @@ conf/method/multiagent_ft_*.yaml); ``majority_ft`` fine-tunes one shared model o
 ``star`` fine-tunes one model on its rationales that reach the ground truth (mafl/methods/star.py).
 ``multiagent_dpo`` and ``majority_dpo`` are ``multiagent_ft`` and ``majority_ft`` trained by DPO on each model's
 preference pairs (mafl/finetune/pairs.py) instead of SFT: ``finetune.objective`` (sft | dpo | sft+dpo) defaults to
-the method's first ``objectives`` (beyond the paper).
+the method's first ``objectives`` (beyond the paper). ``multiagent_grpo`` and ``majority_grpo`` train them by
+reinforcement learning instead (``finetune.objective: grpo``, trl's GRPOTrainer: each model samples completions for
+its own debate prompts and a reward scores them against the society's majority, mafl/finetune/rewards.py);
+``multiagent_rlvr`` is the same with the gold answer as the reward (``finetune.reward: gold``), the one GRPO method
+that reads ground truth, and the only one that may (docs/grpo.md).
 ``method.weights`` starts any society from saved fine-tuned weights (zero-shot transfer).
 
 A mixed society (``society.models``: a base model per agent) runs with ``single`` (agent 0's base), ``debate`` and
@@ -77,7 +81,8 @@ class Method:
 
 
 METHODS: Registry[Method] = Registry("method", "method.name")
-SFT_FIRST, DPO_FIRST = ("sft", "dpo", "sft+dpo"), ("dpo", "sft", "sft+dpo")
+SFT_FIRST, DPO_FIRST, GRPO = ("sft", "dpo", "sft+dpo"), ("dpo", "sft", "sft+dpo"), ("grpo",)
+RLVR = "multiagent_rlvr"  # the GRPO method whose reward reads the gold answer
 for _method in (
     Method("single", LOOP, finetunes=False, shared=False, prepare="mafl.methods:first_base"),
     Method("majority", "mafl.methods.majority:run_majority", finetunes=False, shared=False,
@@ -89,6 +94,10 @@ for _method in (
     Method("multiagent_ft", LOOP, finetunes=True, shared=False, objectives=SFT_FIRST),
     Method("majority_dpo", LOOP, finetunes=True, shared=True, objectives=DPO_FIRST),
     Method("multiagent_dpo", LOOP, finetunes=True, shared=False, objectives=DPO_FIRST),
+    Method("majority_grpo", LOOP, finetunes=True, shared=True, objectives=GRPO, check="mafl.methods:check_reward",
+           mixed=False),
+    Method("multiagent_grpo", LOOP, finetunes=True, shared=False, objectives=GRPO, check="mafl.methods:check_reward"),
+    Method("multiagent_rlvr", LOOP, finetunes=True, shared=False, objectives=GRPO, check="mafl.methods:check_reward"),
 ):
     METHODS.register(_method.name, _method)
 
@@ -112,10 +121,25 @@ def with_objective(finetune: FinetuneSettings, method: MethodSettings) -> Finetu
     if spec.finetunes and objective not in spec.objectives:
         raise ConfigError(f"finetune.objective: method {spec.name} trains with {', '.join(spec.objectives)} "
                           f"(got {objective})")
-    if objective == "dpo" and finetune.mix_general is not None and finetune.iterations:
-        raise ConfigError("finetune.mix_general: general data mixes into the SFT sets, which objective dpo does not "
-                          "train on; use finetune.objective=sft+dpo, or mix_general=null")
+    if objective in ("dpo", "grpo") and finetune.mix_general is not None and finetune.iterations:
+        raise ConfigError(f"finetune.mix_general: general data mixes into the SFT sets, which objective {objective} "
+                          f"does not train on; use finetune.objective=sft+dpo, or mix_general=null")
     return replace(finetune, objective=objective)
+
+
+def check_reward(settings: Settings) -> None:
+    """The GRPO methods: a reward that reads the gold answer is ``method=multiagent_rlvr`` (so its rows say so in
+    every table), and multiagent_rlvr's reward reads it."""
+    from mafl.finetune.rewards import get_reward
+
+    method, reward = settings.method.name, settings.finetune.reward
+    reads_gold = get_reward(reward).reads_gold
+    if reads_gold and method != RLVR:
+        raise ConfigError(f"finetune.reward: {reward} reads the gold answer, which method {method} never does; "
+                          f"RL from the gold answer is method={RLVR}")
+    if method == RLVR and not reads_gold:
+        raise ConfigError(f"finetune.reward: method {RLVR} rewards agreement with the gold answer "
+                          f"(finetune.reward=gold, got {reward}); RL from the society's vote is method=multiagent_grpo")
 
 
 def majority_samples(settings: Settings) -> Settings:

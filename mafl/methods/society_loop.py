@@ -19,6 +19,7 @@ from mafl.debate.engine import derive_seed, run_debate
 from mafl.debate.society import Society
 from mafl.finetune.jobs import FinetuneJob
 from mafl.finetune.pairs import PairSet, build_society_pairs, merge_pairs, pairs_path
+from mafl.finetune.rl_prompts import PromptSet, build_society_prompts, merge_prompts, prompts_path
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
 from mafl.methods.society import make_society, start_weights
 from mafl.rundir import atomic_write_json
@@ -37,20 +38,27 @@ EvalChunk = Callable[[Session, Society], Callable]
 
 
 def build_sets(session: Session, society: Society, transcripts, seed: int) -> dict[str, FinetuneSet]:
-    """Each model's set and, when the objective needs them, its preference pairs (``set.pairs``)."""
+    """Each model's set and, when the objective needs them, its preference pairs (``set.pairs``) or its GRPO
+    prompts (``set.prompts``)."""
     ft = session.finetune
     sets = build_society_sets(transcripts, session.task, society.agents, ft.critic_w, seed=seed,
                               critics=society.critics, max_examples=ft.max_examples,
                               min_agreement=ft.min_agreement)
     pairs = build_society_pairs(transcripts, session.task, society.agents, seed=seed, critics=society.critics,
                                 max_pairs=ft.max_pairs, min_agreement=ft.min_agreement) if ft.uses_pairs else None
+    prompts = build_society_prompts(transcripts, session.task, society.agents, ft.reward, seed=seed,
+                                    critics=society.critics, max_prompts=ft.max_prompts,
+                                    min_agreement=ft.min_agreement) if ft.uses_prompts else None
     if society.shared:
         merged = merge_sets(sets.values(), name="model", seed=seed, max_examples=ft.max_examples)
         if pairs is not None:
             merged.pairs = merge_pairs(pairs.values(), name="model", seed=seed, max_pairs=ft.max_pairs)
+        if prompts is not None:
+            merged.prompts = merge_prompts(prompts.values(), name="model", seed=seed, max_prompts=ft.max_prompts)
         return {"model": merged}
     for name, s in sets.items():
         s.pairs = pairs[name] if pairs is not None else None
+        s.prompts = prompts[name] if prompts is not None else None
     return sets
 
 
@@ -85,6 +93,8 @@ def iteration_sets(session: Session, society: Society, iteration: int,
         for m, s in sets.items():
             if pairs_path(sets_dir, m).exists():
                 s.pairs = PairSet.load(pairs_path(sets_dir, m), name=m)
+            if prompts_path(sets_dir, m).exists():
+                s.prompts = PromptSet.load(prompts_path(sets_dir, m), name=m)
         return sets
     with session.run.timed(iteration, "sets"):  # the train debate inside it is timed on its own
         return _iteration_sets(session, society, iteration, train_sets, sets_dir)
@@ -101,6 +111,9 @@ def _iteration_sets(session, society, iteration, train_sets, sets_dir) -> dict[s
         if session.finetune.uses_pairs:
             merged.pairs = merge_pairs([s.pairs for s in sets.values() if s.pairs is not None], name=GLOBAL,
                                        seed=seed, max_pairs=session.finetune.max_pairs)
+        if session.finetune.uses_prompts:
+            merged.prompts = merge_prompts([s.prompts for s in sets.values() if s.prompts is not None], name=GLOBAL,
+                                           seed=seed, max_prompts=session.finetune.max_prompts)
         sets = {GLOBAL: merged, **sets}
     mix = session.finetune.mix_general
     if mix is not None:
@@ -111,6 +124,8 @@ def _iteration_sets(session, society, iteration, train_sets, sets_dir) -> dict[s
         s.save(sets_dir / f"{name}.jsonl")
         if s.pairs is not None:
             s.pairs.save(pairs_path(sets_dir, name))
+        if s.prompts is not None:
+            s.prompts.save(prompts_path(sets_dir, name))
     atomic_write_json(sets_dir / "report.json", {n: {**s.report(), "kinds": dict(Counter(e.kind for e in s.examples))}
                                                  for n, s in sets.items()})
     session.run.mark_sets_done(iteration)
@@ -118,7 +133,7 @@ def _iteration_sets(session, society, iteration, train_sets, sets_dir) -> dict[s
 
 
 def _with_pairs(mixed: FinetuneSet, original: FinetuneSet) -> FinetuneSet:
-    mixed.pairs = original.pairs  # general data mixes into the set only
+    mixed.pairs, mixed.prompts = original.pairs, original.prompts  # general data mixes into the set only
     return mixed
 
 
@@ -134,9 +149,11 @@ def init_weights(session: Session, society: Society, model: str, iteration: int)
 
 
 def data_size(objective: str | None, s: FinetuneSet) -> str:
-    """What a model trains on, for the console: its examples, its pairs, or both."""
+    """What a model trains on, for the console: its examples, its pairs, both, or its prompts."""
     pairs = f"{len(s.pairs) if s.pairs is not None else 0} pairs"
-    return {"dpo": pairs, "sft+dpo": f"{len(s)} examples, {pairs}"}.get(objective or "sft", f"{len(s)} examples")
+    prompts = f"{len(s.prompts) if s.prompts is not None else 0} prompts"
+    return {"dpo": pairs, "sft+dpo": f"{len(s)} examples, {pairs}", "grpo": prompts}.get(objective or "sft",
+                                                                                         f"{len(s)} examples")
 
 
 def finetune_jobs(session: Session, society: Society, sets: dict[str, FinetuneSet],
@@ -156,11 +173,21 @@ def finetune_jobs(session: Session, society: Society, sets: dict[str, FinetuneSe
             dtype=base.dtype, chat_template=base.chat_template, accelerate=ft.accelerate,
             desc=f"iteration {iteration}: fine-tune {model} ({data_size(ft.objective, sets[model])})",
             objective=ft.objective or "sft", dpo=dict(ft.dpo),
-            pairs_path=str(pairs_path(sets_dir, model)) if ft.uses_pairs else None)
+            pairs_path=str(pairs_path(sets_dir, model)) if ft.uses_pairs else None,
+            **(grpo_fields(session, prompts_path(sets_dir, model)) if ft.uses_prompts else {}))
 
     names = set_names(session, society)
     first = [n for n in names if n == GLOBAL]
     return [[job(m) for m in first], [job(m) for m in names if m not in first]] if first else [[job(m) for m in names]]
+
+
+def grpo_fields(session: Session, path: Path) -> dict:
+    """A GRPO job's own fields: its prompts, the trl settings, the reward, and the task that reads the answers."""
+    from mafl.tasks import task_options
+
+    ft = session.finetune
+    return dict(prompts_path=str(path), grpo=dict(ft.grpo), reward=ft.reward, reward_kwargs=dict(ft.reward_kwargs),
+                task=task_options(session.settings.dataset.options))
 
 
 def finetune_society(session: Session, society: Society, sets: dict[str, FinetuneSet], iteration: int) -> dict:

@@ -53,6 +53,7 @@ class Results:
             label += " [official protocol]"  # fine-tuned on debates of the eval problems: not comparable
         if (config.get("dataset") or {}).get("split") == "dev":
             label += " [dev split]"  # measured on the dev problems (choosing settings), not the eval problems
+        label += reward_mark(finetune or {})
         from mafl.debate.society_models import agent_bases
 
         bases = agent_bases(config)  # a mixed society: its bases, agent by agent
@@ -81,6 +82,19 @@ class Results:
     def select(self, metric: str, split: str = "eval", agent: int | None = None) -> list[MetricRecord]:
         """The records of one metric (society-level by default), by iteration."""
         return sorted((r for r in self.records if r.is_of(metric, split, agent)), key=lambda r: r.iteration)
+
+
+def reward_mark(finetune: dict) -> str:
+    """A GRPO run's mark in its label, from its fine-tunes' records: a reward that reads the gold answer says so
+    (``[gold reward: reads ground truth]``), another reward than the society's majority is named; "" otherwise."""
+    grpo = [m for it in finetune.values() for m in ((it or {}).get("models") or {}).values()
+            if m.get("objective") == "grpo"]
+    if not grpo:
+        return ""
+    reward = grpo[0].get("reward") or "majority"
+    if any(m.get("reads_gold") for m in grpo):
+        return f" [{reward} reward: reads ground truth]"
+    return "" if reward == "majority" else f" [{reward} reward]"
 
 
 def write_results(run_dir: str | Path, results: Results) -> Path:

@@ -16,9 +16,11 @@ Reads every ``results.json`` under the given folders and prints Markdown:
    budgets; the cost of each row (tokens per problem, wall time, dollars for an API run);
 6. for a run of a mixed society (``society.models``), each agent (named with its base) by iteration: its accuracy,
    KL against its own base and NLL, and the matrix of KL between agents;
-7. where the time went: the wall time of every stage of every iteration (train debate, sets, fine-tunes, eval
+7. for runs fine-tuned by GRPO, per iteration: the reward (marked when it reads the gold answer), the prompts per
+   model, the share of prompts whose group of completions had any reward variance, the mean reward;
+8. where the time went: the wall time of every stage of every iteration (train debate, sets, fine-tunes, eval
    debate, metrics), summed over the runs, and each stage's share of the whole.
-8. per run, the metrics it could not measure (and why) and, for a run that talked to an API, its usage
+9. per run, the metrics it could not measure (and why) and, for a run that talked to an API, its usage
    (requests, tokens and cost, from ``usage.json``).
 
 ``--plot DIR`` also writes PNG plots of the metric and of each diversity metric against the iteration, the
@@ -121,6 +123,9 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
     agents = agents_section(results, split)
     if agents:
         out += ["", agents]
+    rl = rl_table(groups)
+    if rl:
+        out += ["", "## reinforcement learning (GRPO) by iteration", "", rl]
     timing = timing_table(results)
     if timing:
         out += ["", "## where the time went (wall seconds)", "", timing]
@@ -250,6 +255,46 @@ def agents_section(results: Sequence[Results], split: str) -> str:
                             for j in range(len(bases)))] for i in range(len(bases))]))
             out.append("")
     return "\n".join(out).rstrip()
+
+
+def rl_table(groups) -> str:
+    """Rows: model, method, dataset and iteration of the runs that fine-tuned by GRPO; columns: the reward (one that
+    reads the gold answer says so), the prompts per model, the share of prompts whose group of completions had any
+    reward variance (the others teach GRPO nothing), the mean reward and the fine-tunes' wall seconds per model
+    (means over the models and runs). "" when no run trained by GRPO."""
+    from mafl.finetune.rewards import get_reward
+
+    def mean(values) -> float | None:
+        values = [float(v) for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    def shown(value, fmt: str, scale: float = 1.0) -> str:
+        return format(scale * value, fmt) if value is not None else "–"
+
+    rows = []
+    for (m, meth, d), runs in groups.items():
+        by_iteration: dict[int, list[dict]] = {}
+        for r in runs:
+            for k, it in (r.finetune or {}).items():
+                by_iteration.setdefault(int(k), []).extend(
+                    x for x in ((it or {}).get("models") or {}).values() if x.get("objective") == "grpo")
+        for k, models in sorted(by_iteration.items()):
+            if not models:
+                continue
+            metrics = [x.get("grpo_metrics") or {} for x in models]
+            rows.append([m, meth, d, str(k), get_reward(models[0].get("reward") or "majority").shown,
+                         shown(mean(x.get("num_prompts") for x in models), ".1f"),
+                         shown(mean(g.get("share_with_variance") for g in metrics), ".0f", 100.0),
+                         shown(mean(g.get("mean_reward") for g in metrics), ".3f"),
+                         shown(mean(x.get("seconds") for x in models), ".1f")])
+    if not rows:
+        return ""
+    note = ("prompts: per model (its debate contexts with a target; a reward that does not read the gold answer gets "
+            "none from problems without a strict majority). with variance: the share of prompts whose group of "
+            "sampled completions did not all earn the same reward (GRPO learns from those only). Means over the "
+            "models and the runs (seeds).")
+    return markdown_table(["model", "method", "dataset", "iteration", "reward", "prompts/model",
+                           "with variance (%)", "mean reward", "fine-tune s/model"], rows) + "\n\n" + note
 
 
 STAGES = ("train_debate", "sets", "finetune", "eval_debate", "metrics")  # in the order an iteration runs them

@@ -42,11 +42,17 @@ def get_task(name: str, **options: Any) -> Task:
     return TASKS.load(name)(**options)
 
 
+def task_options(dataset_cfg: Mapping) -> dict:
+    """``dataset.task`` and whichever of the dataset's keys the task takes: what builds the task again elsewhere (a
+    fine-tune that reads answers in another process), as :func:`task_from_config` reads it."""
+    accepted = inspect.signature(TASKS.load(dataset_cfg["task"])).parameters
+    return {"task": dataset_cfg["task"], **{k: dataset_cfg[k] for k in accepted if k in dataset_cfg}}
+
+
 def task_from_config(dataset_cfg: Mapping) -> Task:
     """The task of a dataset config group: ``dataset.task`` plus whichever of its keys the task takes."""
-    make = TASKS.load(dataset_cfg["task"])
-    accepted = inspect.signature(make).parameters
-    return make(**{k: dataset_cfg[k] for k in accepted if k in dataset_cfg})
+    options = task_options(dataset_cfg)
+    return TASKS.load(options.pop("task"))(**options)
 
 
 def load_splits(dataset_cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
@@ -94,4 +100,4 @@ class DatasetSettings:
 
 
 __all__ = ["TASKS", "DatasetSettings", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",
-           "majority_vote", "task_from_config"]
+           "majority_vote", "task_from_config", "task_options"]

@@ -1,0 +1,236 @@
+"""GRPO with trl of the shrunk embedded model (it writes answers that end, in the task's form; a random model's
+never end, so they would all be cut off and earn 0): a step changes the adapter and not the base, prompts tokenized
+as the backends do, the scored groups recorded; the gold answer poisoned changes nothing a society-vote reward trains; a
+fine-tune killed half-way (SIGKILL, after trl wrote a checkpoint) is trained again from scratch to the adapter of an
+uninterrupted one; the config checks; and, slow, the multiagent_grpo loop."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from helpers import compose_cfg, subprocess_env, train_checking_lora  # noqa: E402
+from mafl.errors import ConfigError  # noqa: E402
+from mafl.finetune.finetune_one import finetune_model  # noqa: E402
+from mafl.finetune.grpo import build_grpo_trainer, group_metrics  # noqa: E402
+from mafl.finetune.jobs import FinetuneJob, run_job  # noqa: E402
+from mafl.finetune.rl_prompts import PromptSet, RLPrompt, build_society_prompts, prompts_path  # noqa: E402
+from mafl.pipeline import validate  # noqa: E402
+from parity_task import ParityTask  # noqa: E402
+from test_finetune_one import LORA, examples  # noqa: E402
+from test_finetune_sets import transcript  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+TASK = ParityTask()
+GRPO = {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 48,
+        "learning_rate": 5e-2, "logging_steps": 1, "gradient_checkpointing": False}
+
+
+def question(i: int) -> list[dict]:
+    """A round-1 prompt of the arithmetic debate (the shrunk model answers it with a chain that ends)."""
+    return [{"role": "system", "content": "You are an agent who solves math problems step by step."},
+            {"role": "user", "content": f"What is the result of {i}+{i + 1}*2+3-4*{i}? Make sure to state your "
+                                        f"answer at the end of the response."}]
+
+
+def prompts(n: int = 4, target: str = "even") -> PromptSet:
+    items = [RLPrompt(prompt=question(i), problem_id=str(i), target=target) for i in range(n)]
+    return PromptSet("generator_0", "majority", items)
+
+
+def test_grpo_step_changes_the_adapter_not_the_base(small_tiny_model_dir, tmp_path):
+    from mafl.backends.chat import prompt_ids
+
+    trainer = build_grpo_trainer(str(small_tiny_model_dir), prompts(), tmp_path / "work", task=TASK, lora=LORA,
+                                 grpo=GRPO)
+    first = prompts().prompts[0].prompt
+    assert trainer._tokenize_prompts([first])[0] == [prompt_ids(trainer.processing_class, first)]
+    train_checking_lora(trainer)
+    groups = trainer.recorder.groups  # 2 steps x 2 prompts, each a group of 4 completions scored 0 or 1
+    assert len(groups) == 4 and all(len(g["rewards"]) == 4 and set(g["rewards"]) <= {0.0, 1.0} for g in groups)
+    metrics = group_metrics(groups)
+    assert metrics["groups"] == 4 and 0 < metrics["share_with_variance"] <= 1
+
+
+def test_group_metrics_on_literal_groups():
+    groups = [{"step": 0, "rewards": [1.0, 1.0]}, {"step": 0, "rewards": [0.0, 1.0]},
+              {"step": 1, "rewards": [0.0, 0.0]}]
+    assert group_metrics(groups) == {"groups": 3, "share_with_variance": pytest.approx(1 / 3),
+                                     "mean_reward": 0.5, "mean_reward_first_step": 0.75, "mean_reward_last_step": 0.0}
+    assert group_metrics([])["share_with_variance"] is None
+
+
+def test_no_prompts_keeps_the_init_weights(small_tiny_model_dir, tmp_path):
+    result = finetune_model(str(small_tiny_model_dir), examples(), tmp_path / "none", lora=LORA, objective="grpo",
+                            prompts=PromptSet("critic_0", "majority"), grpo=GRPO, task=TASK)
+    assert not result.trained and result.num_prompts == 0 and result.objective == "grpo"
+    weights = load_file(tmp_path / "none" / "adapter_model.safetensors")
+    assert all(v.abs().sum() == 0 for k, v in weights.items() if "lora_B" in k)
+
+
+def debate(gold: str):
+    """Hand-made debates answered even/odd (the parity task), every problem's gold answer ``gold``."""
+    rows = [(["even", "odd", "even"], ["even", "even", "even"], "even"),
+            (["odd", "odd", "even"], ["odd", "odd", "odd"], "odd"),
+            (["even", "odd", "odd"], ["odd", "odd", "even"], "odd")]
+    out = []
+    for i, (first, last, final) in enumerate(rows):
+        t = transcript(str(i), [first, last], final, gold=gold)
+        for rnd in t.rounds:
+            for turn in rnd:
+                turn.messages = question(i) if turn.round == 0 else question(i) + [
+                    {"role": "assistant", "content": "The answer is 7."},
+                    {"role": "user", "content": f"Agent 2 says {i}. Agent 3 says 7. Give an updated answer."}]
+                turn.correct = turn.answer == gold
+        out.append(replace(t, correct=final == gold))
+    return out
+
+
+def adapter(out: Path) -> dict:
+    return load_file(out / "adapter_model.safetensors")
+
+
+def test_the_society_vote_rewards_never_read_the_gold_answer(small_tiny_model_dir, tmp_path):
+    """Every gold answer poisoned: majority and correction train the same adapters; gold (RLVR) does not."""
+    trained = {}
+    for gold in ("even", "poisoned"):
+        for reward, model in (("majority", "generator_0"), ("correction", "critic_1"), ("gold", "generator_0")):
+            ps = build_society_prompts(debate(gold), TASK, 3, reward)[model]
+            out = tmp_path / f"{gold}-{reward}"
+            result = finetune_model(str(small_tiny_model_dir), examples(), out, lora=LORA, objective="grpo", prompts=ps,
+                                    grpo=GRPO, reward=reward, task=TASK, seed=3)
+            assert result.trained and result.reward == reward and result.reads_gold == (reward == "gold")
+            trained[gold, reward] = adapter(out)
+    for reward in ("majority", "correction"):
+        same, poisoned = trained["even", reward], trained["poisoned", reward]
+        assert same.keys() == poisoned.keys() and all(torch.equal(same[k], poisoned[k]) for k in same)
+        assert any(v.abs().sum() > 0 for k, v in same.items() if "lora_B" in k)  # it did train
+    gold, poisoned = trained["even", "gold"], trained["poisoned", "gold"]
+    assert any(not torch.equal(gold[k], poisoned[k]) for k in gold)
+
+
+def grpo_job(tmp_path: Path, small_tiny_model_dir, name: str, **grpo) -> FinetuneJob:
+    sets = tmp_path / name / "sets"
+    examples().save(sets / "generator_0.jsonl")
+    ps = prompts(6)
+    ps.prompts[1:3] = [replace(p, target="odd") for p in ps.prompts[1:3]]
+    ps.save(prompts_path(sets, "generator_0"))
+    return FinetuneJob(model="generator_0", set_path=str(sets / "generator_0.jsonl"),
+                       out_dir=str(tmp_path / name / "models" / "generator_0"), init=None, seed=5,
+                       base_path=str(small_tiny_model_dir), lora=LORA, objective="grpo",
+                       prompts_path=str(prompts_path(sets, "generator_0")), grpo={**GRPO, "max_steps": 4, **grpo},
+                       reward="majority", task={"task": "parity_task:ParityTask"})
+
+
+def test_a_grpo_fine_tune_killed_half_way_is_trained_again_from_scratch(small_tiny_model_dir, tmp_path):
+    """SIGKILL once trl has saved a checkpoint of the fine-tune: nothing of it is taken as done, and the same job run
+    again trains from scratch (not from that checkpoint) to the adapter of a fine-tune never interrupted."""
+    job = grpo_job(tmp_path, small_tiny_model_dir, "killed", save_strategy="steps", save_steps=1)
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job.to_json()))
+    code = "import json, sys; from mafl.finetune.jobs import run_job; run_job(json.load(open(sys.argv[1])))"
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(job_file)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True, env=env)
+    models = Path(job.out_dir).parent
+    deadline = time.time() + 300
+    while (not list(models.glob(".generator_0.trainer-*/checkpoint-1")) and proc.poll() is None
+           and time.time() < deadline):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(models.glob(".generator_0.trainer-*/checkpoint-1")), proc.stderr.read().decode()[-2000:]
+    assert not job.done() and not Path(job.out_dir).exists()
+
+    record = run_job(job)  # the same job again, here
+    assert job.done() and record["trained"] and record["global_step"] == 4 and len(record["losses"]) == 4
+    assert record["grpo_metrics"]["groups"] == 8  # 4 steps x 2 prompts: no group of the killed run counted
+    clean = grpo_job(tmp_path, small_tiny_model_dir, "clean", save_strategy="steps", save_steps=1)
+    run_job(clean)
+    resumed, uninterrupted = adapter(Path(job.out_dir)), adapter(Path(clean.out_dir))
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+def test_grpo_settings_are_checked_before_any_work(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"^finetune.grpo.num_generation: unknown key; not an argument of trl "
+                                          r"GRPOConfig$"):
+        validate(compose_cfg(["method=multiagent_grpo", "+finetune.grpo.num_generation=4"]))
+    with pytest.raises(ConfigError, match=r"^finetune.grpo: generation_batch_size \(8\) must be divisible by "
+                                          r"num_generations \(3\)"):
+        validate(compose_cfg(["method=multiagent_grpo", "finetune.grpo.num_generations=3"]))
+    with pytest.raises(ConfigError, match=r"^finetune.reward: 'vote' is not one of majority, gold, correction$"):
+        validate(compose_cfg(["method=multiagent_grpo", "finetune.reward=vote"]))
+    with pytest.raises(ConfigError, match=r"^finetune.reward: gold reads the gold answer, which method "
+                                          r"multiagent_grpo never does; RL from the gold answer is "
+                                          r"method=multiagent_rlvr$"):
+        validate(compose_cfg(["method=multiagent_grpo", "finetune.reward=gold"]))
+    with pytest.raises(ConfigError, match=r"^finetune.reward: method multiagent_rlvr rewards agreement with the gold"):
+        validate(compose_cfg(["method=multiagent_rlvr", "finetune.reward=majority"]))
+    with pytest.raises(ConfigError, match=r"^finetune.objective: method multiagent_ft trains with sft, dpo, sft\+dpo "
+                                          r"\(got grpo\)$"):
+        validate(compose_cfg(["method=multiagent_ft", "finetune.objective=grpo"]))
+    general = tmp_path / "general.jsonl"
+    general.write_text('{"question": "Hi?", "answer": "Hello."}\n')
+    with pytest.raises(ConfigError, match=r"^finetune.mix_general: general data mixes into the SFT sets, which "
+                                          r"objective grpo does not train on"):
+        validate(compose_cfg(["method=multiagent_grpo", f"finetune.mix_general={{path: {general}, eta: 0.5}}"]))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with pytest.raises(ConfigError, match="^finetune.objective: launcher=openai runs SFT jobs only"):
+        validate(compose_cfg(["method=multiagent_grpo", "finetune=openai", "backend=openai", "model=gpt35"]))
+
+
+def test_each_grpo_method_trains_with_grpo_and_its_reward():
+    for method, reward in (("multiagent_grpo", "majority"), ("majority_grpo", "majority"),
+                           ("multiagent_rlvr", "gold")):
+        ft = validate(compose_cfg([f"method={method}"])).finetune
+        assert (ft.objective, ft.reward, ft.uses_prompts) == ("grpo", reward, True)
+    ft = validate(compose_cfg(["method=multiagent_grpo", "finetune.reward=correction",
+                               "+finetune.reward_kwargs.bonus=0.5"])).finetune
+    assert (ft.reward, ft.reward_kwargs) == ("correction", {"bonus": 0.5})
+    # a mixed society: each agent's models from its own base; the one-model baseline refuses it
+    assert validate(compose_cfg(["experiment=mixed_tiny", "logger=none", "method=multiagent_grpo"])).society.mixed
+    with pytest.raises(ConfigError, match=r"^society.models: method majority_grpo has one shared model"):
+        validate(compose_cfg(["experiment=mixed_tiny", "logger=none", "method=majority_grpo"]))
+
+
+@pytest.mark.slow
+def test_multiagent_grpo_runs_the_loop_and_a_rerun_trains_nothing(small_tiny_model_dir, tmp_path):
+    """The whole loop, one iteration, on a shrunk embedded model: every model's prompts and GRPO record, the RL
+    table of the report, and the same command again recomputes nothing."""
+    from mafl.pipeline import run
+    from mafl.reporting.report import report_main
+
+    run_dir = tmp_path / "run"
+    args = ["method=multiagent_grpo", "finetune.reward=correction", "debug=smoke", "dataset.n_train=8",
+            "dataset.n_eval=4", "debate.chunk_size=4", "debate.max_new_tokens=72", "metrics.diversity=false",
+            "finetune.min_agreement=0.3", f"model.path={small_tiny_model_dir}", f"run_dir={run_dir}"]
+    run(compose_cfg(args))
+    sets_dir, models_dir = run_dir / "iter_1" / "sets", run_dir / "iter_1" / "models"
+    results = json.loads((run_dir / "results.json").read_text())
+    total = 0
+    for m in ["generator_0", "generator_1", "generator_2", "critic_0", "critic_1", "critic_2"]:
+        saved = PromptSet.load(prompts_path(sets_dir, m))
+        record = json.loads((models_dir / f"{m}.json").read_text())
+        assert record["objective"] == "grpo" and record["reward"] == "correction"
+        assert record["num_prompts"] == len(saved) == results["finetune"]["1"]["sets"][m]["prompts"]["prompts"]
+        assert record["trained"] == bool(len(saved)) and (models_dir / m / "adapter_model.safetensors").exists()
+        total += len(saved)
+    assert total > 0 and results["method"] == "multiagent_grpo [correction reward]"
+    assert "## reinforcement learning (GRPO) by iteration" in report_main([str(run_dir)])
+    stamp = {p: p.stat().st_mtime_ns for p in (run_dir / "iter_1").rglob("*") if p.is_file()}
+    run(compose_cfg(args))
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
