@@ -26,7 +26,8 @@ from helpers import compose_cfg, subprocess_env, train_checking_lora  # noqa: E4
 from mafl.errors import ConfigError  # noqa: E402
 from mafl.finetune.finetune_one import finetune_model  # noqa: E402
 from mafl.finetune.grpo import build_grpo_trainer, group_metrics  # noqa: E402
-from mafl.finetune.jobs import FinetuneJob, run_job  # noqa: E402
+from mafl.finetune.job_runner import run_job  # noqa: E402
+from mafl.finetune.jobs import FinetuneJob  # noqa: E402
 from mafl.finetune.rl_prompts import PromptSet, RLPrompt, build_society_prompts, prompts_path  # noqa: E402
 from mafl.pipeline import validate  # noqa: E402
 from parity_task import ParityTask  # noqa: E402
@@ -141,7 +142,7 @@ def test_a_grpo_fine_tune_killed_half_way_is_trained_again_from_scratch(small_ti
     job = grpo_job(tmp_path, small_tiny_model_dir, "killed", save_strategy="steps", save_steps=1)
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(job.to_json()))
-    code = "import json, sys; from mafl.finetune.jobs import run_job; run_job(json.load(open(sys.argv[1])))"
+    code = "import json, sys; from mafl.finetune.job_runner import run_job; run_job(json.load(open(sys.argv[1])))"
     env = subprocess_env(PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", code, str(job_file)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True, env=env)
