@@ -35,13 +35,13 @@ def question_of(request) -> str:
 
 
 class FakeFinetune:
-    """Stands in for ``finetune_model``: records (iteration folder, model, init, examples) and writes a folder."""
+    """Stands in for ``finetune_job``: records (iteration folder, model, init, examples) and writes a folder."""
 
     def __init__(self):
         self.calls: list[dict] = []
 
-    def __call__(self, base_path, examples, out_dir, *, init_adapter=None, **kwargs):
-        out_dir = Path(out_dir)
+    def __call__(self, job, examples, pairs=None, prompts=None, *, base=None):
+        out_dir, init_adapter = Path(job.out_dir), job.init
         out_dir.mkdir(parents=True)
         (out_dir / "adapter_config.json").write_text("{}")
         self.calls.append({"iteration": out_dir.parent.parent.name, "model": out_dir.name, "init": init_adapter,
@@ -60,7 +60,7 @@ def fake_run(tmp_path, monkeypatch):
         backend = ScriptedBackend(answer_fn)
         fake = FakeFinetune()
         monkeypatch.setattr(mafl.backends, "backend_class", lambda name: (lambda *a, **k: backend))
-        monkeypatch.setattr(mafl.finetune.finetune_one, "finetune_model", fake)
+        monkeypatch.setattr(mafl.finetune.finetune_one, "finetune_job", fake)
         run_dir = tmp_path / "run"
         cfg = compose_cfg(["logger=none", f"model.path={tmp_path}", "metrics.diversity=false", "dataset.n_train=6",
                            "dataset.n_eval=4", "finetune.iterations=1", f"run_dir={run_dir}", *overrides])
