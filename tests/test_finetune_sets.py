@@ -6,6 +6,7 @@ import json
 import pytest
 
 from mafl.debate.transcript import Transcript, Turn
+from mafl.finetune.labels import report_path
 from mafl.finetune.sets import (
     D_MINUS,
     D_PLUS,
@@ -15,7 +16,6 @@ from mafl.finetune.sets import (
     build_society_sets,
     critic_mix_sizes,
     merge_sets,
-    report_path,
 )
 from mafl.tasks.base import Problem, Task
 

@@ -3,6 +3,7 @@ problem's label (the answer its examples must agree with, see mafl/finetune/sets
 it, the seeded choice of examples, duplicates removed and caps, and the rows saved with their report beside them."""
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -26,6 +27,21 @@ def save_with_report(path: str | os.PathLike, report: dict, rows) -> Path:
 def report_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(path.stem + ".report.json")
+
+
+# what a set's, pairs' or prompts' report counts about the selection (dedupe_and_cap, problems without a label)
+SELECTION_COUNTS = ("duplicates_removed", "dropped_by_cap", "skipped_no_majority")
+
+
+def read_report(path: str | os.PathLike) -> dict:
+    """The report that :func:`save_with_report` wrote beside ``path`` ({} when there is none)."""
+    report = report_path(path)
+    return json.loads(report.read_text()) if report.exists() else {}
+
+
+def selection_counts(report: dict) -> dict:
+    """The :data:`SELECTION_COUNTS` of a report (0 where it has none), as a loader's keyword arguments."""
+    return {key: int(report.get(key, 0)) for key in SELECTION_COUNTS}
 
 
 def _rng(seed: int, name: str, purpose: str) -> random.Random:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.finetune.labels import _rng, agrees, dedupe_and_cap, problem_labels, report_path, save_with_report
+from mafl.finetune.labels import _rng, agrees, dedupe_and_cap, problem_labels, read_report, save_with_report, selection_counts
 from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
 
@@ -115,12 +115,10 @@ class PairSet:
     @classmethod
     def load(cls, path: str | os.PathLike, name: str | None = None) -> "PairSet":
         path = Path(path)
-        meta = json.loads(report_path(path).read_text()) if report_path(path).exists() else {}
+        meta = read_report(path)
         return cls(name=name or meta.get("name") or path.name.removesuffix(SUFFIX),
                    pairs=[Pair.from_json(row) for row in read_jsonl(path)],
-                   duplicates_removed=int(meta.get("duplicates_removed", 0)),
-                   dropped_by_cap=int(meta.get("dropped_by_cap", 0)),
-                   skipped_no_majority=int(meta.get("skipped_no_majority", 0)))
+                   **selection_counts(meta))
 
 
 def pairs_path(sets_dir: str | os.PathLike, model: str) -> Path:

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
 from mafl.finetune.labels import (
-    _rng, _sample, agrees, dedupe, problem_label, problem_labels, report_path, save_with_report,
+    _rng, _sample, agrees, dedupe, problem_label, problem_labels, read_report, save_with_report,
+    selection_counts,
 )
 from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
@@ -133,13 +134,11 @@ class FinetuneSet:
     def load(cls, path: str | os.PathLike, name: str | None = None) -> "FinetuneSet":
         path = Path(path)
         examples = [Example.from_json(row) for row in read_jsonl(path)]
-        meta = json.loads(report_path(path).read_text()) if report_path(path).exists() else {}
+        meta = read_report(path)
         return cls(
             name=name or meta.get("name") or path.stem,
             examples=examples,
-            duplicates_removed=int(meta.get("duplicates_removed", 0)),
-            dropped_by_cap=int(meta.get("dropped_by_cap", 0)),
-            skipped_no_majority=int(meta.get("skipped_no_majority", 0)),
+            **selection_counts(meta),
         )
 
 
