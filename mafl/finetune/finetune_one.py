@@ -236,8 +236,8 @@ def _restore(model, use_cache) -> bool:
 
 
 def job_data(job: FinetuneJob):
-    """(examples, pairs) of ``job``: its set and its preference pairs (None without a pairs file), read from their
-    files."""
+    """(examples, pairs, prompts) of ``job``: its set, its preference pairs and its GRPO prompts (None without a
+    pairs or prompts file), read from their files."""
     from mafl.finetune.pairs import PairSet
     from mafl.finetune.rl_prompts import PromptSet
 
