@@ -166,6 +166,40 @@ def test_a_grpo_fine_tune_killed_half_way_is_trained_again_from_scratch(small_ti
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
+def test_the_ray_launcher_trains_the_grpo_adapters_of_the_local_one(small_tiny_model_dir, tmp_path):
+    """Two GRPO fine-tunes (different seeds) on a real local Ray cluster, in its worker processes: bit for bit the
+    adapters the local launcher trains in this process from its shared base model."""
+    ray = pytest.importorskip("ray")
+    from mafl.finetune.launchers import make_launcher
+    from mafl.finetune.settings import FinetuneSettings
+
+    def jobs(where: str) -> list[FinetuneJob]:
+        first = grpo_job(tmp_path / where, small_tiny_model_dir, "a", max_steps=2)
+        second = grpo_job(tmp_path / where, small_tiny_model_dir, "b", max_steps=2)
+        return [first, replace(second, seed=6)]
+
+    def launcher(*overrides: str):
+        return make_launcher(FinetuneSettings.from_cfg(compose_cfg(list(overrides)).finetune), tmp_path)
+
+    local = jobs("local")
+    assert [r["trained"] for r in launcher().run(local)] == [True, True]
+    # the workers import the checkout under test and the parity task beside the tests
+    path = os.pathsep.join([subprocess_env()["PYTHONPATH"], str(TESTS)])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
+    try:
+        remote = jobs("ray")
+        records = launcher("finetune.launcher=ray", "finetune.resources.num_cpus=1").run(remote)
+    finally:
+        ray.shutdown()
+    assert [r["objective"] for r in records] == ["grpo", "grpo"] and all(r["grpo_metrics"]["groups"] for r in records)
+    for a, b in zip(local, remote):
+        wa, wb = adapter(Path(a.out_dir)), adapter(Path(b.out_dir))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), a.out_dir
+    w0, w1 = adapter(Path(local[0].out_dir)), adapter(Path(local[1].out_dir))
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0 if "lora_B" in k)  # the check tells two adapters apart
+
+
 def test_grpo_settings_are_checked_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^finetune.grpo.num_generation: unknown key; not an argument of trl "
                                           r"GRPOConfig$"):
