@@ -171,7 +171,7 @@ def test_the_ray_launcher_trains_the_grpo_adapters_of_the_local_one(small_tiny_m
     adapters the local launcher trains in this process from its shared base model."""
     ray = pytest.importorskip("ray")
     from mafl.finetune.launchers import make_launcher
-    from mafl.finetune.settings import FinetuneSettings
+    from test_finetune_launchers import settings
 
     def jobs(where: str) -> list[FinetuneJob]:
         first = grpo_job(tmp_path / where, small_tiny_model_dir, "a", max_steps=2)
@@ -179,7 +179,7 @@ def test_the_ray_launcher_trains_the_grpo_adapters_of_the_local_one(small_tiny_m
         return [first, replace(second, seed=6)]
 
     def launcher(*overrides: str):
-        return make_launcher(FinetuneSettings.from_cfg(compose_cfg(list(overrides)).finetune), tmp_path)
+        return make_launcher(settings(*overrides), tmp_path)
 
     local = jobs("local")
     assert [r["trained"] for r in launcher().run(local)] == [True, True]
