@@ -123,6 +123,34 @@ def test_the_society_vote_rewards_never_read_the_gold_answer(small_tiny_model_di
     assert any(not torch.equal(gold[k], poisoned[k]) for k in gold)
 
 
+def test_the_correction_bonus_reaches_the_adapter(small_tiny_model_dir, tmp_path):
+    """critic_1's prompts: one D- (its round-1 answer differed from the label) and two D+. The bonus weighs the D-
+    prompt's group above the others in the batch, so it changes what is trained: correction's adapter is far from the
+    one it trains with no bonus (about 0.6 of its size), and from majority's. Under trl's group scaling the two would
+    differ only by the rounding of its std epsilon (about 0.0006): the bonus cancels out."""
+    ps = build_society_prompts(debate("even"), TASK, 3, "correction")["critic_1"]
+    assert sorted(p.earlier_agreed for p in ps.prompts) == [False, True, True]
+    trained, metrics = {}, {}
+    # critic replies are long (48 tokens cut most off); all three prompts in every batch, scaled together
+    grpo = {**GRPO, "max_completion_length": 192, "max_steps": 2, "per_device_train_batch_size": 12}
+    for name, reward, kwargs in (("majority", "majority", {}), ("bonus 0", "correction", {"bonus": 0.0}),
+                                 ("bonus 1", "correction", {"bonus": 1.0})):
+        out = tmp_path / name
+        result = finetune_model(str(small_tiny_model_dir), examples(), out, lora=LORA, objective="grpo", prompts=ps,
+                                grpo=grpo, reward=reward, reward_kwargs=kwargs, task=TASK, seed=3)
+        trained[name], metrics[name] = adapter(out), result.grpo_metrics
+    assert metrics["bonus 1"]["share_with_variance"] > 0  # some group had an advantage to learn from
+    assert metrics["bonus 1"]["mean_reward"] > metrics["bonus 0"]["mean_reward"]  # the bonus was paid
+    lora_b = [k for k in trained["bonus 1"] if "lora_B" in k]
+
+    def apart(a: str, b: str) -> float:  # how far two adapters are, relative to the size of the first
+        return (sum((trained[a][k] - trained[b][k]).norm() ** 2 for k in lora_b)
+                / sum(trained[a][k].norm() ** 2 for k in lora_b)).sqrt().item()
+
+    for other in ("bonus 0", "majority"):  # far apart, not the rounding of trl's std epsilon under group scaling
+        assert apart("bonus 1", other) > 0.01
+
+
 def grpo_job(tmp_path: Path, small_tiny_model_dir, name: str, **grpo) -> FinetuneJob:
     sets = tmp_path / name / "sets"
     examples().save(sets / "generator_0.jsonl")
@@ -209,6 +237,10 @@ def test_grpo_settings_are_checked_before_any_work(tmp_path, monkeypatch):
         validate(compose_cfg(["method=multiagent_grpo", "finetune.grpo.num_generations=3"]))
     with pytest.raises(ConfigError, match=r"^finetune.reward: 'vote' is not one of majority, gold, correction$"):
         validate(compose_cfg(["method=multiagent_grpo", "finetune.reward=vote"]))
+    with pytest.raises(ConfigError, match=r"^finetune.grpo.scale_rewards: 'group' scales each prompt's group to "
+                                          r"unit variance, which cancels reward correction's bonus"):
+        validate(compose_cfg(["method=multiagent_grpo", "finetune.reward=correction",
+                              "+finetune.grpo.scale_rewards=group"]))
     with pytest.raises(ConfigError, match=r"^finetune.reward: gold reads the gold answer, which method "
                                           r"multiagent_grpo never does; RL from the gold answer is "
                                           r"method=multiagent_rlvr$"):
@@ -236,6 +268,7 @@ def test_each_grpo_method_trains_with_grpo_and_its_reward():
     ft = validate(compose_cfg(["method=multiagent_grpo", "finetune.reward=correction",
                                "+finetune.reward_kwargs.bonus=0.5"])).finetune
     assert (ft.reward, ft.reward_kwargs) == ("correction", {"bonus": 0.5})
+    assert ft.grpo["scale_rewards"] == "batch"  # the bonus survives the scaling of the advantages
     # a mixed society: each agent's models from its own base; the one-model baseline refuses it
     assert validate(compose_cfg(["experiment=mixed_tiny", "logger=none", "method=multiagent_grpo"])).society.mixed
     with pytest.raises(ConfigError, match=r"^society.models: method majority_grpo has one shared model"):

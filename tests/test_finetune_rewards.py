@@ -48,6 +48,21 @@ def test_correction_adds_the_bonus_for_a_critics_wrong_to_right_move(row, text, 
     assert score(get_reward("correction"), ARITHMETIC, text, finished, row, {"bonus": 0.5}) == expected
 
 
+def test_correction_trains_with_a_scale_its_bonus_survives():
+    """Group scaling (trl's default) would cancel a bonus that is constant within a group: correction defaults to
+    batch scaling, keeps none, refuses group; the other rewards leave finetune.grpo as given."""
+    correction = get_reward("correction")
+    assert correction.grpo_settings({"beta": 0.0}) == {"beta": 0.0, "scale_rewards": "batch"}
+    assert correction.grpo_settings({"scale_rewards": "none"}) == {"scale_rewards": "none"}
+    for group in ("group", True):
+        with pytest.raises(ConfigError, match=r"^finetune.grpo.scale_rewards: .* cancels reward correction's bonus "
+                                              r"\(a constant within a group\); use batch or none$"):
+            correction.grpo_settings({"scale_rewards": group})
+    for name in ("majority", "gold"):
+        assert get_reward(name).grpo_settings({"scale_rewards": "group"}) == {"scale_rewards": "group"}
+        assert get_reward(name).grpo_settings(None) == {}
+
+
 def test_reward_settings_are_checked():
     assert check_reward("correction", {}) == ("correction", {"bonus": 1.0})
     assert check_reward("correction", {"bonus": 0.25}) == ("correction", {"bonus": 0.25})

@@ -122,7 +122,7 @@ def build_grpo_trainer(base_path: str, prompts, work_dir: Path, *, task, reward:
         raise ValueError("no prompts to train on")
     rew = get_reward(reward)
     with quiet():
-        args = grpo_config(grpo, work_dir, seed, resolve_device(device), dtype)
+        args = grpo_config(rew.grpo_settings(grpo), work_dir, seed, resolve_device(device), dtype)
         model, tokenizer, peft_config = policy(base_path, mode=mode, lora=lora, init_adapter=init_adapter,
                                                seed=seed, dtype=dtype, chat_template=chat_template, model=model)
         recorder = GroupRecorder(rew, task, rew.settings(reward_kwargs), args.num_generations)

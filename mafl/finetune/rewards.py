@@ -13,6 +13,12 @@ be read, earns 0 whatever the reward.
 * ``correction`` (critics): ``majority`` plus ``bonus`` (``finetune.reward_kwargs.bonus``, default 1.0) when the
   completion agrees with the label and the critic's own earlier (round-1) answer did not: the D- move, wrong to
   right, that the critics' SFT sets favour. A generator's prompt has no earlier answer: there it is ``majority``.
+
+The bonus is a constant within a prompt's group (the critic's earlier answer does not depend on the completion), so it
+can only weigh D- prompts above D+ ones, and trl's default ``scale_rewards: group`` (each group scaled to unit
+variance) would cancel it: ``correction`` trains with ``finetune.grpo.scale_rewards: batch`` (one scale for the
+generation batch: a D- group's advantages are ``1 + bonus`` times a D+ group's) unless set to ``none``; ``group`` is
+refused (:meth:`Reward.grpo_settings`).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ class Reward:
     score: Callable  # (agrees: bool, prompt row, **kwargs) -> float, for a completion whose answer was read
     target: str = LABEL  # LABEL | GOLD
     kwargs: Mapping | None = None  # the finetune.reward_kwargs it takes, with their defaults
+    scale_rewards: str | None = None  # the trl scale_rewards it trains with (None: any, trl's default group)
 
     @property
     def reads_gold(self) -> bool:
@@ -51,6 +58,20 @@ class Reward:
             number(given, key, "finetune.reward_kwargs")
         return {**dict(self.kwargs or {}), **given}
 
+    def grpo_settings(self, grpo: Mapping | None) -> dict:
+        """``finetune.grpo`` for this reward: its ``scale_rewards`` where a user set none; a group scaling, which
+        would cancel a reward that is constant within a group, refused in one line."""
+        grpo = dict(grpo or {})
+        if self.scale_rewards is None:
+            return grpo
+        if "scale_rewards" not in grpo:
+            grpo["scale_rewards"] = self.scale_rewards
+        elif grpo["scale_rewards"] is True or grpo["scale_rewards"] == "group":
+            raise ConfigError(f"finetune.grpo.scale_rewards: {grpo['scale_rewards']!r} scales each prompt's group to "
+                              f"unit variance, which cancels reward {self.name}'s bonus (a constant within a group); "
+                              f"use batch or none")
+        return grpo
+
 
 def agreement(agrees: bool, row: Mapping) -> float:
     """``majority`` and ``gold``: 1 when the answer is equivalent to the prompt's target, else 0."""
@@ -65,7 +86,7 @@ def correction(agrees: bool, row: Mapping, bonus: float = 1.0) -> float:
 
 REWARDS: Registry[Reward] = Registry("reward", "finetune.reward")
 for _reward in (Reward("majority", agreement), Reward("gold", agreement, target=GOLD),
-                Reward("correction", correction, kwargs={"bonus": 1.0})):
+                Reward("correction", correction, kwargs={"bonus": 1.0}, scale_rewards="batch")):
     REWARDS.register(_reward.name, _reward)
 
 

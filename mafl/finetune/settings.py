@@ -67,7 +67,7 @@ class FinetuneSettings:
         from mafl.finetune.mixing import MixSettings
 
         from mafl.finetune.launchers.registered import LAUNCHERS
-        from mafl.finetune.rewards import check_reward
+        from mafl.finetune.rewards import check_reward, get_reward
 
         p = "finetune"
         own = [f.name for f in fields(cls) if f.name != "launcher_options"]
@@ -102,7 +102,7 @@ class FinetuneSettings:
             reward=reward,
             reward_kwargs=reward_kwargs,
             max_prompts=integer(c, "max_prompts", p, low=1, none_ok=True),
-            grpo=dict(plain(c.get("grpo")) or {}),
+            grpo=get_reward(reward).grpo_settings(plain(c.get("grpo"))),
         )
 
     def check_arguments(self) -> None:
