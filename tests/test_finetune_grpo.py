@@ -194,16 +194,18 @@ def test_a_grpo_fine_tune_killed_half_way_is_trained_again_from_scratch(small_ti
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
-def test_the_ray_launcher_trains_the_grpo_adapters_of_the_local_one(small_tiny_model_dir, tmp_path):
-    """Two GRPO fine-tunes (different seeds) on a real local Ray cluster, in its worker processes: bit for bit the
-    adapters the local launcher trains in this process from its shared base model."""
-    ray = pytest.importorskip("ray")
+@pytest.mark.parametrize("where", ["ray", "slurm"])
+def test_the_ray_and_slurm_launchers_train_the_grpo_adapters_of_the_local_one(where, small_tiny_model_dir, tmp_path,
+                                                                              monkeypatch):
+    """Two GRPO fine-tunes (different seeds) on a real local Ray cluster, in its worker processes, or as a SLURM job
+    array through submitit's local executor, in job processes: bit for bit the adapters the local launcher trains in
+    this process from its shared base model."""
     from mafl.finetune.launchers import make_launcher
     from test_finetune_launchers import settings
 
-    def jobs(where: str) -> list[FinetuneJob]:
-        first = grpo_job(tmp_path / where, small_tiny_model_dir, "a", max_steps=2)
-        second = grpo_job(tmp_path / where, small_tiny_model_dir, "b", max_steps=2)
+    def jobs(folder: str) -> list[FinetuneJob]:
+        first = grpo_job(tmp_path / folder, small_tiny_model_dir, "a", max_steps=2)
+        second = grpo_job(tmp_path / folder, small_tiny_model_dir, "b", max_steps=2)
         return [first, replace(second, seed=6)]
 
     def launcher(*overrides: str):
@@ -211,15 +213,23 @@ def test_the_ray_launcher_trains_the_grpo_adapters_of_the_local_one(small_tiny_m
 
     local = jobs("local")
     assert [r["trained"] for r in launcher().run(local)] == [True, True]
-    # the workers import the checkout under test and the parity task beside the tests
+    # the other processes import the checkout under test and the parity task beside the tests
     path = os.pathsep.join([subprocess_env()["PYTHONPATH"], str(TESTS)])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
-    try:
-        remote = jobs("ray")
-        records = launcher("finetune.launcher=ray", "finetune.resources.num_cpus=1").run(remote)
-    finally:
-        ray.shutdown()
+    remote = jobs(where)
+    if where == "ray":
+        ray = pytest.importorskip("ray")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
+        try:
+            records = launcher("finetune.launcher=ray", "finetune.resources.num_cpus=1").run(remote)
+        finally:
+            ray.shutdown()
+    else:
+        pytest.importorskip("submitit")
+        monkeypatch.setenv("PYTHONPATH", path)
+        slurm = launcher("finetune.launcher=slurm", "+finetune.slurm.cluster=local", "finetune.slurm.timeout_min=10")
+        slurm.poll_s = 0.2
+        records = slurm.run(remote)
     assert [r["objective"] for r in records] == ["grpo", "grpo"] and all(r["grpo_metrics"]["groups"] for r in records)
     for a, b in zip(local, remote):
         wa, wb = adapter(Path(a.out_dir)), adapter(Path(b.out_dir))
