@@ -195,6 +195,27 @@ def test_the_loop_fine_tunes_each_model_from_its_own_agents_base(mixed_run, smal
     assert 1 in trained and trained & {0, 2}  # trained from each base, not only fresh adapters
 
 
+def test_a_mixed_society_trains_each_model_by_grpo_from_its_own_base(small_tiny_model_dir, small_tiny_other_dir,
+                                                                     tmp_path):
+    """multiagent_grpo in a mixed society: each model samples its completions from, and is trained on, its own
+    agent's base; agent 1's adapters are of the other base."""
+    run_dir = tmp_path / "run"
+    run(compose_cfg(FAST + ["method=multiagent_grpo", "finetune.iterations=1", "metrics.diversity=false",
+                            f"model.path={small_tiny_model_dir}", f"run_dir={run_dir}", *mixed(small_tiny_other_dir)]))
+    base = {0: str(small_tiny_model_dir), 1: str(small_tiny_other_dir), 2: str(small_tiny_model_dir)}
+    results = json.loads((run_dir / "results.json").read_text())
+    models = results["finetune"]["1"]["models"]
+    for n in range(3):
+        for role in ("generator", "critic"):
+            name = f"{role}_{n}"
+            assert (models[name]["objective"], models[name]["base"]) == ("grpo", base[n]), name
+            if models[name]["trained"]:
+                config = json.loads((run_dir / "iter_1" / "models" / name / "adapter_config.json").read_text())
+                assert config["base_model_name_or_path"] == base[n], name
+    trained = {int(m.rsplit("_", 1)[1]) for m, r in models.items() if r["trained"]}
+    assert 1 in trained and trained & {0, 2}  # GRPO trained from each base
+
+
 def test_each_agent_is_measured_against_its_own_base(mixed_run, small_tiny_other_dir):
     """Iteration 0 (untuned): every agent is its base, so KL against the base is 0 for each, and the KL between
     agents 0 and 2 (one base) is 0 while that between different bases is not; agent 1's NLL is its base's."""
