@@ -64,11 +64,16 @@ def clean_server(talking_model_dir, adapters, tmp_path_factory):
 
 def test_a_failing_forward_pass_in_a_batch_leaves_the_next_batches_right(talking_model_dir, adapters, reference,
                                                                           tmp_path):
-    """A third of the forward passes fail inside the backend (as out of memory would): a request they hit gets a
+    """A fifth of the forward passes fail inside the backend (as out of memory would): a request they hit gets a
     500; every other answer, in the same round and every later one, is the in-process backend's (without the fix,
-    peft's adapter_names hooks stayed after the first failure and every later batch of another size failed)."""
+    peft's adapter_names hooks stayed after the first failure and every later batch of another size failed).
+
+    The draws are seeded per forward pass (seed 0 fails the very first one), but which requests share a pass
+    depends on timing, and a chat answer of 8 tokens takes 8 passes (it survives 0.8**8 = 17% of the time): so
+    the test counts on no share of answers, only that each model's scores were answered again after the first
+    failure (all five later rounds failing a model's scores has odds of about 0.2**5)."""
     base = str(talking_model_dir)
-    with mafl_serve(["--model", base, "--batch-wait-ms", "100", "--inject-faults", "oom=0.3,seed=1"],
+    with mafl_serve(["--model", base, "--batch-wait-ms", "100", "--inject-faults", "oom=0.2,seed=0"],
                     tmp_path / "serve.log") as s:
         assert api_call(s.url, "/load_lora_adapter", {"lora_name": "a", "lora_path": adapters["a"]})[0] == 200
         # several rows per batch for each model: peft's stale hooks of a failed one-row call broke such batches
@@ -105,9 +110,10 @@ def test_a_failing_forward_pass_in_a_batch_leaves_the_next_batches_right(talking
             else:
                 assert out["choices"][0]["message"]["content"] == reference["chat"][model]
     assert faults["oom"] > 0 and failed > 0  # faults happened, and every failure was one of them...
-    first = next(i for i, a in enumerate(rounds) if any(st == 500 for st, _ in a))
-    later = [st for a in rounds[first + 1:] for st, _ in a]
-    assert later.count(200) > len(later) // 2  # ... and most later requests were answered (right, as checked)
+    assert any(st == 500 for st, _ in rounds[0])  # seed 0: the first forward pass fails
+    for want in ("a", None):  # ... and each model's scores were answered later (right, as checked above)
+        assert any(st == 200 for a in rounds[1:] for (kind, model, _), (st, _) in zip(jobs, a)
+                   if kind == "score" and model == want), want
 
 
 BAD = [  # (path, body or raw bytes, status, the start of the message)
