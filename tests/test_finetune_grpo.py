@@ -201,7 +201,7 @@ def test_the_ray_and_slurm_launchers_train_the_grpo_adapters_of_the_local_one(wh
     array through submitit's local executor, in job processes: bit for bit the adapters the local launcher trains in
     this process from its shared base model."""
     from mafl.finetune.launchers import make_launcher
-    from test_finetune_launchers import settings
+    from test_finetune_launchers import settings, slurm_local_launcher
 
     def jobs(folder: str) -> list[FinetuneJob]:
         first = grpo_job(tmp_path / folder, small_tiny_model_dir, "a", max_steps=2)
@@ -227,9 +227,7 @@ def test_the_ray_and_slurm_launchers_train_the_grpo_adapters_of_the_local_one(wh
     else:
         pytest.importorskip("submitit")
         monkeypatch.setenv("PYTHONPATH", path)
-        slurm = launcher("finetune.launcher=slurm", "+finetune.slurm.cluster=local", "finetune.slurm.timeout_min=10")
-        slurm.poll_s = 0.2
-        records = slurm.run(remote)
+        records = slurm_local_launcher(tmp_path).run(remote)
     assert [r["objective"] for r in records] == ["grpo", "grpo"] and all(r["grpo_metrics"]["groups"] for r in records)
     for a, b in zip(local, remote):
         wa, wb = adapter(Path(a.out_dir)), adapter(Path(b.out_dir))

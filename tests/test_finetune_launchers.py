@@ -34,6 +34,17 @@ def settings(*overrides: str) -> FinetuneSettings:
     return FinetuneSettings.from_cfg(compose_cfg(list(overrides)).finetune)
 
 
+# SLURM on this machine: submitit's local executor, job processes started here
+SLURM_LOCAL = ("finetune.launcher=slurm", "+finetune.slurm.cluster=local", "finetune.slurm.timeout_min=10")
+
+
+def slurm_local_launcher(folder: Path, *overrides: str):
+    """The slurm launcher on submitit's local executor, polling its jobs every 0.2 s (not the default's seconds)."""
+    launcher = make_launcher(settings(*SLURM_LOCAL, *overrides), folder)
+    launcher.poll_s = 0.2
+    return launcher
+
+
 def make_jobs(tiny_model_dir, folder: Path, train=TRAIN, models=MODELS) -> list[FinetuneJob]:
     """One job per model, each on its own set (different examples, different seeds)."""
     jobs = []
@@ -197,10 +208,7 @@ def test_slurm_array_through_submitit_local_executor(tiny_model_dir, tmp_path, l
         if key == "PYTHONPATH":
             monkeypatch.setenv(key, value)
     jobs = make_jobs(tiny_model_dir, tmp_path)
-    launcher = make_launcher(settings("finetune.launcher=slurm", "+finetune.slurm.cluster=local",
-                                      "finetune.slurm.timeout_min=10"), tmp_path)
-    launcher.poll_s = 0.2
-    records = launcher.run(jobs)
+    records = slurm_local_launcher(tmp_path).run(jobs)
     assert [Path(r["out_dir"]).name for r in records] == list(MODELS)
     assert_same_adapters(jobs, local_fresh)
     assert (tmp_path / "slurm").is_dir()  # submitit's logs beside the models (folder: null)

@@ -205,7 +205,7 @@ def test_a_server_killed_and_restarted_is_waited_for_and_given_its_adapters_back
 
     port = free_port()
     server = ServeProcess(["--model", str(talking_model_dir)], tmp_path / "serve.log", port=port).start()
-    client = OpenAIBackend(str(talking_model_dir), base_url=server.url, max_retries=8, timeout=30)
+    client = OpenAIBackend(str(talking_model_dir), base_url=server.url, max_retries=12, timeout=30)  # ~70 s of back-off
     said: list[str] = []
     client.retries.say = said.append
     greedy = Sampling(temperature=0, max_new_tokens=8)
