@@ -34,13 +34,11 @@ def settings(*overrides: str) -> FinetuneSettings:
     return FinetuneSettings.from_cfg(compose_cfg(list(overrides)).finetune)
 
 
-# SLURM on this machine: submitit's local executor, job processes started here
-SLURM_LOCAL = ("finetune.launcher=slurm", "+finetune.slurm.cluster=local", "finetune.slurm.timeout_min=10")
-
-
-def slurm_local_launcher(folder: Path, *overrides: str):
-    """The slurm launcher on submitit's local executor, polling its jobs every 0.2 s (not the default's seconds)."""
-    launcher = make_launcher(settings(*SLURM_LOCAL, *overrides), folder)
+def slurm_local_launcher(folder: Path):
+    """The slurm launcher on submitit's local executor (job processes started on this machine), polling its jobs
+    every 0.2 s (not the default's seconds)."""
+    launcher = make_launcher(settings("finetune.launcher=slurm", "+finetune.slurm.cluster=local",
+                                      "finetune.slurm.timeout_min=10"), folder)
     launcher.poll_s = 0.2
     return launcher
 
