@@ -125,10 +125,11 @@ class RunFolder:
     def write_results(self, config: dict, records: list, *, finetune: dict, unavailable: dict):
         """``results.json``: every metric measured so far, the fine-tunes' records and every stage's time."""
         from mafl.metrics.results import Results, write_results
+        from mafl.model_path import base_weights
 
         for k in {int(k) for k in finetune} | {r.iteration for r in records}:
             self.iteration_timings(k)
         results = Results.from_config(config, records, finetune=finetune, timings=self.timings,
-                                      unavailable=unavailable)
+                                      unavailable=unavailable, model_weights=base_weights(config.get("model") or {}))
         results.path = write_results(self.root, results)
         return results

@@ -1,5 +1,6 @@
 """A local stand-in for a fine-tuning API (the remote service, not the thing under test): OpenAI's files and
-fine-tuning-jobs endpoints over a recorded state machine, served by uvicorn on 127.0.0.1 in a thread.
+fine-tuning-jobs endpoints over a recorded state machine, served by uvicorn on 127.0.0.1 in a thread
+(``serving.AppThread(service.app())``).
 
 A job is ``queued`` when created, ``running`` at its first status request, and ``succeeded`` at a later one once
 ``gate`` is set (cleared: jobs stay running, e.g. while a test kills the run). A job whose ``suffix`` holds ``fail``
@@ -83,28 +84,3 @@ class FinetuneService:
 
         return app
 
-
-class ServiceThread:
-    """uvicorn serving a FinetuneService on 127.0.0.1 in a thread of the test process."""
-
-    def __init__(self, service: FinetuneService, port: int):
-        import uvicorn
-
-        self.port = port
-        self.server = uvicorn.Server(uvicorn.Config(service.app(), host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

@@ -1,6 +1,7 @@
 """Helpers shared by tests: composing the real config tree, and a scripted backend."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,20 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     subprocess runs the code under test even from another folder, where another install of mafl would win."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread inside the block, as in a ``mafl serve`` or Ray worker process (OMP_NUM_THREADS=1): an
+    in-process reference then has their float rounding, so that texts can be compared exactly."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def compose_cfg(overrides=(), return_hydra_config: bool = False):

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class AppThread:
+    """uvicorn serving an ASGI ``app`` on 127.0.0.1 (a free port unless given) in a thread of the test process."""
+
+    def __init__(self, app, port: int | None = None):
+        import uvicorn
+
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "AppThread":
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and self.thread.is_alive() and time.time() < deadline:
+            time.sleep(0.05)
+        if not self.server.started:  # the port taken, or the app failed to start: say so, not a later refused call
+            self.__exit__()
+            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{self.port} within 30 s")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
 
 
 class ServeProcess:

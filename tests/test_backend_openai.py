@@ -10,6 +10,7 @@ import pytest
 
 from mafl.backends.base import GenerationRequest, Sampling, ScoringRequest, ScoringUnavailable
 from mafl.errors import ConfigError, RunError
+from helpers import one_torch_thread
 from serving import QUESTION, make_adapters, mafl_serve
 
 pytest.importorskip("openai")
@@ -49,7 +50,8 @@ def pair(talking_model_dir, server, weights):
     for name, path in weights.items():
         hf.load_adapter(name, path)
         api.load_adapter(name, path)
-    yield hf, api
+    with one_torch_thread():  # the server's one thread
+        yield hf, api
     api.close()
 
 

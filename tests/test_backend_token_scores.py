@@ -9,6 +9,7 @@ import torch
 
 from mafl.backends import chat
 from mafl.backends.base import ScoringRequest
+from helpers import one_torch_thread
 from serving import QUESTION, mafl_serve
 
 RESPONSES = ("4*5=20. The answer is -27.", "12", "The answer is 12.")
@@ -68,7 +69,8 @@ def test_backend_openai_over_mafl_serve_gives_the_transformers_backends_token_lo
     from mafl.backends.openai_api import OpenAIBackend
 
     reqs = requests()
-    want = HFBackend(str(talking_model_dir)).score(reqs)
+    with one_torch_thread():  # the server's one thread
+        want = HFBackend(str(talking_model_dir)).score(reqs)
     with mafl_serve(["--model", str(talking_model_dir)], tmp_path / "serve.log") as server:
         api = OpenAIBackend(str(talking_model_dir), base_url=server.url, max_retries=1, timeout=60)
         try:

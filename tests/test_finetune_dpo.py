@@ -124,6 +124,7 @@ def test_multiagent_dpo_runs_the_loop_and_a_rerun_trains_nothing(small_tiny_mode
     import json
 
     from mafl.pipeline import run
+    from mafl.tiny import read_recipe
 
     run_dir = tmp_path / "run"
     args = ["method=multiagent_dpo", "debug=smoke", "dataset.n_train=12", "dataset.n_eval=4", "debate.chunk_size=4",
@@ -132,6 +133,7 @@ def test_multiagent_dpo_runs_the_loop_and_a_rerun_trains_nothing(small_tiny_mode
     sets_dir, models_dir = run_dir / "iter_1" / "sets", run_dir / "iter_1" / "models"
     report = json.loads((sets_dir / "report.json").read_text())
     results = json.loads((run_dir / "results.json").read_text())
+    assert results["model_weights"] == read_recipe(small_tiny_model_dir)["weights_sha256"]  # the weights it started from
     names = ["generator_0", "generator_1", "generator_2", "critic_0", "critic_1", "critic_2"]
     total = 0
     for m in names:

@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from helpers import REPO, compose_cfg, subprocess_env  # noqa: E402
+from helpers import REPO, compose_cfg, one_torch_thread, subprocess_env  # noqa: E402
 from mafl.finetune.job_runner import run_job  # noqa: E402
 from mafl.finetune.jobs import FinetuneJob  # noqa: E402
 from mafl.finetune.launchers import make_launcher, run_waves  # noqa: E402
@@ -158,12 +158,8 @@ def test_a_ray_worker_killed_mid_training_is_retried(ray_cluster, tiny_model_dir
     reference = make_jobs(tiny_model_dir, tmp_path / "local", train=long, models=MODELS[:2])
     # the reference on one thread, as the Ray task (num_cpus 1: Ray sets OMP_NUM_THREADS=1): 300 steps at lr 1e-2
     # carry a 2-thread run's different float rounding far past the tolerance
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         make_launcher(settings(), tmp_path).run(reference)
-    finally:
-        torch.set_num_threads(threads)
 
     killed: list[int] = []
 

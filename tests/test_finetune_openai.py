@@ -14,11 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from finetune_server import FAIL_REASON, FinetuneService, ServiceThread
+from finetune_server import FAIL_REASON, FinetuneService
 from helpers import compose_cfg, subprocess_env
 from mafl.errors import RunError
 from mafl.pipeline import run
-from serving import free_port, mafl_serve
+from serving import AppThread, mafl_serve
 
 pytest.importorskip("openai")
 pytest.importorskip("fastapi")
@@ -35,7 +35,7 @@ def test_a_run_killed_while_its_jobs_run_re_attaches_and_the_fine_tuned_models_s
     run_dir = tmp_path / "run"
     with mafl_serve(["--model", base], tmp_path / "serve.log") as server:
         service = FinetuneService(model_folder=base, serve_url=server.url)
-        with ServiceThread(service, free_port()) as ft:
+        with AppThread(service.app()) as ft:
             args = LOOP + [f"model.path={base}", "backend=openai", f"backend.base_url={server.url}", f"finetune.openai.base_url={ft.url}",
                            f"run_dir={run_dir}"]
             service.gate.clear()  # the jobs run until the test lets them finish
@@ -100,7 +100,7 @@ def test_a_failed_job_stops_the_run_with_the_api_reason_and_is_not_created_again
 
     write_set(tmp_path / "generator_0.jsonl", 12)
     service = FinetuneService()
-    with ServiceThread(service, free_port()) as ft:
+    with AppThread(service.app()) as ft:
         settings = FinetuneSettings.from_cfg(compose_cfg(["finetune=openai", f"finetune.openai.base_url={ft.url}",
                                                           "finetune.openai.suffix=fail-test",
                                                           "finetune.openai.poll_seconds=0.01"]).finetune)

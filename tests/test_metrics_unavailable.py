@@ -3,15 +3,13 @@ unavailable with the reason, in results.json and the report, while every other m
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
 from helpers import ScriptedBackend
 from mafl.backends.base import ScoringRequest, ScoringUnavailable
 from mafl.metrics.results import Results
-from serving import QUESTION, free_port
+from serving import QUESTION, AppThread
 
 
 class NoScores(ScriptedBackend):
@@ -59,7 +57,6 @@ def test_the_report_says_what_was_unavailable_and_why(tmp_path):
 
 def test_a_server_without_prompt_logprobs_makes_scoring_unavailable(tiny_model_dir):
     """A server that answers completions as OpenAI does (no prompt log-probabilities): the remote is a stub here."""
-    import uvicorn
     from fastapi import FastAPI
 
     from mafl.backends.openai_api import OpenAIBackend
@@ -72,20 +69,11 @@ def test_a_server_without_prompt_logprobs_makes_scoring_unavailable(tiny_model_d
                 "choices": [{"index": 0, "text": "x", "logprobs": None, "finish_reason": "length"}],
                 "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        api = OpenAIBackend(str(tiny_model_dir), base_url=f"http://127.0.0.1:{port}/v1")
+    with AppThread(app) as server:
+        api = OpenAIBackend(str(tiny_model_dir), base_url=server.url)
         request = ScoringRequest([{"role": "user", "content": QUESTION}], response="12")
         for _ in range(2):  # the reason is kept: the second call asks the server nothing
             with pytest.raises(ScoringUnavailable, match="returns no prompt log-probabilities"):
                 api.score([request])
         assert api.usage.to_json()["total"]["requests"] == 0
         api.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

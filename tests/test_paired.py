@@ -16,9 +16,10 @@ from mafl.reporting.report import report_main
 from mafl.rundir import atomic_write_jsonl
 
 
-def write_run(root: Path, method: str, seed: int, outcomes: dict[int, dict[str, bool]]) -> Path:
+def write_run(root: Path, method: str, seed: int, outcomes: dict[int, dict[str, bool]],
+              weights: str | None = None) -> Path:
     """A run folder: results.json (one accuracy record per iteration) and each iteration's eval transcripts
-    (``outcomes[k]``: problem id -> correct)."""
+    (``outcomes[k]``: problem id -> correct); ``weights``: the base weights' hash it records."""
     run = root / f"{method}_seed{seed}"
     records = []
     for k, correct in outcomes.items():
@@ -29,7 +30,7 @@ def write_run(root: Path, method: str, seed: int, outcomes: dict[int, dict[str, 
         records.append(MetricRecord(k, "eval", "accuracy/debate", value, se, len(correct)))
     cfg = {"method": {"name": method, "label": method}, "dataset": {"name": "arithmetic"},
            "model": {"name": "tiny"}, "seed": seed}
-    write_results(run, Results.from_config(cfg, records))
+    write_results(run, Results.from_config(cfg, records, model_weights=weights))
     return run
 
 
@@ -111,6 +112,25 @@ def test_refuses_runs_of_other_problems_and_unknown_sides(tmp_path):
     write_run(other, "single", 1, {0: {"a": True, "z": True}})
     with pytest.raises(ValueError, match=r"seed 1 answered other problems than seed 0"):
         compare(load_results(other), Side("debate"), Side("single"))
+
+
+def test_runs_from_different_base_weights_are_not_paired_and_the_report_warns(tmp_path):
+    from mafl.reporting.report import build_report
+
+    outcomes = {0: {"a": True, "b": False}}
+    mixed, same = tmp_path / "mixed", tmp_path / "same"
+    write_run(mixed, "debate", 0, outcomes, weights="a" * 64)
+    write_run(mixed, "single", 0, outcomes, weights="b" * 64)
+    with pytest.raises(ValueError, match=r"seed 0 started from different base weights \(aaaaaaaaaaaa and bbbb"):
+        compare(load_results(mixed), Side("debate"), Side("single"))
+    report = build_report(load_results(mixed))
+    assert ("runs of model tiny started from 2 different base weights** (tiny models built on different kinds of "
+            "CPU), so rows and seed means mix models (aaaaaaaaaaaa: debate seed 0; bbbbbbbbbbbb: single seed 0)") in report
+    write_run(same, "debate", 0, outcomes, weights="a" * 64)
+    write_run(same, "single", 0, outcomes, weights="a" * 64)
+    write_run(same, "star", 0, outcomes)  # a run that records none (another model, or an older run) is no conflict
+    (d,) = compare(load_results(same), Side("debate"), Side("single"))
+    assert d.difference == 0 and "different base weights" not in build_report(load_results(same))
 
 
 def test_a_side_keeps_a_label_with_a_colon():

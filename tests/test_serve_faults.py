@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import one_torch_thread
 from serving import QUESTION, ServeProcess, api_call, free_port, make_adapters, mafl_serve
 
 pytest.importorskip("openai")
@@ -36,9 +37,10 @@ def reference(talking_model_dir, adapters):
     for name, path in adapters.items():
         hf.load_adapter(name, path)
     greedy = Sampling(temperature=0, max_new_tokens=8)
-    out = {"logprobs": {m: hf.token_logprobs(ROWS, m) for m in (None, "a", "b")},
-           "chat": {m: hf.generate([GenerationRequest(MESSAGES, adapter=m, sampling=greedy)])[0].text
-                    for m in (None, "a", "b")}}
+    with one_torch_thread():  # the server's one thread
+        out = {"logprobs": {m: hf.token_logprobs(ROWS, m) for m in (None, "a", "b")},
+               "chat": {m: hf.generate([GenerationRequest(MESSAGES, adapter=m, sampling=greedy)])[0].text
+                        for m in (None, "a", "b")}}
     hf.close()
     return out
 
@@ -191,7 +193,9 @@ def test_sampling_depends_on_the_seed_and_the_prompt_only(clean_server, talking_
     assert all(st == 200 for st, _ in answers)
     assert answers[-1][1]["choices"][0]["message"]["content"] == alone
     hf = HFBackend(base)
-    want = hf.generate_seeded([GenerationRequest(MESSAGES, sampling=Sampling(temperature=1.0, max_new_tokens=12))], [7])
+    with one_torch_thread():
+        want = hf.generate_seeded([GenerationRequest(MESSAGES, sampling=Sampling(temperature=1.0, max_new_tokens=12))],
+                                  [7])
     assert want[0].text == alone
     assert len({a[1]["choices"][0]["message"]["content"] for a in answers}) > 1  # sampled: the seeds differ
 

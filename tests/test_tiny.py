@@ -214,6 +214,36 @@ def test_same_recipe_gives_identical_weights_and_another_recipe_another_model(bu
         tiny_model_key({**SMALL, "hiden_size": 8})
 
 
+def test_a_built_model_records_its_weights_hash_and_what_built_it(built, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import torch
+
+    from mafl.model_path import base_weights
+    from mafl.tiny import tiny_weights, weights_sha256
+
+    home, path = built
+    info = read_recipe(path)
+    assert len(info["weights_sha256"]) == 64 and info["weights_sha256"] == weights_sha256(path)
+    assert info["built_with"] == {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    # a run names the weights it started from, by the tiny recipe or by the folder; other models have none
+    monkeypatch.setenv("MAFL_HOME", str(home))
+    assert base_weights({"path": "tiny", "tiny": SMALL}) == base_weights({"path": str(path)}) == info["weights_sha256"]
+    assert base_weights({"path": "tiny", "tiny": {**SMALL, "seed": 1}}) is None  # not built
+    assert base_weights({"path": "org/a-hub-model"}) is None and base_weights({"path": str(tmp_path)}) is None
+    # a model built before the hash was recorded is hashed from its file; other bytes, another hash
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    (old / "recipe.json").write_text(json.dumps({k: v for k, v in info.items() if k != "weights_sha256"}))
+    assert tiny_weights(old) == info["weights_sha256"]
+    data = bytearray((old / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (old / "model.safetensors").write_bytes(bytes(data))
+    assert tiny_weights(old) != info["weights_sha256"]
+
+
 def test_number_embeddings_start_as_place_value_sums():
     import torch
 

@@ -9,6 +9,11 @@ job to files, starts ``accelerate launch -m mafl.finetune.distributed <job> <fol
 writes the weights, FSDP and DeepSpeed gathering them first). The folder is renamed onto the job's ``out_dir``
 only when all the processes succeeded, so a failed launch leaves nothing behind.
 
+A one-machine config without ``main_process_port`` gets port 0 (accelerate draws a free one). Left to its
+default, accelerate takes 29500, and moves to another port only if 29500 is taken when it looks: fine-tunes
+launched together on one machine (Ray tasks on one node, SLURM array jobs sharing one) all see it free and collide.
+A port the config names, and every multi-machine config, is passed through as it is.
+
     accelerate config                          # writes ~/.cache/huggingface/accelerate/default_config.yaml
     mafl finetune.accelerate=$HOME/.cache/huggingface/accelerate/default_config.yaml
 """
@@ -29,6 +34,15 @@ def launch_command(config_file: Path, job_file: Path, folder: Path) -> list[str]
             "-m", "mafl.finetune.distributed", str(job_file), str(folder)]
 
 
+def launch_config(accelerate: dict) -> dict:
+    """The accelerate config written for one launch: ``accelerate`` with a free port where it names none on one
+    machine (the processes of several machines must agree on theirs, so those keep accelerate's default)."""
+    config = dict(accelerate)
+    if int(config.get("num_machines") or 1) <= 1 and config.get("main_process_port") is None:
+        config["main_process_port"] = 0
+    return config
+
+
 def launch(job):
     """Fine-tune ``job`` (a :class:`~mafl.finetune.jobs.FinetuneJob`, which imports this module: it is not imported
     back) with ``accelerate launch`` processes; its weights land atomically in ``job.out_dir``."""
@@ -39,7 +53,7 @@ def launch(job):
     out = Path(job.out_dir)
     with atomic_folder(out) as folder, tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.launch-") as d:
         config_file, job_file = Path(d) / "accelerate.yaml", Path(d) / "job.json"
-        config_file.write_text(yaml.safe_dump(dict(job.accelerate)))
+        config_file.write_text(yaml.safe_dump(launch_config(job.accelerate)))
         job_file.write_text(json.dumps(job.to_json()))
         proc = subprocess.run(launch_command(config_file, job_file, folder), capture_output=True, text=True)
         # a process killed by the launcher when another failed leaves its trainer's work folder behind

@@ -415,7 +415,7 @@ def _train(folder: Path, result: FinetuneResult, build, *, shown, base) -> bool:
             result.processes = int(trainer.accelerator.num_processes)
             result.distributed = str(trainer.accelerator.distributed_type.value)
             result.launch_settings = {k: v for k, v in os.environ.items()
-                                      if k.startswith(("ACCELERATE_USE_", "FSDP_", "ACCELERATE_DEEPSPEED_"))}
+                                      if k.startswith(("ACCELERATE_USE_", "FSDP_", "ACCELERATE_DEEPSPEED_", "MASTER_PORT"))}
             model = trainer.accelerator.unwrap_model(trainer.model)
             drop_reference(model)  # DPO on a continued adapter: trl's frozen copy of it is not saved
             if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:

@@ -10,7 +10,8 @@ Schema::
       "finetune": {"1": {"sets": {<model>: set report}, "models": {<model>: fine-tuning result}}, ...},
       "timings": {"0": {"eval_debate": s, "metrics": s}, "1": {"train_debate": s, "sets": s, "finetune": s,
                   "finetune/<model>": s, ..., "eval_debate": s, "metrics": s}, ...}   # wall seconds per stage
-      "unavailable": {<metric>: why it could not be measured}   # e.g. KL and NLL on a server without logprobs
+      "unavailable": {<metric>: why it could not be measured},  # e.g. KL and NLL on a server without logprobs
+      "model_weights": sha256 | null   # the base weights where mafl built them (the tiny model), else null
     }
 
 The file is written atomically (temp file + ``os.replace``), so a reader never sees half a file.
@@ -39,12 +40,13 @@ class Results:
     timings: dict[str, dict] = field(default_factory=dict)
     seed: int | None = None
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it could not be measured
+    model_weights: str | None = None  # sha256 of the base weights mafl built (the tiny model); None otherwise
     path: Path | None = None  # the file it was read from (not saved)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], records: Iterable[MetricRecord] = (),
                     finetune: dict[str, dict] | None = None, timings: dict[str, dict] | None = None,
-                    unavailable: dict[str, str] | None = None) -> "Results":
+                    unavailable: dict[str, str] | None = None, model_weights: str | None = None) -> "Results":
         """Method, dataset, model and seed named by the resolved config (``method.name``, ``dataset.name``, ...)."""
         name = lambda group: str((config.get(group) or {}).get("name", "?"))  # noqa: E731
         method = config.get("method") or {}
@@ -60,14 +62,13 @@ class Results:
         model = "+".join(bases) if bases else name("model")
         return cls(config=config, method=label, dataset=name("dataset"), model=model,
                    records=list(records), finetune=dict(finetune or {}), timings=dict(timings or {}),
-                   seed=config.get("seed"), unavailable=dict(unavailable or {}))
+                   seed=config.get("seed"), unavailable=dict(unavailable or {}), model_weights=model_weights)
 
     def to_json(self) -> dict:
         return {
             "config": self.config, "method": self.method, "dataset": self.dataset, "model": self.model,
             "seed": self.seed, "records": [r.to_json() for r in self.records], "finetune": self.finetune,
-            "timings": self.timings,
-            "unavailable": self.unavailable,
+            "timings": self.timings, "unavailable": self.unavailable, "model_weights": self.model_weights,
         }
 
     @classmethod
@@ -76,7 +77,7 @@ class Results:
             config=d.get("config") or {}, method=str(d.get("method", "?")), dataset=str(d.get("dataset", "?")),
             model=str(d.get("model", "?")), records=[MetricRecord.from_json(r) for r in d.get("records", [])],
             finetune=d.get("finetune") or {}, timings=d.get("timings") or {}, seed=d.get("seed"),
-            unavailable=d.get("unavailable") or {}, path=path,
+            unavailable=d.get("unavailable") or {}, model_weights=d.get("model_weights"), path=path,
         )
 
     def select(self, metric: str, split: str = "eval", agent: int | None = None) -> list[MetricRecord]:

@@ -114,7 +114,8 @@ def correctness(r: Results, iteration: int | None, split: str) -> tuple[int, dic
 def compare(results: Sequence[Results], a: Side, b: Side, *, split: str = "eval",
             samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> list[PairedDifference]:
     """A - B for every (model, dataset) that has runs of both sides on common seeds; a ValueError for a side with
-    no run, no common seed, or runs that did not answer the same problems."""
+    no run, no common seed, runs that did not answer the same problems, or that started from different base
+    weights."""
     labels = sorted({r.method for r in results})
     for side in (a, b):
         if side.label not in labels:
@@ -133,6 +134,10 @@ def compare(results: Sequence[Results], a: Side, b: Side, *, split: str = "eval"
                              f"(seeds {sorted(runs_a)} and {sorted(runs_b)})")
         rows_a, rows_b, problems = [], [], None
         for s in seeds:
+            wa, wb = runs_a[s].model_weights, runs_b[s].model_weights
+            if wa and wb and wa != wb:
+                raise ValueError(f"--compare {a} {b}: seed {s} started from different base weights ({wa[:12]} and "
+                                 f"{wb[:12]}: tiny models built on different kinds of CPU): not a paired comparison")
             ka, ca = correctness(runs_a[s], a.iteration, split)
             kb, cb = correctness(runs_b[s], b.iteration, split)
             if set(ca) != set(cb):

@@ -45,6 +45,22 @@ from mafl.metrics.results import Results, load_results
 from mafl.summary import run_notes
 
 
+def mixed_weights_warnings(results: Sequence[Results]) -> list[str]:
+    """One warning per model name whose runs started from more than one base weights (a tiny model built on
+    different kinds of CPU): its rows, and the seeds averaged in them, mix models."""
+    by_model: dict[str, dict[str, list[str]]] = {}
+    for r in results:
+        if r.model_weights:
+            by_model.setdefault(r.model, {}).setdefault(r.model_weights, []).append(f"{r.method} seed {r.seed}")
+    out = []
+    for model, weights in by_model.items():
+        if len(weights) > 1:
+            runs = "; ".join(f"{h[:12]}: {', '.join(sorted(names))}" for h, names in sorted(weights.items()))
+            out += ["", f"**Warning: the runs of model {model} started from {len(weights)} different base weights** "
+                        f"(tiny models built on different kinds of CPU), so rows and seed means mix models ({runs})."]
+    return out
+
+
 def build_report(results: Sequence[Results], *, split: str = "eval", metric: str = "accuracy/debate",
                  compare: Sequence[tuple[str, str]] | None = None) -> str:
     """The report's Markdown; ``compare``: pairs (A, B) of sides (``METHOD[:ITERATION]``) whose paired difference
@@ -65,6 +81,7 @@ def build_report(results: Sequence[Results], *, split: str = "eval", metric: str
                 f"standard error across k runs (seeds) of the same model, method and dataset. answers/problem: "
                 f"the answers each method generated per problem; tokens/problem: the tokens it generated per "
                 f"problem (answers and summaries, mean over runs; see the cost table). {len(results)} run(s)."]
+    out += mixed_weights_warnings(results)
     cost = cost_table(groups, metric, split)
     if cost:
         out += ["", f"## cost of each row on {split} at the final iteration", "", cost]

@@ -7,7 +7,8 @@
 The cache folder is ``$MAFL_HOME/tiny/<key>`` (``MAFL_HOME`` defaults to ``~/.cache/mafl``), where the key is a
 hash of the recipe, the Arithmetic prompts and the corpus version; a change of any of them builds another
 model. The folder holds the config, the weights, the tokenizer, a generation_config with eos/pad set, and
-``recipe.json`` (the recipe and the measured pretraining time).
+``recipe.json`` (the recipe, the measured pretraining time, the weights' sha256 and the torch build, CPU kernels
+and threads that made them: the same recipe gives other weights on another kind of CPU).
 """
 from __future__ import annotations
 
@@ -72,9 +73,29 @@ def ensure_tiny_model(recipe: Mapping[str, Any], *, home: str | Path | None = No
     return final
 
 
+def weights_sha256(path: str | Path) -> str:
+    """The sha256 of a built model's weights file (``model.safetensors``): two runs on the same hash started from
+    the same model."""
+    digest = hashlib.sha256()
+    with open(Path(path) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tiny_weights(path: str | Path) -> str | None:
+    """The weights' sha256 of the tiny model in ``path`` (its recipe.json's, or hashed now for a model built before
+    the hash was recorded); None for a folder that is not a built tiny model."""
+    path = Path(path)
+    if not (path / RECIPE_FILE).exists() or not (path / "model.safetensors").exists():
+        return None
+    return read_recipe(path).get("weights_sha256") or weights_sha256(path)
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """The recipe.json of a built model (recipe, prompts, corpus version, pretraining seconds, ...)."""
     return json.loads((Path(path) / RECIPE_FILE).read_text())
 
 
-__all__ = ["ensure_tiny_model", "tiny_model_dir", "tiny_model_key", "mafl_home", "read_recipe"]
+__all__ = ["ensure_tiny_model", "tiny_model_dir", "tiny_model_key", "mafl_home", "read_recipe", "tiny_weights",
+           "weights_sha256"]

@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> None:
         recipe["steps"] = args.steps
     path = ensure_tiny_model(recipe, rebuild=args.rebuild)
     print(f"tiny model: {path}")
-    print(f"pretraining: {read_recipe(path)['pretrain_seconds']} s")
+    recipe_json = read_recipe(path)
+    print(f"pretraining: {recipe_json['pretrain_seconds']} s")
+    built = recipe_json.get("built_with")
+    if built:  # models built before it was recorded have none
+        print(f"weights sha256 {recipe_json['weights_sha256'][:16]}: torch {built['torch']}, CPU kernels "
+              f"{built['cpu_capability']}, {built['threads']} thread(s) (another CPU kind builds other weights)")
     if args.n_eval > 0:
         evaluate(path, args.n_eval)
 

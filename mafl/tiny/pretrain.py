@@ -8,7 +8,10 @@ first step on: a product becomes a look-up and a sum a function of the operands'
 frozen there (``freeze_numbers``), so the model only has to put the right digit vectors into its last hidden
 state; the digit vectors are drawn at ``place_value_scale`` times the usual initial scale, so that the number
 logits can be sharp (at the usual scale the model copies numbers badly when sampling at T=1).
-Everything is seeded: the same recipe gives the same weights.
+Everything is seeded: the same recipe gives the same weights on the same kind of CPU, torch build and number of
+threads. Another CPU runs other float kernels (AVX-512 against AVX2 sums in another order), and over 1,600 steps
+that grows into another model: ``recipe.json`` records what built it (``built_with``) and the weights' hash
+(``weights_sha256``), which every run's results.json carries (``model_weights``).
 """
 from __future__ import annotations
 
@@ -253,5 +256,9 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     tail = losses[-20:]
+    from mafl.tiny import weights_sha256
+
     return {"pretrain_seconds": round(seconds, 1), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": sum(p.numel() for p in model.parameters()), "weights_sha256": weights_sha256(out_dir),
+            "built_with": {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "threads": torch.get_num_threads()}}
