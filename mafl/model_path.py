@@ -2,7 +2,7 @@
 (``model.path: tiny``), built on first use. Above mafl/models.py, which the tiny model's own code uses."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from mafl.models import ModelSettings
 
@@ -18,14 +18,19 @@ def resolve_model_path(model: ModelSettings | Mapping[str, Any], *, progress: bo
     return model.path
 
 
-def base_weights(model: Mapping[str, Any]) -> str | None:
-    """The sha256 of the base model's weights where mafl built them (the tiny model, by ``path: tiny`` or by its
-    folder): runs whose tiny models differ (built on another kind of CPU) must not be averaged or paired. None for
-    any other model, and for a tiny model not built yet. Reads the resolved ``model`` config; builds nothing."""
-    from pathlib import Path
 
-    from mafl.tiny import tiny_model_dir, tiny_weights
+def base_weights(paths: Sequence[str]) -> str | None:
+    """The sha256 of the agents' base weights where mafl built them (the tiny model), agent by agent joined with
+    ``+`` for a mixed society (``?`` for a base it did not build); None when it built none of them. Runs whose
+    tiny models differ (built on another kind of CPU) must not be averaged, paired or resumed on each other."""
+    from mafl.tiny import tiny_weights
 
-    path = str(model.get("path"))
-    folder = tiny_model_dir(dict(model.get("tiny") or {})) if path == "tiny" else Path(path).expanduser()
-    return tiny_weights(folder) if folder.is_dir() else None
+    found = [tiny_weights(p) for p in paths]
+    if not any(found):
+        return None
+    return "+".join(h or "?" for h in found)
+
+
+def short_weights(weights: str) -> str:
+    """``base_weights`` for a person: each hash's first 12 digits."""
+    return "+".join(h[:12] for h in weights.split("+"))

@@ -124,7 +124,8 @@ def weights_base(path: str | Path) -> str | None:
 
 def same_model(a: str, b: str) -> bool:
     """Whether two model paths name the same model: the same name, the same folder, or embedded tiny models of the
-    same recipe (a cache folder's name is its recipe's hash: another ``$MAFL_HOME`` holds the same model)."""
+    same recipe and the same weights (a cache folder's name is its recipe's hash: another ``$MAFL_HOME`` may hold
+    the same model; one built on another kind of CPU is another model)."""
     if str(a) == str(b):
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
@@ -132,13 +133,27 @@ def same_model(a: str, b: str) -> bool:
         return False
     if pa.resolve() == pb.resolve():
         return True
-    return pa.name == pb.name and (pa / "recipe.json").is_file() and (pb / "recipe.json").is_file()
+    from mafl.tiny import tiny_weights
+
+    return pa.name == pb.name and tiny_weights(pa) is not None and tiny_weights(pa) == tiny_weights(pb)
 
 
 def check_weights_base(path: str | Path, base_path: str, name: str) -> None:
     """Refuse to serve ``name``'s weights in ``path`` on the base ``base_path`` when they say they were fine-tuned
-    from another base (:class:`WrongBaseError`)."""
+    from another base, or from another build of it: the base's weights hash they record (the tiny model's) differs
+    from ``base_path``'s (:class:`WrongBaseError`)."""
+    import json
+
+    from mafl.tiny import tiny_weights
+
     found = weights_base(path)
     if found is not None and not same_model(found, base_path):
         raise WrongBaseError(f"{name}: the weights in {path} were fine-tuned from {found}, not from its agent's base "
                              f"{base_path}")
+    record = Path(path) / "finetune_result.json"
+    built = json.loads(record.read_text()).get("base_weights") if record.is_file() else None
+    here = tiny_weights(base_path) if built else None
+    if built and here and built != here:
+        raise WrongBaseError(f"{name}: the weights in {path} were fine-tuned from a build of {base_path} with "
+                             f"weights {built[:12]}, not this one ({here[:12]}: the tiny model built on another kind "
+                             f"of CPU); copy the model folder the run started from")

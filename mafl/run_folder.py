@@ -3,6 +3,7 @@ stage, ``results.json``).
 
     config.yaml                      the resolved config
     society.json                     a mixed society: each agent's base and its path
+    base_weights.json                the base weights' sha256 where mafl built them (the tiny model)
     iter_0/eval/transcripts.jsonl    the untuned society on the eval problems (+ chunks/ while it runs)
     iter_0/eval/metrics.json         (and unavailable.json: metrics that could not be measured, and why)
     iter_k/train/transcripts.jsonl   k >= 1: the society of iteration k-1 debating the train problems
@@ -46,6 +47,26 @@ class RunFolder:
     @property
     def society(self) -> Path:
         return self.root / "society.json"
+
+    @property
+    def base_weights(self) -> Path:
+        return self.root / "base_weights.json"
+
+    def check_base_weights(self, weights: str | None) -> None:
+        """Record the weights the run starts from (``mafl.model_path.base_weights``); refuse, with one line, to go
+        on with other weights than it started from (the tiny model rebuilt on another kind of CPU)."""
+        from mafl.errors import RunError
+        from mafl.model_path import short_weights
+
+        if weights is None:
+            return
+        saved = json.loads(self.base_weights.read_text()).get("model_weights") if self.base_weights.exists() else None
+        if saved is None:
+            atomic_write_json(self.base_weights, {"model_weights": weights})
+        elif saved != weights:
+            raise RunError(f"{self.root} started from base weights {short_weights(saved)}, and this machine's are "
+                           f"{short_weights(weights)} (the tiny model built on another kind of CPU): copy the model "
+                           f"folder the run started from ($MAFL_HOME/tiny/<key>), or choose another run_dir")
 
     def iteration(self, k: int) -> Path:
         return self.root / ITERATION_FOLDER.format(k)
@@ -122,14 +143,15 @@ class RunFolder:
             atomic_write_json(self.iteration(k) / "timings.json", timings)
 
     # -- results ---------------------------------------------------------------------------------------------
-    def write_results(self, config: dict, records: list, *, finetune: dict, unavailable: dict):
-        """``results.json``: every metric measured so far, the fine-tunes' records and every stage's time."""
+    def write_results(self, config: dict, records: list, *, finetune: dict, unavailable: dict,
+                      model_weights: str | None = None):
+        """``results.json``: every metric measured so far, the fine-tunes' records, every stage's time and the base
+        weights the run started from."""
         from mafl.metrics.results import Results, write_results
-        from mafl.model_path import base_weights
 
         for k in {int(k) for k in finetune} | {r.iteration for r in records}:
             self.iteration_timings(k)
         results = Results.from_config(config, records, finetune=finetune, timings=self.timings,
-                                      unavailable=unavailable, model_weights=base_weights(config.get("model") or {}))
+                                      unavailable=unavailable, model_weights=model_weights)
         results.path = write_results(self.root, results)
         return results

@@ -43,7 +43,7 @@ def test_ddp_on_two_cpu_processes_follows_the_single_process_loss_curve(tiny_mod
     assert ddp["losses"] == pytest.approx(single["losses"], rel=1e-3)
     assert ddp["losses"][-1] < ddp["losses"][0]  # it learns
     # a port drawn for this launch, not accelerate's fixed 29500, which two launches starting together both take
-    assert ddp["launch_settings"]["MASTER_PORT"] != "29500"
+    assert 0 < int(ddp["launch_settings"]["MASTER_PORT"]) != 29500
     assert (Path(two.out_dir) / "adapter_model.safetensors").exists() and two.record.exists()
     leftovers = [p.name for p in Path(two.out_dir).parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
@@ -88,7 +88,9 @@ def test_accelerate_config_from_a_yaml_file(tmp_path):
 def test_only_a_one_machine_config_without_a_port_gets_a_free_one():
     from mafl.finetune.distributed import launch_config
 
-    assert launch_config(DDP) == {**DDP, "main_process_port": 0} and "main_process_port" not in DDP
+    for one_machine in (DDP, {**DDP, "distributed_type": "MULTI_CPU"}):  # accelerate draws none on the CPU path
+        port = launch_config(one_machine).pop("main_process_port")
+        assert isinstance(port, int) and 0 < port != 29500 and "main_process_port" not in one_machine
     assert launch_config({**DDP, "main_process_port": 31000})["main_process_port"] == 31000
     two_machines = {**DDP, "num_machines": 2, "main_process_ip": "10.0.0.1"}
     assert launch_config(two_machines) == two_machines  # every machine must agree on the port

@@ -152,14 +152,32 @@ def test_an_adapter_of_another_base_is_refused(society_backend, talking_model_di
     assert society_backend.weights() == {"big": [], "small": []}
 
 
-def test_tiny_models_of_one_recipe_are_the_same_model_wherever_they_are_cached(tmp_path):
-    for home in ("a", "b"):
+def test_tiny_models_of_one_recipe_and_weights_are_the_same_model_wherever_they_are_cached(tmp_path):
+    import json
+
+    from mafl.models import check_weights_base
+    from mafl.tiny import weights_sha256
+
+    for home, weights in (("a", b"model A"), ("b", b"model A"), ("cpu2", b"model B")):
         (tmp_path / home / "0123abcd").mkdir(parents=True)
         (tmp_path / home / "0123abcd" / "recipe.json").write_text("{}")
+        (tmp_path / home / "0123abcd" / "model.safetensors").write_bytes(weights)
     (tmp_path / "c" / "4567").mkdir(parents=True)
-    assert same_model(str(tmp_path / "a/0123abcd"), str(tmp_path / "b/0123abcd"))
-    assert not same_model(str(tmp_path / "a/0123abcd"), str(tmp_path / "c/4567"))
+    a, b, other_cpu = (str(tmp_path / h / "0123abcd") for h in ("a", "b", "cpu2"))
+    assert same_model(a, b)
+    assert not same_model(a, other_cpu)  # the same recipe built on another kind of CPU: other weights
+    assert not same_model(a, str(tmp_path / "c/4567"))
     assert not same_model("microsoft/Phi-3-mini-128k-instruct", "mistralai/Mistral-7B-Instruct-v0.2")
+    # an adapter records the base weights it was fine-tuned from: the same path on another machine is refused
+    adapter = tmp_path / "critic_0"
+    adapter.mkdir()
+    (adapter / "finetune_result.json").write_text(json.dumps({"base": a, "base_weights": weights_sha256(a)}))
+    check_weights_base(adapter, a, "critic_0")
+    check_weights_base(adapter, b, "critic_0")
+    (tmp_path / "a" / "0123abcd" / "model.safetensors").write_bytes(b"model B")  # rebuilt here on another CPU
+    with pytest.raises(WrongBaseError, match=r"^critic_0: the weights in .* were fine-tuned from a build of .* with "
+                                             r"weights [0-9a-f]{12}, not this one \([0-9a-f]{12}: the tiny model"):
+        check_weights_base(adapter, a, "critic_0")
 
 
 # -- the loop --------------------------------------------------------------------------------------------------------

@@ -124,13 +124,17 @@ def test_runs_from_different_base_weights_are_not_paired_and_the_report_warns(tm
     with pytest.raises(ValueError, match=r"seed 0 started from different base weights \(aaaaaaaaaaaa and bbbb"):
         compare(load_results(mixed), Side("debate"), Side("single"))
     report = build_report(load_results(mixed))
-    assert ("runs of model tiny started from 2 different base weights** (tiny models built on different kinds of "
+    assert ("runs of model tiny started from 2 different base weights** (another recipe, model folder or kind of "
             "CPU), so rows and seed means mix models (aaaaaaaaaaaa: debate seed 0; bbbbbbbbbbbb: single seed 0)") in report
+    assert "record no base weights" not in report
     write_run(same, "debate", 0, outcomes, weights="a" * 64)
     write_run(same, "single", 0, outcomes, weights="a" * 64)
-    write_run(same, "star", 0, outcomes)  # a run that records none (another model, or an older run) is no conflict
     (d,) = compare(load_results(same), Side("debate"), Side("single"))
-    assert d.difference == 0 and "different base weights" not in build_report(load_results(same))
+    assert d.difference == 0 and "base weights" not in build_report(load_results(same))
+    write_run(same, "star", 0, outcomes)  # an older run, without the record: no conflict, but said
+    report = build_report(load_results(same))
+    assert "different base weights" not in report
+    assert "Note: 1 run(s) of model tiny record no base weights (older than the record)" in report
 
 
 def test_a_side_keeps_a_label_with_a_colon():

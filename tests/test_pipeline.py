@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import compose_cfg, subprocess_env
-from mafl.errors import ConfigError
+from mafl.errors import ConfigError, RunError
 from mafl.pipeline import run
 
 FAST = ["debug=smoke", "dataset.n_train=8", "dataset.n_eval=6", "debate.max_new_tokens=24", "debate.chunk_size=4",
@@ -188,6 +188,14 @@ def test_the_default_model_is_built_on_first_use_and_cached(tmp_path, monkeypatc
     run(compose_cfg(FAST + small + [f"run_dir={tmp_path / 'b'}"]))
     assert built[0].stat().st_mtime_ns == stamp  # cached: not pretrained again
     assert (tmp_path / "b" / "iter_0" / "eval" / "transcripts.jsonl").exists()
+    # each run records the weights it started from, and goes on only from them
+    recipe_file = built[0].parent / "recipe.json"
+    recipe = json.loads(recipe_file.read_text())
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["model_weights"] == recipe["weights_sha256"]
+    recipe_file.write_text(json.dumps({**recipe, "weights_sha256": "f" * 64}))  # as if rebuilt on another CPU
+    with pytest.raises(RunError, match=rf"^{tmp_path / 'a'} started from base weights {recipe['weights_sha256'][:12]}, "
+                                       r"and this machine's are ffffffffffff \(the tiny model built on another kind"):
+        run(compose_cfg(FAST + small + [f"run_dir={tmp_path / 'a'}"]))
 
 
 def test_full_fine_tuning_through_the_loop(talking_model_dir, tmp_path):

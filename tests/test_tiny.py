@@ -214,7 +214,7 @@ def test_same_recipe_gives_identical_weights_and_another_recipe_another_model(bu
         tiny_model_key({**SMALL, "hiden_size": 8})
 
 
-def test_a_built_model_records_its_weights_hash_and_what_built_it(built, tmp_path, monkeypatch):
+def test_a_built_model_records_its_weights_hash_and_what_built_it(built, tmp_path):
     import json
     import shutil
 
@@ -223,16 +223,15 @@ def test_a_built_model_records_its_weights_hash_and_what_built_it(built, tmp_pat
     from mafl.model_path import base_weights
     from mafl.tiny import tiny_weights, weights_sha256
 
-    home, path = built
+    _, path = built
     info = read_recipe(path)
     assert len(info["weights_sha256"]) == 64 and info["weights_sha256"] == weights_sha256(path)
     assert info["built_with"] == {"torch": torch.__version__, "threads": torch.get_num_threads(),
                                   "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    # a run names the weights it started from, by the tiny recipe or by the folder; other models have none
-    monkeypatch.setenv("MAFL_HOME", str(home))
-    assert base_weights({"path": "tiny", "tiny": SMALL}) == base_weights({"path": str(path)}) == info["weights_sha256"]
-    assert base_weights({"path": "tiny", "tiny": {**SMALL, "seed": 1}}) is None  # not built
-    assert base_weights({"path": "org/a-hub-model"}) is None and base_weights({"path": str(tmp_path)}) is None
+    # a run names the weights its agents start from; models mafl did not build have none
+    sha = info["weights_sha256"]
+    assert base_weights([str(path)]) == sha and base_weights([str(path), "org/a-hub-model", str(path)]) == f"{sha}+?+{sha}"
+    assert base_weights(["org/a-hub-model"]) is None and base_weights([str(tmp_path)]) is None
     # a model built before the hash was recorded is hashed from its file; other bytes, another hash
     old = tmp_path / "old"
     shutil.copytree(path, old)

@@ -9,10 +9,11 @@ job to files, starts ``accelerate launch -m mafl.finetune.distributed <job> <fol
 writes the weights, FSDP and DeepSpeed gathering them first). The folder is renamed onto the job's ``out_dir``
 only when all the processes succeeded, so a failed launch leaves nothing behind.
 
-A one-machine config without ``main_process_port`` gets port 0 (accelerate draws a free one). Left to its
-default, accelerate takes 29500, and moves to another port only if 29500 is taken when it looks: fine-tunes
-launched together on one machine (Ray tasks on one node, SLURM array jobs sharing one) all see it free and collide.
-A port the config names, and every multi-machine config, is passed through as it is.
+A one-machine config without ``main_process_port`` gets a free port drawn for the launch. Left to its default,
+accelerate takes 29500, and moves to another port only if 29500 is taken when it looks: fine-tunes launched
+together on one machine (Ray tasks on one node, SLURM array jobs sharing one) all see it free and collide. (Its own
+``main_process_port: 0`` draws one on the GPU paths only; a MULTI_CPU launch would be given port 0 itself.) A port
+the config names, and every multi-machine config, is passed through as it is.
 
     accelerate config                          # writes ~/.cache/huggingface/accelerate/default_config.yaml
     mafl finetune.accelerate=$HOME/.cache/huggingface/accelerate/default_config.yaml
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,12 +36,18 @@ def launch_command(config_file: Path, job_file: Path, folder: Path) -> list[str]
             "-m", "mafl.finetune.distributed", str(job_file), str(folder)]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch_config(accelerate: dict) -> dict:
     """The accelerate config written for one launch: ``accelerate`` with a free port where it names none on one
     machine (the processes of several machines must agree on theirs, so those keep accelerate's default)."""
     config = dict(accelerate)
     if int(config.get("num_machines") or 1) <= 1 and config.get("main_process_port") is None:
-        config["main_process_port"] = 0
+        config["main_process_port"] = free_port()
     return config
 
 

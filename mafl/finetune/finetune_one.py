@@ -42,6 +42,7 @@ from mafl.finetune.sets import Example, FinetuneSet
 from mafl.finetune.trl_shared import load_model, policy, quiet, recording_trainer_class, trainer_defaults
 from mafl.models import resolve_device
 from mafl.rundir import atomic_folder
+from mafl.tiny import tiny_weights
 
 RESULT_FILE = "finetune_result.json"
 MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model
@@ -66,6 +67,7 @@ class FinetuneResult:
     # the FSDP / DeepSpeed settings `accelerate launch` gave the processes (its environment variables), if any
     launch_settings: dict = field(default_factory=dict)
     base: str | None = None  # the base model it was fine-tuned from (mafl.models.check_weights_base reads it)
+    base_weights: str | None = None  # the sha256 of that base's weights where mafl built it (the tiny model)
     objective: str = "sft"  # sft | dpo | sft+dpo | grpo (finetune.objective)
     num_pairs: int = 0  # the preference pairs it was given (dpo, sft+dpo)
     pairs_too_long: int = 0  # pairs dropped because their prompt alone reaches max_length
@@ -317,6 +319,7 @@ def train_into(folder: Path, job: FinetuneJob, examples, pairs=None, prompts=Non
         finally:
             shutil.rmtree(stage_dir, ignore_errors=True)
     result.objective, result.num_pairs = job.objective, num_pairs if job.objective != "grpo" else 0
+    result.base_weights = tiny_weights(job.base_path)
     if main:
         (folder / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
     return result

@@ -11,7 +11,8 @@ Schema::
       "timings": {"0": {"eval_debate": s, "metrics": s}, "1": {"train_debate": s, "sets": s, "finetune": s,
                   "finetune/<model>": s, ..., "eval_debate": s, "metrics": s}, ...}   # wall seconds per stage
       "unavailable": {<metric>: why it could not be measured},  # e.g. KL and NLL on a server without logprobs
-      "model_weights": sha256 | null   # the base weights where mafl built them (the tiny model), else null
+      "model_weights": sha256 | null   # the base weights where mafl built them (the tiny model), else null;
+                                       # a mixed society's agent by agent, joined with "+" (mafl.model_path)
     }
 
 The file is written atomically (temp file + ``os.replace``), so a reader never sees half a file.

@@ -136,8 +136,11 @@ def compare(results: Sequence[Results], a: Side, b: Side, *, split: str = "eval"
         for s in seeds:
             wa, wb = runs_a[s].model_weights, runs_b[s].model_weights
             if wa and wb and wa != wb:
-                raise ValueError(f"--compare {a} {b}: seed {s} started from different base weights ({wa[:12]} and "
-                                 f"{wb[:12]}: tiny models built on different kinds of CPU): not a paired comparison")
+                from mafl.model_path import short_weights
+
+                raise ValueError(f"--compare {a} {b}: seed {s} started from different base weights "
+                                 f"({short_weights(wa)} and {short_weights(wb)}: another recipe, model folder or "
+                                 f"kind of CPU): not a paired comparison")
             ka, ca = correctness(runs_a[s], a.iteration, split)
             kb, cb = correctness(runs_b[s], b.iteration, split)
             if set(ca) != set(cb):

@@ -46,18 +46,24 @@ from mafl.summary import run_notes
 
 
 def mixed_weights_warnings(results: Sequence[Results]) -> list[str]:
-    """One warning per model name whose runs started from more than one base weights (a tiny model built on
-    different kinds of CPU): its rows, and the seeds averaged in them, mix models."""
-    by_model: dict[str, dict[str, list[str]]] = {}
+    """One warning per model name whose runs started from more than one base weights (another tiny recipe or
+    folder under the same name, or the tiny model built on another kind of CPU): its rows, and the seeds averaged
+    in them, mix models. A model some of whose runs record no weights (runs older than the record) gets a note."""
+    from mafl.model_path import short_weights
+
+    by_model: dict[str, dict[str | None, list[str]]] = {}
     for r in results:
-        if r.model_weights:
-            by_model.setdefault(r.model, {}).setdefault(r.model_weights, []).append(f"{r.method} seed {r.seed}")
+        by_model.setdefault(r.model, {}).setdefault(r.model_weights, []).append(f"{r.method} seed {r.seed}")
     out = []
     for model, weights in by_model.items():
-        if len(weights) > 1:
-            runs = "; ".join(f"{h[:12]}: {', '.join(sorted(names))}" for h, names in sorted(weights.items()))
-            out += ["", f"**Warning: the runs of model {model} started from {len(weights)} different base weights** "
-                        f"(tiny models built on different kinds of CPU), so rows and seed means mix models ({runs})."]
+        known = {h: names for h, names in weights.items() if h}
+        if len(known) > 1:
+            runs = "; ".join(f"{short_weights(h)}: {', '.join(sorted(names))}" for h, names in sorted(known.items()))
+            out += ["", f"**Warning: the runs of model {model} started from {len(known)} different base weights** "
+                        f"(another recipe, model folder or kind of CPU), so rows and seed means mix models ({runs})."]
+        if known and None in weights:
+            out += ["", f"Note: {len(weights[None])} run(s) of model {model} record no base weights (older than "
+                        f"the record), so whether they started from the same model cannot be checked."]
     return out
 
 

@@ -8,7 +8,7 @@ import argparse
 def main(argv: list[str] | None = None) -> None:
     from omegaconf import OmegaConf
 
-    from mafl.tiny import ensure_tiny_model, read_recipe
+    from mafl.tiny import ensure_tiny_model, read_recipe, tiny_weights
     from mafl.tiny.corpus import conf_dir
 
     parser = argparse.ArgumentParser(prog="python -m mafl.tiny", description=__doc__)
@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tiny model: {path}")
     recipe_json = read_recipe(path)
     print(f"pretraining: {recipe_json['pretrain_seconds']} s")
-    built = recipe_json.get("built_with")
-    if built:  # models built before it was recorded have none
-        print(f"weights sha256 {recipe_json['weights_sha256'][:16]}: torch {built['torch']}, CPU kernels "
-              f"{built['cpu_capability']}, {built['threads']} thread(s) (another CPU kind builds other weights)")
+    built = recipe_json.get("built_with")  # models built before it was recorded have none
+    how = (f"torch {built['torch']}, CPU kernels {built['cpu_capability']}, {built['threads']} thread(s)" if built
+           else "built before the build was recorded")
+    print(f"weights sha256 {tiny_weights(path)[:16]} ({how}; another kind of CPU builds other weights)")
     if args.n_eval > 0:
         evaluate(path, args.n_eval)
 
