@@ -23,7 +23,7 @@ def base_weights(paths: Sequence[str]) -> str | None:
     """The sha256 of the agents' base weights where mafl built them (the tiny model), agent by agent joined with
     ``+`` for a mixed society (``?`` for a base it did not build); None when it built none of them. Runs whose
     tiny models differ (built on another kind of CPU) must not be averaged, paired or resumed on each other."""
-    from mafl.tiny import tiny_weights
+    from mafl.model_weights import tiny_weights
 
     found = [tiny_weights(p) for p in paths]
     if not any(found):

@@ -133,7 +133,7 @@ def same_model(a: str, b: str) -> bool:
         return False
     if pa.resolve() == pb.resolve():
         return True
-    from mafl.tiny import tiny_weights
+    from mafl.model_weights import tiny_weights
 
     return pa.name == pb.name and tiny_weights(pa) is not None and tiny_weights(pa) == tiny_weights(pb)
 
@@ -144,7 +144,7 @@ def check_weights_base(path: str | Path, base_path: str, name: str) -> None:
     from ``base_path``'s (:class:`WrongBaseError`)."""
     import json
 
-    from mafl.tiny import tiny_weights
+    from mafl.model_weights import tiny_weights
 
     found = weights_base(path)
     if found is not None and not same_model(found, base_path):

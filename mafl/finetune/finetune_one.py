@@ -42,7 +42,7 @@ from mafl.finetune.sets import Example, FinetuneSet
 from mafl.finetune.trl_shared import load_model, policy, quiet, recording_trainer_class, trainer_defaults
 from mafl.models import resolve_device
 from mafl.rundir import atomic_folder
-from mafl.tiny import tiny_weights
+from mafl.model_weights import tiny_weights
 
 RESULT_FILE = "finetune_result.json"
 MODES = ("lora", "full")  # a LoRA adapter per model, or the whole model

@@ -19,10 +19,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
+from mafl.model_weights import RECIPE_FILE, tiny_weights, weights_sha256  # noqa: F401  (re-exported)
 from mafl.progress import line
 from mafl.rundir import atomic_folder
 
-RECIPE_FILE = "recipe.json"
 
 
 def mafl_home(home: str | Path | None = None) -> Path:
@@ -71,25 +71,6 @@ def ensure_tiny_model(recipe: Mapping[str, Any], *, home: str | Path | None = No
                              progress=progress)
             (tmp / RECIPE_FILE).write_text(json.dumps({**description, **stats}, indent=2, sort_keys=True))
     return final
-
-
-def weights_sha256(path: str | Path) -> str:
-    """The sha256 of a built model's weights file (``model.safetensors``): two runs on the same hash started from
-    the same model."""
-    digest = hashlib.sha256()
-    with open(Path(path) / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tiny_weights(path: str | Path) -> str | None:
-    """The weights' sha256 of the tiny model in ``path`` (its recipe.json's, or hashed now for a model built before
-    the hash was recorded); None for a folder that is not a built tiny model."""
-    path = Path(path)
-    if not (path / RECIPE_FILE).exists() or not (path / "model.safetensors").exists():
-        return None
-    return read_recipe(path).get("weights_sha256") or weights_sha256(path)
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:

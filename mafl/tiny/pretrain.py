@@ -256,7 +256,7 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     tail = losses[-20:]
-    from mafl.tiny import weights_sha256
+    from mafl.model_weights import weights_sha256
 
     return {"pretrain_seconds": round(seconds, 1), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
             "parameters": sum(p.numel() for p in model.parameters()), "weights_sha256": weights_sha256(out_dir),
