@@ -1,12 +1,13 @@
 """The hash of a model's weights where mafl built them (the embedded tiny model): two runs, or a run and its
 fine-tuned models, on the same hash started from the same model. The same tiny recipe built on another kind of
 CPU gives other weights (docs/tiny_model.md), so a recipe's name alone does not say which model a run used.
-A leaf module: the tiny model's build, the model settings and the run folder all read it."""
+A leaf module: the tiny model's build, the model settings, the session, the run folder and the report read it."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Sequence
 
 RECIPE_FILE = "recipe.json"  # what marks a folder as a built tiny model (mafl.tiny writes it)
 WEIGHTS_FILE = "model.safetensors"
@@ -28,3 +29,18 @@ def tiny_weights(path: str | Path) -> str | None:
     if not (path / RECIPE_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         return None
     return json.loads((path / RECIPE_FILE).read_text()).get("weights_sha256") or weights_sha256(path)
+
+
+def base_weights(paths: Sequence[str]) -> str | None:
+    """The sha256 of the agents' base weights where mafl built them (the tiny model), agent by agent joined with
+    ``+`` for a mixed society (``?`` for a base it did not build); None when it built none of them. Runs whose
+    tiny models differ (built on another kind of CPU) must not be averaged, paired or resumed on each other."""
+    found = [tiny_weights(p) for p in paths]
+    if not any(found):
+        return None
+    return "+".join(h or "?" for h in found)
+
+
+def short_weights(weights: str) -> str:
+    """``base_weights`` for a person: each hash's first 12 digits."""
+    return "+".join(h[:12] for h in weights.split("+"))

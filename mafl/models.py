@@ -135,7 +135,10 @@ def same_model(a: str, b: str) -> bool:
         return True
     from mafl.model_weights import tiny_weights
 
-    return pa.name == pb.name and tiny_weights(pa) is not None and tiny_weights(pa) == tiny_weights(pb)
+    if pa.name != pb.name:
+        return False
+    weights = tiny_weights(pa)
+    return weights is not None and weights == tiny_weights(pb)
 
 
 def check_weights_base(path: str | Path, base_path: str, name: str) -> None:

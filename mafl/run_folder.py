@@ -53,10 +53,10 @@ class RunFolder:
         return self.root / "base_weights.json"
 
     def check_base_weights(self, weights: str | None) -> None:
-        """Record the weights the run starts from (``mafl.model_path.base_weights``); refuse, with one line, to go
+        """Record the weights the run starts from (``mafl.model_weights.base_weights``); refuse, with one line, to go
         on with other weights than it started from (the tiny model rebuilt on another kind of CPU)."""
         from mafl.errors import RunError
-        from mafl.model_path import short_weights
+        from mafl.model_weights import short_weights
 
         if weights is None:
             return

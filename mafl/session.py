@@ -34,7 +34,7 @@ class Session:
     records: list = field(default_factory=list)
     finetune_log: dict = field(default_factory=dict)
     unavailable: dict = field(default_factory=dict)  # metric -> why it could not be measured
-    model_weights: str | None = None  # the base weights' sha256 where mafl built them (mafl.model_path.base_weights)
+    model_weights: str | None = None  # the base weights' sha256 where mafl built them (mafl.model_weights.base_weights)
 
     @property
     def run_dir(self) -> Path:
@@ -88,7 +88,8 @@ class Session:
 @contextlib.contextmanager
 def open_session(run_dir: Path, settings: Settings, progress: bool = True) -> Iterator[Session]:
     """Load the task and the base model's path, start the tracker; always finish the tracker."""
-    from mafl.model_path import base_weights, resolve_model_path
+    from mafl.model_path import resolve_model_path
+    from mafl.model_weights import base_weights
     from mafl.progress import line
     from mafl.tracking import make_tracker
 
@@ -107,11 +108,12 @@ def open_session(run_dir: Path, settings: Settings, progress: bool = True) -> It
         base_paths, base_path = {}, resolve_model_path(settings.model, progress=progress)
         shown = base_path
     weights = base_weights([base_paths[m.name] for m in society.models] if society.mixed else [base_path])
-    RunFolder(run_dir).check_base_weights(weights)  # before any work: a resumed run goes on from the same model
+    run = RunFolder(run_dir)
+    run.check_base_weights(weights)  # before any work: a resumed run goes on from the same model
     tracker = make_tracker(settings.logger, run_dir, settings.config)
     generation = Generation(settings=settings, run_dir=run_dir, base_path=base_path, base_paths=base_paths,
                             progress=progress)
-    session = Session(run=RunFolder(run_dir), generation=generation, settings=settings,
+    session = Session(run=run, generation=generation, settings=settings,
                       prompts=settings.dataset.prompts, task=settings.dataset.task, train=train, eval=eval_,
                       tracker=tracker, progress=progress, model_weights=weights)
     line(f"{settings.method.name} on {settings.dataset.name} ({len(train)} train, {len(eval_)} eval problems), "

@@ -220,7 +220,7 @@ def test_a_built_model_records_its_weights_hash_and_what_built_it(built, tmp_pat
 
     import torch
 
-    from mafl.model_path import base_weights
+    from mafl.model_weights import base_weights
     from mafl.tiny import tiny_weights, weights_sha256
 
     _, path = built

@@ -12,7 +12,7 @@ Schema::
                   "finetune/<model>": s, ..., "eval_debate": s, "metrics": s}, ...}   # wall seconds per stage
       "unavailable": {<metric>: why it could not be measured},  # e.g. KL and NLL on a server without logprobs
       "model_weights": sha256 | null   # the base weights where mafl built them (the tiny model), else null;
-                                       # a mixed society's agent by agent, joined with "+" (mafl.model_path)
+                                       # a mixed society's agent by agent, joined with "+" (mafl.model_weights)
     }
 
 The file is written atomically (temp file + ``os.replace``), so a reader never sees half a file.

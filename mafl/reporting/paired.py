@@ -136,7 +136,7 @@ def compare(results: Sequence[Results], a: Side, b: Side, *, split: str = "eval"
         for s in seeds:
             wa, wb = runs_a[s].model_weights, runs_b[s].model_weights
             if wa and wb and wa != wb:
-                from mafl.model_path import short_weights
+                from mafl.model_weights import short_weights
 
                 raise ValueError(f"--compare {a} {b}: seed {s} started from different base weights "
                                  f"({short_weights(wa)} and {short_weights(wb)}: another recipe, model folder or "

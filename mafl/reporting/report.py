@@ -49,7 +49,7 @@ def mixed_weights_warnings(results: Sequence[Results]) -> list[str]:
     """One warning per model name whose runs started from more than one base weights (another tiny recipe or
     folder under the same name, or the tiny model built on another kind of CPU): its rows, and the seeds averaged
     in them, mix models. A model some of whose runs record no weights (runs older than the record) gets a note."""
-    from mafl.model_path import short_weights
+    from mafl.model_weights import short_weights
 
     by_model: dict[str, dict[str | None, list[str]]] = {}
     for r in results:

@@ -24,7 +24,6 @@ from mafl.progress import line
 from mafl.rundir import atomic_folder
 
 
-
 def mafl_home(home: str | Path | None = None) -> Path:
     return Path(home or os.environ.get("MAFL_HOME") or Path.home() / ".cache" / "mafl").expanduser()
 

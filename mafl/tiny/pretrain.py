@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from mafl.model_weights import weights_sha256
 from mafl.tiny.corpus import drill, load_prompts, sample_conversations
 
 
@@ -256,8 +257,6 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     tail = losses[-20:]
-    from mafl.model_weights import weights_sha256
-
     return {"pretrain_seconds": round(seconds, 1), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
             "parameters": sum(p.numel() for p in model.parameters()), "weights_sha256": weights_sha256(out_dir),
             "built_with": {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
