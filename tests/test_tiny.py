@@ -222,12 +222,14 @@ def test_a_built_model_records_its_weights_hash_and_what_built_it(built, tmp_pat
 
     from mafl.model_weights import base_weights
     from mafl.tiny import tiny_weights, weights_sha256
+    from mafl.tiny.pretrain import this_cpu
 
     _, path = built
     info = read_recipe(path)
     assert len(info["weights_sha256"]) == 64 and info["weights_sha256"] == weights_sha256(path)
     assert info["built_with"] == {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+                                  "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": this_cpu()}
+    assert this_cpu()  # some name for the processor on every platform
     # a run names the weights its agents start from; models mafl did not build have none
     sha = info["weights_sha256"]
     assert base_weights([str(path)]) == sha and base_weights([str(path), "org/a-hub-model", str(path)]) == f"{sha}+?+{sha}"
@@ -343,3 +345,14 @@ def test_pretraining_rows_train_on_the_reply_after_the_prompt_generation_sends(t
         assert ids[:len(prompt)] == prompt and all(label == -100 for label in labels[:len(prompt)])
         assert labels[len(prompt):] == ids[len(prompt):]
         assert tok.decode(ids[len(prompt):]) == chat[-1]["content"] + tok.eos_token
+
+
+def test_the_processor_is_named_from_the_first_block_of_cpuinfo():
+    from mafl.tiny.pretrain import describe_cpu
+
+    amd = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+           "flags\t\t: fpu avx512f\n\nprocessor\t: 1\nvendor_id\t: OtherVendor\nmodel\t\t: 99\n")
+    assert describe_cpu(amd) == "AuthenticAMD AMD EPYC (family 25, model 17)"
+    intel = "vendor_id : GenuineIntel\nmodel name : Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\n"
+    assert describe_cpu(intel) == "GenuineIntel Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
+    assert describe_cpu("", fallback="arm64") == describe_cpu("flags : neon\n", fallback="arm64") == "arm64"

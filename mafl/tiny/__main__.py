@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     recipe_json = read_recipe(path)
     print(f"pretraining: {recipe_json['pretrain_seconds']} s")
     built = recipe_json.get("built_with")  # models built before it was recorded have none
-    how = (f"torch {built['torch']}, CPU kernels {built['cpu_capability']}, {built['threads']} thread(s)" if built
+    cpu = f", {built['cpu']}" if built and built.get("cpu") else ""  # older builds did not record it
+    how = (f"torch {built['torch']}, CPU kernels {built['cpu_capability']}, {built['threads']} thread(s){cpu}" if built
            else "built before the build was recorded")
     print(f"weights sha256 {tiny_weights(path)[:16]} ({how}; another kind of CPU builds other weights)")
     if args.n_eval > 0:

@@ -10,7 +10,8 @@ state; the digit vectors are drawn at ``place_value_scale`` times the usual init
 logits can be sharp (at the usual scale the model copies numbers badly when sampling at T=1).
 Everything is seeded: the same recipe gives the same weights on the same kind of CPU, torch build and number of
 threads. Another CPU runs other float kernels (AVX-512 against AVX2 sums in another order), and over 1,600 steps
-that grows into another model: ``recipe.json`` records what built it (``built_with``) and the weights' hash
+that grows into another model (two machines that both run AVX-512 kernels built two models too): ``recipe.json``
+records what built it (``built_with``: torch, kernels, threads and the processor) and the weights' hash
 (``weights_sha256``), which every run's results.json carries (``model_weights``).
 """
 from __future__ import annotations
@@ -260,4 +261,34 @@ def pretrain(recipe: Recipe, out_dir: str | Path, *, prompts: Mapping[str, str] 
     return {"pretrain_seconds": round(seconds, 1), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
             "parameters": sum(p.numel() for p in model.parameters()), "weights_sha256": weights_sha256(out_dir),
             "built_with": {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                           "threads": torch.get_num_threads()}}
+                           "threads": torch.get_num_threads(), "cpu": this_cpu()}}
+
+
+def describe_cpu(cpuinfo: str, fallback: str = "") -> str:
+    """The processor named by a Linux ``/proc/cpuinfo`` text: vendor, model name, family and model numbers (two
+    CPUs that both run AVX-512 kernels can still build different tiny models, and a hypervisor's model name alone
+    may be as bare as "AMD EPYC"); ``fallback`` where the text names none."""
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if first:
+                break  # the first processor's block ends at its blank line
+            continue
+        first.setdefault(key.strip(), value.strip())
+    name = " ".join(v for v in (first.get("vendor_id"), first.get("model name")) if v)
+    numbers = ", ".join(f"{k.removeprefix('cpu ')} {first[k]}" for k in ("cpu family", "model") if k in first)
+    if not name:
+        return fallback
+    return f"{name} ({numbers})" if numbers else name
+
+
+def this_cpu() -> str:
+    """``describe_cpu`` of this machine (the platform's processor string where there is no /proc/cpuinfo)."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    return describe_cpu(text, fallback=platform.processor() or platform.machine())
