@@ -101,11 +101,30 @@ def test_errors_have_openai_shape_and_a_key_is_required(server, talking_model_di
     status, out = call(server, "/chat/completions", {"model": str(talking_model_dir), "messages": MESSAGES,
                                                      "max_tokens": 0})
     assert status == 400 and out["error"]["message"].startswith("max_tokens:")
-    status, out = call(server, "/completions", {"model": str(talking_model_dir), "prompt": "3+4"})
-    assert status == 400 and "prompt_logprobs" in out["error"]["message"]
     status, out = call(server, "/completions", {"model": str(talking_model_dir), "prompt": [1, 10**9],
                                                 "prompt_logprobs": 1})
     assert status == 400
+
+
+def test_completions_generate_text_as_chat_completions_do(server, talking_model_dir):
+    """/v1/completions continues a prompt (token ids, or a text tokenized as it is): the chat prompt's token ids
+    give the chat completion's answer; a text prompt gets its own continuation, with usage and finish_reason."""
+    from mafl.backends import chat
+    from mafl.backends.hf import HFBackend
+
+    base = str(talking_model_dir)
+    ids = chat.prompt_ids(HFBackend(base).tokenizer, MESSAGES)
+    want = call(server, "/chat/completions", {"model": base, "messages": MESSAGES, "temperature": 0,
+                                              "max_tokens": 10})[1]["choices"][0]
+    status, out = call(server, "/completions", {"model": base, "prompt": ids, "temperature": 0, "max_tokens": 10})
+    assert status == 200 and out["object"] == "text_completion"
+    assert out["choices"][0]["text"] == want["message"]["content"]
+    assert out["choices"][0]["finish_reason"] == want["finish_reason"]
+    assert out["usage"]["prompt_tokens"] == len(ids)
+    status, out = call(server, "/completions", {"model": base, "prompt": "4*5=20. 7*8=", "temperature": 0,
+                                                "max_tokens": 5, "n": 2})
+    assert status == 200 and len(out["choices"]) == 2 and out["choices"][0]["text"] == out["choices"][1]["text"]
+    assert 0 < out["usage"]["completion_tokens"] <= 10
 
 
 def test_prompt_logprobs_are_the_in_process_backend_s(server, talking_model_dir):

@@ -49,7 +49,9 @@ class RowSampler:
     transformers' own temperature, top-k and top-p warpers) and leaves only that token possible, so that
     greedy search picks it: a row's tokens depend on its seed and its logits alone."""
 
-    def __init__(self, sampling, seeds: Sequence[int], device):
+    def __init__(self, sampling, seeds: Sequence[int], device, generators: Sequence | None = None):
+        """``generators``: the rows' generators as they are (``mafl serve`` continues a row's generation in
+        slices with the same generator), instead of new ones seeded by ``seeds``."""
         from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
                                   TopPLogitsWarper)
 
@@ -61,7 +63,8 @@ class RowSampler:
         if sampling.top_p < 1.0:
             warpers.append(TopPLogitsWarper(sampling.top_p))
         self.warpers = LogitsProcessorList(warpers)
-        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.generators = (list(generators) if generators is not None
+                           else [torch.Generator(device=device).manual_seed(int(s)) for s in seeds])
 
     def __call__(self, input_ids, scores):
         probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
@@ -221,37 +224,53 @@ class HFBackend:
             bar.close()
         return out  # type: ignore[return-value]
 
-    @torch.inference_mode()
     def _generate_batch(self, requests, prompts, routes, seeds) -> list[Completion]:
         s = requests[0].sampling
+        sampler = None if s.greedy else RowSampler(s, seeds, self.device)
+        rows = self.generate_rows(prompts, routes, sampler, s.max_new_tokens)
+        eos = self.eos_ids(routes[0][0])
+        return [self.completion(row, eos) for row in rows]
+
+    @torch.inference_mode()
+    def generate_rows(self, prompts: list[list[int]], routes: list, sampler: RowSampler | None,
+                      max_new_tokens: int, stopping=None) -> list[list[int]]:
+        """The new token ids of each prompt (one batch, left-padded; ``routes``: :meth:`_route` of each row's
+        model), greedy or drawn by ``sampler``; ``stopping``: a transformers stopping criterion that may end the
+        call early (what follows a row's eos is padding)."""
         model = routes[0][0]
         ids, mask = self._pad_left(prompts)
         kwargs = dict(self.generate_kwargs)
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # sampled: by RowSampler
-        if not s.greedy:
+        if sampler is not None:
             from transformers import LogitsProcessorList
 
-            kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []),
-                                                              RowSampler(s, seeds, self.device)])
+            kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), sampler])
+        if stopping is not None:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([*kwargs.get("stopping_criteria", []), stopping])
         names = [name for _, name in routes]
         single = len(set(names)) == 1 and model is self.peft and self.peft is not None
         if any(n is not None for n in names) and not single:
             kwargs["adapter_names"] = [n or BASE for n in names]
         with self._only(names[0]) if single else contextlib.nullcontext(), no_stale_hooks(model):
             gen = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=s.max_new_tokens,
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id, **kwargs,
             )
-        new = gen[:, ids.shape[1]:].tolist()
-        eos = kwargs.get("eos_token_id", model.generation_config.eos_token_id)  # generate_kwargs may set its own
-        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {self.tokenizer.eos_token_id}
-        out = []
-        for row in new:
-            n = next((k for k, t in enumerate(row) if t in eos_ids), None)
-            body = row if n is None else row[:n]
-            text = self.tokenizer.decode(body, skip_special_tokens=True).strip()
-            out.append(Completion(text=text, num_tokens=len(body) + (0 if n is None else 1), finished=n is not None))
-        return out
+        return gen[:, ids.shape[1]:].tolist()
+
+    def eos_ids(self, model) -> set[int]:
+        """The token ids that end a completion of ``model`` (``generate_kwargs`` may set its own)."""
+        eos = self.generate_kwargs.get("eos_token_id", model.generation_config.eos_token_id)
+        return set(eos if isinstance(eos, (list, tuple)) else [eos]) | {self.tokenizer.eos_token_id}
+
+    def completion(self, row: list[int], eos: set[int]) -> Completion:
+        """The completion of the new token ids ``row``: its text up to the first eos."""
+        n = next((k for k, t in enumerate(row) if t in eos), None)
+        body = row if n is None else row[:n]
+        text = self.tokenizer.decode(body, skip_special_tokens=True).strip()
+        return Completion(text=text, num_tokens=len(body) + (0 if n is None else 1), finished=n is not None)
 
     # -- likelihood ------------------------------------------------------------------------------------------
     def response_ids(self, response: str) -> list[int]:

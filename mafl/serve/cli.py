@@ -18,6 +18,7 @@ import sys
 
 INSTALL_HINT = "pip install 'mafl[serve]'"
 DEFAULT_MAX_LORAS = 16  # mafl.serve.app.DEFAULT_MAX_LORAS (not imported here: fastapi is optional)
+DEFAULT_SLICE_TOKENS = 128  # mafl.serve.app.DEFAULT_SLICE_TOKENS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,6 +37,16 @@ def parser() -> argparse.ArgumentParser:
                         "from its folder when asked for) (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=20.0,
                    help="how long the first request of a batch waits for others (default: %(default)s)")
+    p.add_argument("--max-n", type=int, default=16, help="the most completions one request may ask for (n) "
+                   "(default: %(default)s)")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                   help="the largest request body taken; larger ones get a 413 (default: %(default)s)")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="the context in tokens, prompt and completion together (default: the model's "
+                        "max_position_embeddings)")
+    p.add_argument("--slice-tokens", type=int, default=DEFAULT_SLICE_TOKENS,
+                   help="decode steps a generation runs before it gives way to waiting requests (default: "
+                        "%(default)s)")
     p.add_argument("--api-key-env", metavar="NAME", help="require the API key held by environment variable NAME")
     p.add_argument("--vllm-command", action="store_true", help="print the `vllm serve` command and exit")
     p.add_argument("--inject-faults", metavar="SPEC", help="tests only: e.g. 429=0.1,500=0.1,drop=0.1,oom=0.1,seed=0 "
@@ -72,8 +83,10 @@ def main(argv=None) -> int:
     from mafl.errors import ConfigError
     from mafl.serve.weights import ServedWeights, find_weights
 
-    if args.max_loras < 1:
-        return fail(f"--max-loras: must be >= 1 (got {args.max_loras})")
+    for flag in ("max_loras", "max_n", "max_body_bytes", "max_model_len", "slice_tokens", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            return fail(f"--{flag.replace('_', '-')}: must be >= 1 (got {value})")
     try:
         weights = find_weights(args.folder) if args.folder else ServedWeights(base=None)
         if args.model or not args.folder:  # no folder: the embedded default model, as `mafl` runs it
@@ -106,6 +119,8 @@ def main(argv=None) -> int:
         import uvicorn
 
         from mafl.serve.app import Server, create_app
+        from mafl.serve.guard import Guard, log_config
+        from mafl.serve.limits import Limits, context_length, max_token_bytes
     except ImportError as e:
         print(f"mafl serve needs fastapi and uvicorn ({e.name} is missing): {INSTALL_HINT}", file=sys.stderr)
         return 2
@@ -119,8 +134,12 @@ def main(argv=None) -> int:
         backend = HFBackend(weights.base, dtype=args.dtype or model.get("dtype", "float32"), device=args.device,
                             batch_size=args.batch_size, chat_template=model.get("chat_template"),
                             trust_remote_code=bool(model.get("trust_remote_code", False)))
+        limits = Limits(context=context_length(backend.base.config, backend.tokenizer, args.max_model_len),
+                        max_n=args.max_n, max_body_bytes=args.max_body_bytes,
+                        max_token_bytes=max_token_bytes(backend.tokenizer))
         server = Server(backend, args.served_model_name or weights.base, weights.adapters,
-                        batch_wait=args.batch_wait_ms / 1000, api_key=api_key, max_loras=args.max_loras)
+                        batch_wait=args.batch_wait_ms / 1000, api_key=api_key, max_loras=args.max_loras,
+                        limits=limits, slice_tokens=args.slice_tokens)
     except (OSError, ValueError) as e:  # no model there, weights that do not load
         return fail(one_line(e))
     app = create_app(server)
@@ -129,6 +148,7 @@ def main(argv=None) -> int:
 
         forward = ForwardFaults(backend.base, spec.rates["oom"], spec.seed) if spec.rates.get("oom") else None
         app = FaultInjection(app, spec, forward)
+    app = Guard(app, max_body_bytes=limits.max_body_bytes, authorized=server.authorized)
     banner = (f"mafl serve: {server.base_name} and {len(server.roots)} adapter(s) at "
               f"http://{args.host}:{args.port}/v1")
 
@@ -140,7 +160,8 @@ def main(argv=None) -> int:
             if self.started:
                 print(banner, flush=True)
 
-    Announced(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)).run()
+    Announced(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                             log_config=log_config())).run()
     return 0
 
 
