@@ -9,10 +9,14 @@ is its text's tokens and the tokenizer's eos, which is where generation stops.
 Generation sends ``prompt_ids(messages)`` to the model; a likelihood scores ``response_ids(response)`` after it;
 a fine-tuning example is exactly their concatenation (:func:`example_ids`), with the loss on the response only.
 So training and generation see the same prompt tokens, whatever the template or the tokenizer.
+
+A completion's text is decoded from its generated token ids by :func:`completion`, whichever engine generated them.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Collection, Sequence
+
+from mafl.backends.base import Completion
 
 
 def prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
@@ -34,3 +38,13 @@ def example_ids(tokenizer, messages: Sequence[dict], response: str) -> tuple[lis
     prompt included) and 1 on the response and its eos, the only tokens that carry the loss."""
     prompt, completion = prompt_ids(tokenizer, messages), response_ids(tokenizer, response)
     return prompt + completion, [0] * len(prompt) + [1] * len(completion)
+
+
+def completion(tokenizer, ids: Sequence[int], eos_ids: Collection[int]) -> Completion:
+    """The completion of the generated token ids ``ids``: the text of the tokens before the first of ``eos_ids``
+    (special tokens skipped, stripped), ``num_tokens`` counting that eos, ``finished`` whether one came (else the
+    budget cut it). An engine's own text may differ (vLLM holds back an incomplete UTF-8 character)."""
+    n = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+    body = list(ids) if n is None else list(ids[:n])
+    text = tokenizer.decode(body, skip_special_tokens=True).strip()
+    return Completion(text=text, num_tokens=len(body) + (0 if n is None else 1), finished=n is not None)
