@@ -97,13 +97,13 @@ def mafl_serve(args: list[str], log: Path, **kwargs) -> Iterator[ServeProcess]:
 
 
 def api_call(url: str, path: str, body=None, *, key: str | None = None, raw: bytes | None = None,
-             timeout: float = 120) -> tuple[int, dict | str]:
+             timeout: float = 120, headers: dict | None = None) -> tuple[int, dict | str]:
     """(status, JSON or text) of one request to ``url + path``: ``body`` as JSON, or the bytes ``raw`` as they
     are; GET when there is neither."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(f"{url}{path}", data=data,
                                  headers={"content-type": "application/json",
-                                          **({"authorization": f"Bearer {key}"} if key else {})})
+                                          **({"authorization": f"Bearer {key}"} if key else {}), **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             status, text = r.status, r.read().decode()
@@ -113,6 +113,26 @@ def api_call(url: str, path: str, body=None, *, key: str | None = None, raw: byt
         return status, json.loads(text)
     except ValueError:
         return status, text
+
+
+def server_metrics(port: int) -> dict[str, int]:
+    """``GET /metrics`` of ``mafl serve``: {name without the mafl_serve_ prefix and _total suffix: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split()
+            out[name.removeprefix("mafl_serve_").removesuffix("_total")] = int(float(value))
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process ``pid`` (Linux), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 QUESTION = "What is the result of 3+4*5+6-7*8? Make sure to state your answer at the end of the response."

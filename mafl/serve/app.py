@@ -384,7 +384,7 @@ class Server:
         """The scheduler's counters in Prometheus' text format."""
         lines = []
         for name, value in self.queue.metrics().items():
-            kind = "gauge" if name.startswith("units_w") or name.startswith("units_r") else "counter"
+            kind = "gauge" if name in ("units_waiting", "units_running", "max_wait_steps") else "counter"
             metric = f"mafl_serve_{name}" + ("_total" if kind == "counter" else "")
             lines += [f"# TYPE {metric} {kind}", f"{metric} {value}"]
         return "\n".join(lines) + "\n"

@@ -4,8 +4,10 @@ a status and writes at most one line about it.
 * **An id per request**: the client's ``X-Request-Id`` (letters, digits, ``._-``, at most 64) or a new one,
   sent back in the response's ``x-request-id``.
 * **The API key** (``--api-key-env``): every ``/v1`` request without it gets a 401.
-* **The body**: at most ``max_body_bytes``; a larger ``Content-Length`` gets a 413 before a byte of the body is read,
-  and a body that grows past the bound while it streams in gets a 413 as soon as it does (it is never held whole).
+* **The body**: at most ``max_body_bytes`` is held; a larger ``Content-Length``, or a body that grows past the bound
+  while it streams in, gets a 413 and nothing more of it is kept: the rest is read and thrown away (up to 64 MiB,
+  so that a client that sends its whole body before reading gets the 413; past that, or for a client that waits
+  for ``100 Continue``, the connection is closed).
 * **Failures**: every answer of status 400 or more, and every error the application raises, is one line on stderr,
   ``mafl serve: <request id> <status> <method> <path>: <reason>``; an error the application did not handle is a
   500 in OpenAI's error shape, never a traceback, and the connection stays usable.
@@ -24,6 +26,7 @@ from typing import Callable
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+DRAIN_BYTES = 64 * 1024 * 1024  # the most of a refused body read (and thrown away) before the connection is closed
 CLIENT_GONE = 499  # the status logged for a request whose client went away (nginx's convention); never sent
 
 
@@ -98,32 +101,54 @@ class Guard:
             self.say(f"mafl serve: {rid} {status} {where}: {one_line(reason)}")
 
     async def _body(self, headers: dict, receive, refuse) -> bytes | None:
-        """The request's body, read up to ``max_body_bytes``; None after answering 413 (or 400)."""
+        """The request's body, read up to ``max_body_bytes``; None after answering 413 (or 400). A body past the
+        bound is read on and thrown away (up to :data:`DRAIN_BYTES` more), so that a client that sends all of it
+        before reading the answer gets the 413 rather than a reset connection; past that the connection is
+        closed."""
         length = headers.get("content-length")
-        if length is not None:
-            if not length.strip().isdigit():
-                await refuse(400, f"Content-Length: not a number ({length[:40]!r})", "invalid_request_error",
-                             close=True)
-                return None
-            if int(length) > self.max_body_bytes:
-                await refuse(413, f"the request body ({int(length)} bytes) is larger than this server takes "
-                                  f"({self.max_body_bytes} bytes: mafl serve --max-body-bytes)",
-                             "invalid_request_error", close=True)
-                return None
+        if length is not None and not length.strip().isdigit():
+            await refuse(400, f"Content-Length: not a number ({length[:40]!r})", "invalid_request_error", close=True)
+            return None
+        declared = int(length) if length is not None else None
         chunks, size = [], 0
+        too_large = declared is not None and declared > self.max_body_bytes
         while True:
+            if too_large:
+                # a client waiting for "100 Continue" has sent nothing yet: answer at once; else read on
+                waiting = headers.get("expect", "").lower() == "100-continue" and size == 0
+                whole = False if waiting else await self._drain(receive, size)
+                shown = f" ({declared} bytes)" if declared is not None else ""
+                await refuse(413, f"the request body{shown} is larger than this server takes ({self.max_body_bytes} "
+                                  "bytes: mafl serve --max-body-bytes)", "invalid_request_error", close=not whole)
+                return None
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None  # the client went away while sending: nothing to answer
             piece = message.get("body", b"")
             size += len(piece)
+            more = message.get("more_body", False)
             if size > self.max_body_bytes:
-                await refuse(413, f"the request body is larger than this server takes ({self.max_body_bytes} "
-                                  "bytes: mafl serve --max-body-bytes)", "invalid_request_error", close=True)
-                return None
+                chunks, too_large = [], True
+                if not more:
+                    await refuse(413, f"the request body is larger than this server takes ({self.max_body_bytes} "
+                                      "bytes: mafl serve --max-body-bytes)", "invalid_request_error")
+                    return None
+                continue
             chunks.append(piece)
-            if not message.get("more_body", False):
+            if not more:
                 return b"".join(chunks)
+
+    @staticmethod
+    async def _drain(receive, size: int) -> bool:
+        """Read the rest of a refused body without keeping it, up to DRAIN_BYTES in all; True when it all came."""
+        while size <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return False
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+        return False
 
     @staticmethod
     def _reason(body: bytes) -> str:

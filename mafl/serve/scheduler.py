@@ -19,8 +19,8 @@ load), all of one *owner*. A single worker runs every backend call, one at a tim
 * **Failures.** A batch that raises is run again unit by unit (each sampling generator put back as it was), so only
   the unit that fails gets the error.
 
-The counters (steps, batches, slices given way, units cancelled, units waiting and running) are served at
-``GET /metrics``.
+The counters (steps, batches, slices given way, units cancelled, units waiting and running, and the most steps of
+other work a unit waited behind before its first batch) are served at ``GET /metrics``.
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ class Unit:
     owner: Owner
     future: asyncio.Future = field(repr=False)
     seq: int = 0
+    submitted: int = 0  # the live work clock when it was queued
+    started: bool = False
 
     @property
     def key(self) -> tuple:
@@ -74,7 +76,9 @@ class Scheduler:
         self.pending: list[Unit] = []
         self.running: list[Unit] = []
         self.clock = 0  # decode steps (a forward pass for scoring) run so far: the work clock
+        self.live = 0  # the steps of the batch running now (updated as it runs)
         self.counts = {"batches": 0, "steps": 0, "slices_yielded": 0, "units_cancelled": 0, "units_failed": 0}
+        self.max_wait_steps = 0  # the most steps of other work any unit waited behind before its first batch
         self._seq = itertools.count()
         self._wake: asyncio.Event | None = None
         self.worker: asyncio.Task | None = None
@@ -93,12 +97,14 @@ class Scheduler:
     def submit(self, kind: str, key: tuple, payload: Any, owner: Owner) -> asyncio.Future:
         """Queue one unit; its future holds the answer (cancel it when the client is gone)."""
         future = asyncio.get_running_loop().create_future()
-        self.pending.append(Unit(kind, tuple(key), payload, owner, future, next(self._seq)))
+        self.pending.append(Unit(kind, tuple(key), payload, owner, future, next(self._seq),
+                                 submitted=self.clock + self.live))
         self._wake.set()
         return future
 
     def metrics(self) -> dict:
-        return {**self.counts, "units_waiting": len(self.pending), "units_running": len(self.running)}
+        return {**self.counts, "units_waiting": len(self.pending), "units_running": len(self.running),
+                "max_wait_steps": self.max_wait_steps}
 
     # -- the worker ------------------------------------------------------------------------------------------
     def _drop_cancelled(self) -> None:
@@ -126,6 +132,10 @@ class Scheduler:
             batch = self._next_batch()
             taken = set(map(id, batch))
             self.pending = [u for u in self.pending if id(u) not in taken]
+            for u in batch:
+                if not u.started:
+                    u.started = True
+                    self.max_wait_steps = max(self.max_wait_steps, self.clock - u.submitted)
             self.running = batch
             try:
                 await self._answer(batch)
@@ -135,6 +145,7 @@ class Scheduler:
     def _stopper(self, batch: list[Unit]) -> Callable[[int], bool]:
         """``stop(steps)`` for a batch's generation, called in the worker's thread at every step."""
         def stop(steps: int) -> bool:
+            self.live = steps
             gone = [u.future.done() for u in batch]
             if all(gone):
                 return True
@@ -147,6 +158,7 @@ class Scheduler:
         try:
             results, steps = await asyncio.to_thread(self.run[kind], [u.payload for u in batch], self._stopper(batch))
         except Exception as e:  # noqa: BLE001 - the error goes back to the request
+            self.live = 0
             for u, state in zip(batch, saved):
                 if state is not None:
                     u.payload.restore(state)
@@ -159,6 +171,7 @@ class Scheduler:
             if not batch[0].future.done():
                 batch[0].future.set_exception(e)
             return
+        self.live = 0
         self.clock += steps
         self.counts["steps"] += steps
         self.counts["batches"] += kind != "admin"
