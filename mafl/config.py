@@ -110,10 +110,12 @@ def validate(cfg: Mapping[str, Any]) -> Settings:
     dataset = DatasetSettings.from_cfg(cfg["dataset"])
     debate = DebateSettings.from_cfg(cfg["debate"])
     society = SocietySettings.from_cfg(cfg.get("society"), cfg["model"])
-    preset = preset_of_path(model.path)
+    preset = preset_of_path(model.path, model.gguf)
     if preset is not None and model.name != preset:
-        raise ConfigError(f"model.path: {model.path} is the model of preset {preset}, which brings its set-up "
-                          f"(token budgets, sampling, fine-tuning recipe: conf/hub/); choose it with model={preset}")
+        key, value = ("model.gguf", model.gguf) if model.gguf else ("model.path", model.path)
+        raise ConfigError(f"{key}: {value} is the model of preset {preset}, which brings its set-up "
+                          f"(token budgets, sampling, fine-tuning recipe: conf/hub/, conf/packaged/); choose it with "
+                          f"model={preset}")
     from mafl.backends import backend_class
 
     if finetune.mode == "full" and not backend_class(backend.name).capabilities.full_models:

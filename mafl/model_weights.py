@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 RECIPE_FILE = "recipe.json"  # what marks a folder as a built tiny model (mafl.tiny writes it)
+GGUF_SOURCE_FILE = "gguf_source.json"  # what marks a folder made from a GGUF file (mafl.gguf_models writes it)
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -23,12 +24,14 @@ def weights_sha256(path: str | Path) -> str:
 
 
 def tiny_weights(path: str | Path) -> str | None:
-    """The weights' sha256 of the tiny model in ``path`` (its recipe.json's, or hashed now for a model built before
-    the hash was recorded); None for a folder that is not a built tiny model."""
+    """The weights' sha256 of a model mafl built in ``path``: the tiny model (its recipe.json's, or hashed now for a
+    model built before the hash was recorded) or one made from a GGUF file (its gguf_source.json's); None for any
+    other folder."""
     path = Path(path)
-    if not (path / RECIPE_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-        return None
-    return json.loads((path / RECIPE_FILE).read_text()).get("weights_sha256") or weights_sha256(path)
+    for record in (RECIPE_FILE, GGUF_SOURCE_FILE):
+        if (path / record).is_file() and (path / WEIGHTS_FILE).is_file():
+            return json.loads((path / record).read_text()).get("weights_sha256") or weights_sha256(path)
+    return None
 
 
 def base_weights(paths: Sequence[str]) -> str | None:

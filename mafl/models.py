@@ -8,11 +8,14 @@ from typing import Mapping
 from mafl.errors import ConfigError, choice, known_keys, plain
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+# model.path values that name a model mafl makes itself: the embedded tiny model, and one made from a GGUF file
+BUILT = ("tiny", "gguf")
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """``conf/model/*.yaml``: the base model (``path``: ``tiny``, a hub name or a folder) and how it is loaded."""
+    """``conf/model/*.yaml``: the base model (``path``: ``tiny``, ``gguf``, a hub name or a folder) and how it is
+    loaded."""
 
     name: str
     path: str
@@ -20,16 +23,29 @@ class ModelSettings:
     trust_remote_code: bool = False
     chat_template: str | None = None
     tiny: dict = field(default_factory=dict)  # the embedded model's recipe (path: tiny)
+    gguf: str | None = None  # path: gguf: a GGUF file, or an installed package that ships one (mafl/gguf_models.py)
+    gguf_sha256: str | None = None  # the GGUF file's expected sha256 (null: not checked)
 
     @classmethod
     def from_cfg(cls, c: Mapping) -> "ModelSettings":
         known_keys(c, "model", [f.name for f in fields(cls)])
         path = str(c.get("path"))
-        if path != "tiny" and (path.startswith((".", "/", "~")) and not Path(path).expanduser().exists()):
+        gguf = c.get("gguf")
+        if path not in BUILT and (path.startswith((".", "/", "~")) and not Path(path).expanduser().exists()):
             raise ConfigError(f"model.path: no such folder {path}")
+        if path == "gguf" and not gguf:
+            raise ConfigError("model.gguf: path: gguf needs model.gguf, a GGUF file or a package that ships one")
+        if gguf and path != "gguf":
+            raise ConfigError(f"model.gguf: set beside model.path={path}; a model from a GGUF file is "
+                              f"model=gguf model.gguf={gguf} (or model.path=gguf)")
+        sha = c.get("gguf_sha256")
+        if sha is not None and not (isinstance(sha, str) and len(sha) == 64
+                                    and all(ch in "0123456789abcdefABCDEF" for ch in sha)):
+            raise ConfigError(f"model.gguf_sha256: must be 64 hexadecimal digits or null (got {sha!r})")
         return cls(name=str(c.get("name") or path), path=path, dtype=choice(c, "dtype", "model", DTYPES),
                    trust_remote_code=bool(c.get("trust_remote_code", False)), chat_template=c.get("chat_template"),
-                   tiny=dict(plain(c.get("tiny")) or {}))
+                   tiny=dict(plain(c.get("tiny")) or {}), gguf=str(gguf) if gguf else None,
+                   gguf_sha256=sha.lower() if sha else None)
 
 
 def check_model_folder(path: str, key: str) -> None:

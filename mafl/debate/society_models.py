@@ -41,14 +41,15 @@ def load_preset(name: str, key: str) -> dict:
     return preset
 
 
-def preset_of_path(path: str) -> str | None:
-    """The model preset whose model is ``path`` (a hub name), when that preset brings a set-up of its own (a
-    ``defaults`` list: conf/hub/); None otherwise."""
+def preset_of_path(path: str, gguf: str | None = None) -> str | None:
+    """The model preset whose model is ``path`` (a hub name; for ``path: gguf``, the model of the GGUF file
+    ``gguf``), when that preset brings a set-up of its own (a ``defaults`` list: conf/hub/, conf/packaged/); None
+    otherwise."""
     from omegaconf import OmegaConf
 
     for name in model_presets():
         preset = OmegaConf.to_container(OmegaConf.load(PRESETS / f"{name}.yaml"))
-        if preset.get("defaults") and preset.get("path") == path:
+        if preset.get("defaults") and preset.get("path") == path and preset.get("gguf") == gguf:
             return name
     return None
 
