@@ -54,7 +54,8 @@ from mafl.backends.base import Completion, Sampling, request_seed
 from mafl.errors import one_line
 from mafl.models import is_adapter_folder
 from mafl.serve.guard import CLIENT_GONE
-from mafl.serve.limits import Limits, ServeError, context_length, max_token_bytes, messages_of, number, seed_of
+from mafl.serve.limits import (Limits, ServeError, context_length, max_token_bytes, messages_of, number, seed_of,
+                               unicode)
 from mafl.serve.scheduler import CONTINUE, Scheduler
 
 DEFAULT_MAX_LORAS = 16  # adapters held in memory at once (the others are loaded again from disk when asked for)
@@ -310,6 +311,7 @@ class Server:
         if isinstance(prompt, list) and len(prompt) == 1 and not isinstance(prompt[0], int):
             prompt = prompt[0]  # one prompt in a list
         if isinstance(prompt, str):
+            unicode(prompt, "prompt")
             self.limits.check_text_size(len(prompt.encode("utf-8")), "prompt")
             ids = list((await asyncio.to_thread(tok, prompt, add_special_tokens=False))["input_ids"])
         elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
@@ -423,6 +425,7 @@ def create_app(server: Server):
     app = FastAPI(title="mafl serve", lifespan=lifespan)
 
     def error(status: int, message: str, kind: str) -> JSONResponse:
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # what a request quoted may not be
         return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": status}},
                             status_code=status)
 

@@ -95,14 +95,23 @@ def max_token_bytes(tokenizer) -> int:
     return max((len(t.encode("utf-8")) for t in tokenizer.get_vocab()), default=1) or 1
 
 
+def unicode(text: str, where: str) -> str:
+    """``text``, refused when it is not valid Unicode (JSON's escapes can spell a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ServeError(400, f"{where}: not valid Unicode (a lone surrogate)") from None
+    return text
+
+
 def text_of(content, where: str) -> str:
     """A message's content: a string, or OpenAI's list of parts (the text parts, joined)."""
     if isinstance(content, str):
-        return content
+        return unicode(content, f"{where}.content")
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
         if any(p.get("type", "text") != "text" or not isinstance(p.get("text"), str) for p in content):
             raise ServeError(400, f"{where}.content: mafl serve reads text parts only ([{{type: text, text: ...}}])")
-        return "".join(p["text"] for p in content)
+        return unicode("".join(p["text"] for p in content), f"{where}.content")
     if content is None:
         raise ServeError(400, f"{where}.content: missing (a string, or a list of text parts)")
     raise ServeError(400, f"{where}.content: a string or a list of text parts (got {type(content).__name__})")
@@ -116,7 +125,8 @@ def messages_of(value) -> list[dict]:
     for k, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ServeError(400, f"messages[{k}]: an object with a role (a string) and a content (got {m!r:.60})")
-        out.append({"role": m["role"], "content": text_of(m.get("content"), f"messages[{k}]")})
+        out.append({"role": unicode(m["role"], f"messages[{k}].role"),
+                    "content": text_of(m.get("content"), f"messages[{k}]")})
     return out
 
 
