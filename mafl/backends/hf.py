@@ -266,11 +266,9 @@ class HFBackend:
         return set(eos if isinstance(eos, (list, tuple)) else [eos]) | {self.tokenizer.eos_token_id}
 
     def completion(self, row: list[int], eos: set[int]) -> Completion:
-        """The completion of the new token ids ``row``: its text up to the first eos."""
-        n = next((k for k, t in enumerate(row) if t in eos), None)
-        body = row if n is None else row[:n]
-        text = self.tokenizer.decode(body, skip_special_tokens=True).strip()
-        return Completion(text=text, num_tokens=len(body) + (0 if n is None else 1), finished=n is not None)
+        """The completion of the new token ids ``row``: its text up to the first eos (``chat.completion``, as the
+        vLLM backend decodes its engine's token ids)."""
+        return chat.completion(self.tokenizer, row, eos)
 
     # -- likelihood ------------------------------------------------------------------------------------------
     def response_ids(self, response: str) -> list[int]:
