@@ -276,22 +276,28 @@ class HFBackend:
 
     @torch.inference_mode()
     def score(self, requests: Sequence[ScoringRequest]) -> list[Score]:
-        """Sum of log-probabilities of each response (with its closing eos) given its prompt, per model."""
+        """Sum of log-probabilities of each response (with its closing eos) given its prompt, per model. A model's
+        requests are batched in order of prompt length, so that a batch's responses start near one another: the
+        output layer runs only from the first response token of the batch on (:meth:`_score_batch`)."""
         out: list[Score | None] = [None] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: (str(requests[i].adapter), i))
+        pairs = [(self.prompt_ids(r.messages), self.response_ids(r.response)) for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: (str(requests[i].adapter), len(pairs[i][0]), i))
         for adapter, grp in itertools.groupby(order, key=lambda i: requests[i].adapter):
             idx = list(grp)
             model, name = self._route(adapter)
             for j in range(0, len(idx), self.batch_size):
                 chunk = idx[j:j + self.batch_size]
-                pairs = [(self.prompt_ids(requests[i].messages), self.response_ids(requests[i].response)) for i in chunk]
-                for i, sc in zip(chunk, self._score_batch(model, name, pairs)):
+                for i, sc in zip(chunk, self._score_batch(model, name, [pairs[i] for i in chunk])):
                     out[i] = sc
         return out  # type: ignore[return-value]
 
     def _score_batch(self, model, name, pairs) -> list[Score]:
-        rows = self._token_logprobs_batch(model, name, [p + r for p, r in pairs])
-        spans = [logp[len(p) - 1: len(p) + len(r) - 1] for (p, r), (logp, _) in zip(pairs, rows)]
+        # the logits that predict a response token start at its prompt's last position: none before the shortest
+        # prompt's is computed (a prompt of hundreds of tokens and a vocabulary of 50-150k would otherwise make
+        # logits of hundreds of MB that nothing reads)
+        start = min(len(p) for p, _ in pairs) - 1
+        rows = self._token_logprobs_batch(model, name, [p + r for p, r in pairs], start=start)
+        spans = [logp[len(p) - 1 - start: len(p) + len(r) - 1 - start] for (p, r), (logp, _) in zip(pairs, rows)]
         return [Score(logprob=float(span.sum()), num_tokens=len(r), token_logprobs=tuple(span.tolist()))
                 for (_, r), span in zip(pairs, spans)]
 
@@ -309,8 +315,10 @@ class HFBackend:
                 out.append(([None] + logp.tolist(), [None] + ranks.tolist()))
         return out
 
-    def _token_logprobs_batch(self, model, name, rows: list[list[int]], with_ranks: bool = False):
-        """[(logprob of tokens 1.. given the ones before, their ranks or None)] of each row: one forward pass."""
+    def _token_logprobs_batch(self, model, name, rows: list[list[int]], with_ranks: bool = False, start: int = 0):
+        """[(logprob of tokens ``start``\ +1.. given the ones before, their ranks or None)] of each row: one forward
+        pass, the output layer run only from position ``start`` on, and the log-softmax one row at a time (its
+        memory is one row's positions times the vocabulary, not the batch's)."""
         width = max(len(x) for x in rows)
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -319,11 +327,15 @@ class HFBackend:
             mask[i, : len(x)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         kwargs = {"adapter_names": [name] * len(rows)} if name is not None else {}
+        keep = torch.arange(start, width - 1, device=self.device)  # the positions whose next token is scored
         with no_stale_hooks(model):
-            logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float()
-        all_logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        logp = all_logp.gather(-1, ids[:, 1:, None])
-        ranks = (all_logp > logp).sum(-1) + 1 if with_ranks else None
-        logp = logp[..., 0]
-        return [(logp[i, : len(x) - 1].cpu(), ranks[i, : len(x) - 1].cpu() if with_ranks else None)
-                for i, x in enumerate(rows)]
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **kwargs).logits
+        targets = ids[:, start + 1:, None]
+        out = []
+        for i, x in enumerate(rows):
+            n = len(x) - 1 - start
+            row = torch.log_softmax(logits[i, :n].float(), dim=-1)
+            logp = row.gather(-1, targets[i, :n])
+            ranks = ((row > logp).sum(-1) + 1).cpu() if with_ranks else None
+            out.append((logp[:, 0].cpu(), ranks))
+        return out
