@@ -46,7 +46,7 @@ from typing import Any, Sequence
 from mafl.backends import chat
 from mafl.backends.base import (Capabilities, Completion, GenerationRequest, Score, ScoringRequest,
                                 ScoringUnavailable, request_seed)
-from mafl.backends.retries import RetryReport, backoff, retryable_status
+from mafl.backends.retries import BusyGate, RetryReport, backoff, retryable_status
 from mafl.backends.usage import UsageLedger
 from mafl.errors import ConfigError, RunError, integer, number, one_line, plain
 from mafl.models import is_adapter_folder
@@ -115,6 +115,7 @@ class OpenAIBackend:
         self._folders: dict[str, Path] = {}  # adapter name -> its folder (served again after a server's 404)
         self._reloads: dict[str, asyncio.Future] = {}  # adapters being served again now
         self.retries = RetryReport(self.base_url)
+        self.gate = BusyGate(self.max_concurrency, self.timeout)  # attempts in flight, fewer while the server is busy
         self._unscorable: str | None = None  # why score() cannot be answered, once known
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mafl-openai", daemon=True)
@@ -287,8 +288,12 @@ class OpenAIBackend:
         attempt, served_again = 0, False
         while True:
             served = self.served(adapter)
+            ticket = await self.gate.acquire()
+            outcome = "failed"
             try:
-                return await call(served)
+                result = await call(served)
+                outcome = "ok"
+                return result
             except o.NotFoundError:
                 if adapter is None or adapter not in self._folders or served_again:
                     raise
@@ -296,14 +301,25 @@ class OpenAIBackend:
                 await self._serve_again(adapter)
             except (o.APIStatusError, o.APIConnectionError) as e:
                 status = getattr(e, "status_code", None)
-                if (status is not None and not retryable_status(status)) or attempt >= self.max_retries:
+                kind = "busy" if isinstance(e, o.APITimeoutError) or status in (429, 503) else "failed"
+                outcome = None  # released here
+                busy = await self.gate.release(ticket, kind)
+                if (status is not None and not retryable_status(status)) or (attempt >= self.max_retries and not busy):
                     raise
-                attempt += 1
+                attempt += not busy
                 response = getattr(e, "response", None)
-                delay = backoff(attempt, response.headers if status is not None and response is not None else None)
+                delay = backoff(max(attempt, 1), response.headers if status is not None and response is not None else None)
                 reason = f"{status} to a {what} request" if status is not None else f"{type(e).__name__} on a {what} request"
-                self.retries.retry(reason, attempt, self.max_retries, delay)
+                if busy:
+                    reason += " (the server is busy answering others)"
+                if self.gate.limit < self.gate.maximum:
+                    reason += f"; at most {self.gate.limit} requests in flight now"
+                delay = max(delay, self.gate.held())  # what the gate holds it for anyway, said on the console
+                self.retries.retry(reason, attempt, self.max_retries, delay, counted=not busy)
                 await asyncio.sleep(delay)
+            finally:
+                if outcome is not None:
+                    await self.gate.release(ticket, outcome)
 
     def unload(self, name: str) -> None:
         """Stop speaking with ``name``'s model (the server keeps serving it: it may be shared)."""

@@ -5,9 +5,20 @@ timeout is sent again up to ``max_retries`` times, after an exponential back-off
 at most 8 s) or the server's own ``retry-after-ms`` / ``retry-after`` when it gives one (at most 60 s). Each retry
 is reported on the console (at most one line every 2 s; the retries in between are counted in the next line), so a
 silent server never holds a run without a word.
+
+Retries must not pile onto a busy server (one that may still be working on the copy a client gave up on):
+:class:`BusyGate` lets at most ``limit`` attempts be in flight, and a server that is busy (an attempt timed out, or
+a 429 or 503) halves that limit, or brings it down to what the server answers within the timeout at the pace
+measured between its answers (once per round of attempts, never below 1), and holds every new attempt for the time
+the server takes to answer one for each copy that timed out, so that those copies are done before others are sent;
+each ``limit`` answers in a row let one more in again, up to ``max_concurrency`` and that pace. An
+attempt that timed out while the server answered other requests of the same client, and that was not alone in
+flight, found a busy server, not a gone one: it is sent again without using one of ``max_retries`` (every such
+retry is paired with an answer, so the work still ends); alone in flight, a timeout counts as any other failure.
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -48,7 +59,7 @@ class RetryReport:
         self._last = float("-inf")
         self._lock = threading.Lock()
 
-    def retry(self, reason: str, attempt: int, of: int, delay: float) -> None:
+    def retry(self, reason: str, attempt: int, of: int, delay: float, counted: bool = True) -> None:
         with self._lock:
             self.total += 1
             self._unsaid += 1
@@ -57,8 +68,8 @@ class RetryReport:
                 return
             others, self._unsaid, self._last = self._unsaid - 1, 0, now
         more = f" (+{others} other retr{'y' if others == 1 else 'ies'} since the last line)" if others else ""
-        self._say(f"backend=openai: {self.where}: {one_line(reason, 160)}; retry {attempt} of {of} in "
-                  f"{delay:.1f} s{more}")
+        which = f"retry {attempt} of {of}" if counted else f"retry (not counted: {attempt} of {of} used)"
+        self._say(f"backend=openai: {self.where}: {one_line(reason, 200)}; {which} in {delay:.1f} s{more}")
 
     def _say(self, text: str) -> None:
         if self.say is not None:
@@ -67,3 +78,71 @@ class RetryReport:
         from mafl.progress import line
 
         line(text)
+
+
+class BusyGate:
+    """At most ``limit`` attempts in flight, none while the server is still busy with copies that timed out (see the
+    module docstring)."""
+
+    def __init__(self, maximum: int, timeout: float | None = None):
+        self.maximum = self.limit = max(1, int(maximum))
+        self.timeout = timeout  # of one attempt: the server must answer what is in flight within it
+        self.in_flight = self.answers = self.cuts = 0
+        self.interval: float | None = None  # seconds between two answers while the server is busy (a running mean)
+        self.hold_until = 0.0  # no attempt starts before (the server finishing the copies that timed out)
+        self._grown = 0
+        self._last_cut = float("-inf")
+        self._last_answer: float | None = None
+        self._cond: asyncio.Condition | None = None
+
+    def fit(self) -> int:
+        """The attempts in flight that the server answers within the timeout, at the pace measured (with a fifth
+        to spare); ``maximum`` while it is not known."""
+        if self.interval is None or not self.timeout or self.interval <= 0:
+            return self.maximum
+        return max(1, min(self.maximum, int(0.8 * self.timeout / self.interval)))
+
+    def held(self) -> float:
+        """Seconds until attempts may start again."""
+        return max(0.0, self.hold_until - time.monotonic())
+
+    async def acquire(self) -> tuple[float, int, int]:
+        """Wait for a place; (start time, answers so far, attempts in flight besides this one)."""
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        while True:
+            if (wait := self.held()) > 0:
+                await asyncio.sleep(wait)
+                continue
+            async with self._cond:
+                if self.held() > 0:
+                    continue
+                if self.in_flight < self.limit:
+                    self.in_flight += 1
+                    return time.monotonic(), self.answers, self.in_flight - 1
+                await self._cond.wait()
+
+    async def release(self, ticket: tuple[float, int, int], outcome: str) -> bool:
+        """End an attempt: ``ok`` (an answer), ``busy`` (a timeout, 429, 503) or ``failed``. True when a busy
+        attempt was not alone and other answers came while it waited: a busy server, not a gone one."""
+        started, answers, others = ticket
+        now = time.monotonic()
+        async with self._cond:
+            self.in_flight -= 1
+            if outcome == "ok":
+                if self._last_answer is not None and started < self._last_answer:  # the server was busy between
+                    gap = now - self._last_answer
+                    self.interval = gap if self.interval is None else 0.8 * self.interval + 0.2 * gap
+                self._last_answer = now
+                self.answers += 1
+                self._grown += 1
+                if self.limit < self.fit() and self._grown >= self.limit:
+                    self.limit, self._grown = self.limit + 1, 0
+            elif outcome == "busy":
+                if started >= self._last_cut:  # one cut per round of attempts
+                    self.limit, self._grown, self._last_cut = max(1, min(self.limit // 2, self.fit())), 0, now
+                    self.cuts += 1
+                if self.interval is not None:  # the copy that timed out may still run there: wait for it
+                    self.hold_until = max(self.hold_until, now) + self.interval
+            self._cond.notify_all()
+            return outcome == "busy" and others > 0 and self.answers > answers
