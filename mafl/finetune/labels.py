@@ -39,6 +39,15 @@ def read_report(path: str | os.PathLike) -> dict:
     return json.loads(report.read_text()) if report.exists() else {}
 
 
+def checked_rows(path: str | os.PathLike, rows: list, report: dict, key: str) -> list:
+    """``rows`` read from ``path``, refused (a ValueError) when they are not as many as its report counts under
+    ``key``: a file cut at a line's end parses, and would be trained on short."""
+    if key in report and report[key] != len(rows):
+        raise ValueError(f"{path} holds {len(rows)} rows and its report {report_path(path).name} counts "
+                         f"{report[key]}: cut short")
+    return rows
+
+
 def selection_counts(report: dict) -> dict:
     """The :data:`SELECTION_COUNTS` of a report (0 where it has none), as a loader's keyword arguments."""
     return {key: int(report.get(key, 0)) for key in SELECTION_COUNTS}

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
-from mafl.finetune.labels import _rng, agrees, dedupe_and_cap, problem_labels, read_report, save_with_report, selection_counts
+from mafl.finetune.labels import (_rng, agrees, checked_rows, dedupe_and_cap, problem_labels, read_report,
+                                  save_with_report, selection_counts)
 from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
 
@@ -117,7 +118,7 @@ class PairSet:
         path = Path(path)
         meta = read_report(path)
         return cls(name=name or meta.get("name") or path.name.removesuffix(SUFFIX),
-                   pairs=[Pair.from_json(row) for row in read_jsonl(path)],
+                   pairs=checked_rows(path, [Pair.from_json(row) for row in read_jsonl(path)], meta, "pairs"),
                    **selection_counts(meta))
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mafl.debate.transcript import Transcript
-from mafl.finetune.labels import _rng, agrees, dedupe_and_cap, problem_labels, read_report, save_with_report, selection_counts
+from mafl.finetune.labels import (_rng, agrees, checked_rows, dedupe_and_cap, problem_labels, read_report,
+                                  save_with_report, selection_counts)
 from mafl.finetune.rewards import get_reward
 from mafl.rundir import read_jsonl
 from mafl.tasks.base import Task
@@ -104,7 +105,7 @@ class PromptSet:
         meta = read_report(path)
         return cls(name=name or meta.get("name") or path.name.removesuffix(SUFFIX),
                    reward=meta.get("reward", "majority"),
-                   prompts=[RLPrompt.from_json(row) for row in read_jsonl(path)],
+                   prompts=checked_rows(path, [RLPrompt.from_json(row) for row in read_jsonl(path)], meta, "prompts"),
                    **selection_counts(meta))
 
 

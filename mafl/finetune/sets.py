@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from mafl.debate.transcript import Transcript, Turn
 from mafl.finetune.labels import (
-    _rng, _sample, agrees, dedupe, problem_label, problem_labels, read_report, save_with_report,
+    _rng, _sample, agrees, checked_rows, dedupe, problem_label, problem_labels, read_report, save_with_report,
     selection_counts,
 )
 from mafl.rundir import read_jsonl
@@ -133,8 +133,8 @@ class FinetuneSet:
     @classmethod
     def load(cls, path: str | os.PathLike, name: str | None = None) -> "FinetuneSet":
         path = Path(path)
-        examples = [Example.from_json(row) for row in read_jsonl(path)]
         meta = read_report(path)
+        examples = checked_rows(path, [Example.from_json(row) for row in read_jsonl(path)], meta, "size")
         return cls(
             name=name or meta.get("name") or path.stem,
             examples=examples,

@@ -22,7 +22,7 @@ from mafl.finetune.pairs import PairSet, build_society_pairs, merge_pairs, pairs
 from mafl.finetune.rl_prompts import PromptSet, build_society_prompts, merge_prompts, prompts_path
 from mafl.finetune.sets import FinetuneSet, build_society_sets, merge_sets
 from mafl.methods.society import make_society, start_weights
-from mafl.rundir import atomic_write_json
+from mafl.rundir import atomic_write_json, read_stage_file
 from mafl.progress import line
 from mafl.summary import print_iteration, print_summary, sets_line
 from mafl.session import Session, open_session
@@ -89,15 +89,36 @@ def iteration_sets(session: Session, society: Society, iteration: int,
     sets_dir = session.run.sets(iteration)
     names = set_names(session, society)
     if session.run.sets_done(iteration):
-        sets = {m: FinetuneSet.load(sets_dir / f"{m}.jsonl", name=m) for m in names}
-        for m, s in sets.items():
-            if pairs_path(sets_dir, m).exists():
-                s.pairs = PairSet.load(pairs_path(sets_dir, m), name=m)
-            if prompts_path(sets_dir, m).exists():
-                s.prompts = PromptSet.load(prompts_path(sets_dir, m), name=m)
-        return sets
+        sets = saved_sets(sets_dir, names)
+        if sets is not None:
+            return sets
     with session.run.timed(iteration, "sets"):  # the train debate inside it is timed on its own
         return _iteration_sets(session, society, iteration, train_sets, sets_dir)
+
+
+def saved_sets(sets_dir: Path, names: list[str]) -> dict[str, FinetuneSet] | None:
+    """Every model's set (with its pairs and prompts where they were saved) as a finished sets stage left them, or
+    None when one is missing or does not parse (cut short, edited): then the stage is made again, after a one-line
+    warning naming the file (:func:`mafl.rundir.read_stage_file`)."""
+    sets = {}
+    for m in names:
+        path = sets_dir / f"{m}.jsonl"
+        if not path.exists():
+            log.warning("%s is missing though its stage is marked done: the sets are made again", path)
+            return None
+        found = read_stage_file(path, lambda p, m=m: FinetuneSet.load(p, name=m))
+        for extra, kind in ((pairs_path(sets_dir, m), PairSet), (prompts_path(sets_dir, m), PromptSet)):
+            if found is not None and extra.exists():
+                part = read_stage_file(extra, lambda p, kind=kind, m=m: kind.load(p, name=m))
+                if kind is PairSet:
+                    found.pairs = part
+                else:
+                    found.prompts = part
+                found = found if part is not None else None
+        if found is None:
+            return None
+        sets[m] = found
+    return sets
 
 
 def _iteration_sets(session, society, iteration, train_sets, sets_dir) -> dict[str, FinetuneSet]:
