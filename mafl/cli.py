@@ -23,9 +23,21 @@ from mafl.methods import tuned_iterations  # noqa: F401  (registers ${mafl_tuned
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
+RUN_NAME_BYTES = 160  # a folder name may have 255 bytes (Linux, macOS); a sweep's job prefixes its number
+
+
 def run_name(override_dirname: str) -> str:
-    """The run folder of a command line: its overrides, or ``default`` when there are none."""
-    return override_dirname.replace("/", "_") or "default"
+    """The run folder of a command line: its overrides, or ``default`` when there are none. Overrides longer than
+    :data:`RUN_NAME_BYTES` are cut, and the sha256 of the whole of them is added, so that the name stays a name the
+    file system takes and two command lines still get two folders."""
+    name = override_dirname.replace("/", "_") or "default"
+    if len(name.encode("utf-8")) <= RUN_NAME_BYTES:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:12]
+    head = name.encode("utf-8")[: RUN_NAME_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{head}-{digest}"
 
 
 if not OmegaConf.has_resolver("mafl_run_name"):

@@ -65,3 +65,27 @@ def test_sets_and_pairs_cut_in_half_are_made_again_with_one_line_each(scripted, 
         assert {p: p.read_bytes() for p in files} == files  # made again: the same sets as before
         assert len(fake.calls) == trained  # the models, already trained, are not trained again
         assert again.to_json()["records"] == first.to_json()["records"]
+
+
+def test_long_overrides_get_a_bounded_and_unique_run_folder(tmp_path):
+    """Hydra names the run folder after the overrides: past 255 bytes the file system refused it ("File name too
+    long", a traceback). Now the name is cut and the overrides' hash added: two long command lines that differ
+    only past the cut get two folders."""
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+
+    long_path = "/nonexistent/" + "d" * 150
+    outs = []
+    for last in ("a", "b"):
+        outs.append(subprocess.run(
+            [sys.executable, "-m", "mafl", "logger=none", f"dataset.data_dir={long_path}", "dataset=jsonl",
+             f"dataset.train_file=train_{'x' * 60}.jsonl", f"dataset.eval_file=eval_{'y' * 60}_{last}.jsonl"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=subprocess_env(OMP_NUM_THREADS="1")))
+    for out in outs:  # the config is refused (no such data file), after Hydra made the run folder
+        assert out.returncode == 2 and "File name too long" not in out.stderr, out.stderr
+        assert out.stderr.strip().startswith("mafl: bad config: dataset.") and len(out.stderr.strip().splitlines()) == 1
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(len(f.encode()) <= 160 for f in folders)
+    assert folders[0][:-13] == folders[1][:-13] and folders[0] != folders[1]  # cut alike, told apart by the hash
