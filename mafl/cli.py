@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -44,6 +45,29 @@ if not OmegaConf.has_resolver("mafl_run_name"):
     OmegaConf.register_new_resolver("mafl_run_name", run_name)
 
 
+# a file that cannot be written (or read) for a reason of the machine's, not mafl's: the disk, its mode, the name
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def disk_failure(e: BaseException) -> str | None:
+    """One line for a disk that is full or will not take the write (read-only, not ours, a name too long): the
+    OSError in ``e``'s chain of causes, with what to do; None when there is none."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in FULL | REFUSED | {errno.ENAMETOOLONG}:
+            where = f"{e.filename}: " if e.filename else ""
+            what = (f"{where}{e.strerror or e} (errno {e.errno})"
+                    if e.strerror else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+            todo = ("free some space" if e.errno in FULL else
+                    "use a shorter run_dir" if e.errno == errno.ENAMETOOLONG else
+                    "point MAFL_HOME (the model cache) or run_dir at a folder this user can write")
+            return f"{what}; the finished stages are kept: {todo}, and run the same command again"
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def failure_line(e: BaseException) -> tuple[str, int] | None:
     """The one line (and exit status) that ends a run stopped by ``e``, or None for an error that is not one
     of mafl's own (a bug: its traceback is shown)."""
@@ -53,15 +77,22 @@ def failure_line(e: BaseException) -> tuple[str, int] | None:
         return f"bad config: {e}", 2
     if isinstance(e, (RunError, DatasetError)):  # the finished stages are kept: the same command resumes
         return str(e), 1
+    disk = disk_failure(e)
+    if disk is not None:
+        return disk, 1
     return None
 
 
 def _log_to_files(message: str) -> None:
     """``message`` in the run's log file (Hydra's), not again on the console."""
     record = logging.getLogger("mafl").makeRecord("mafl", logging.ERROR, __file__, 0, message, (), None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+    quiet, logging.raiseExceptions = logging.raiseExceptions, False  # a full disk takes no log line either: say nothing
+    try:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+    finally:
+        logging.raiseExceptions = quiet
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -34,8 +34,10 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # a write: say which file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
 
@@ -51,11 +53,26 @@ def atomic_write_jsonl(path: Path | str, rows: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def iter_jsonl(path: Path | str, on_error: Callable[[str], None] | None = None) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: Path | str, on_error: Callable[[str], None] | None = None,
+               max_bytes: int | None = None) -> Iterator[tuple[int, dict]]:
     """(line number, row) for every row of a JSONL file; blank lines are ignored. A line that is not a JSON object
-    raises ValueError naming ``path:line``, or, with ``on_error``, is handed to it (as that message) and skipped."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    (or is longer than ``max_bytes``) raises ValueError naming ``path:line``, or, with ``on_error``, is handed to it
+    (as that message) and skipped."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if max_bytes is not None and len(raw) > max_bytes:
+                line = None
+                reason = f"{path}:{lineno}: a row of {len(raw)} bytes, more than the {max_bytes} a row may have"
+            else:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    line, reason = None, f"{path}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start})"
+            if line is None:
+                if on_error is None:
+                    raise ValueError(reason)
+                on_error(reason)
+                continue
             if not line.strip():
                 continue
             try:

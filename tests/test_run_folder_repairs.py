@@ -4,6 +4,7 @@ every rerun; the stage and what follows it are not redone more than that."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 
 import pytest
@@ -89,3 +90,96 @@ def test_long_overrides_get_a_bounded_and_unique_run_folder(tmp_path):
     folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(folders) == 2 and all(len(f.encode()) <= 160 for f in folders)
     assert folders[0][:-13] == folders[1][:-13] and folders[0] != folders[1]  # cut alike, told apart by the hash
+
+
+SMALL_RUN = ["debug=smoke", "logger=none", "dataset.n_train=2", "dataset.n_eval=4", "debate.max_new_tokens=8",
+             "finetune.iterations=0", "metrics.diversity_problems=2", "debate.chunk_size=2"]
+
+
+def in_own_mounts(script: str, tmp_path) -> None:
+    """Run the shell ``script`` in a mount namespace of its own (``unshare -m``), where it may mount a small or
+    read-only tmpfs that no other process sees; skip where this machine does not allow it."""
+    import subprocess
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=8k tmpfs {probe}"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs in a mount namespace of its own is not allowed here (unshare -m)")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_resumes(talking_model_dir, tmp_path):
+    """The run folder on a 48 KiB file system: the debate's chunks fit, its transcripts do not. One line names the
+    file and the cause, the chunks are kept; with room made, the same command ends the run from them."""
+    import sys
+
+    from helpers import subprocess_env
+
+    disk, env = tmp_path / "disk", subprocess_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    disk.mkdir()
+    command = " ".join([sys.executable, "-m", "mafl", *SMALL_RUN, f"model.path={talking_model_dir}",
+                        f"run_dir={disk}/run", f"hydra.run.dir={tmp_path}/hydra"])
+    exports = " ".join(f"{k}='{v}'" for k, v in env.items() if k in ("PATH", "PYTHONPATH", "HOME", "OMP_NUM_THREADS",
+                                                                        "HF_HUB_OFFLINE", "MAFL_HOME"))
+    in_own_mounts(f"""
+        mount -t tmpfs -o size=48k tmpfs {disk}
+        export {exports}
+        {command} > {tmp_path}/1.out 2> {tmp_path}/1.err; echo $? > {tmp_path}/1.rc
+        (cd {disk} && find run -type f | sort) > {tmp_path}/1.files
+        mount -o remount,size=64m {disk}
+        {command} > {tmp_path}/2.out 2> {tmp_path}/2.err; echo $? > {tmp_path}/2.rc
+        cp {disk}/run/results.json {tmp_path}/results.json
+        (cd {disk} && find run -type f | sort) > {tmp_path}/2.files
+    """, tmp_path)
+    first = (tmp_path / "1.err").read_text().strip().splitlines()
+    assert (tmp_path / "1.rc").read_text().strip() == "1" and len(first) == 1, first
+    assert first[0].startswith(f"mafl: {disk}/run/") and "No space left on device (errno 28)" in first[0]
+    assert "free some space, and run the same command again" in first[0]
+    kept = (tmp_path / "1.files").read_text().split()
+    assert "run/iter_0/eval/chunks/chunk_00000.jsonl" in kept and "run/results.json" not in kept
+    assert (tmp_path / "2.rc").read_text().strip() == "0", (tmp_path / "2.err").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["records"]
+
+
+def test_a_read_only_model_cache_is_one_line(tmp_path):
+    """MAFL_HOME (where the default model is cached) on a read-only file system: one line, naming it."""
+    import sys
+
+    from helpers import subprocess_env
+
+    home, env = tmp_path / "home", subprocess_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    home.mkdir()
+    exports = " ".join(f"{k}='{v}'" for k, v in env.items() if k in ("PATH", "PYTHONPATH", "HOME", "OMP_NUM_THREADS",
+                                                                        "HF_HUB_OFFLINE"))
+    in_own_mounts(f"""
+        mount -t tmpfs -o size=1m,ro tmpfs {home}
+        export {exports} MAFL_HOME={home}
+        {sys.executable} -m mafl {' '.join(SMALL_RUN)} run_dir={tmp_path}/run hydra.run.dir={tmp_path}/hydra \
+            > {tmp_path}/1.out 2> {tmp_path}/1.err; echo $? > {tmp_path}/1.rc
+    """, tmp_path)
+    lines = (tmp_path / "1.err").read_text().strip().splitlines()
+    assert (tmp_path / "1.rc").read_text().strip() == "1" and len(lines) == 1, lines
+    assert lines[0].startswith(f"mafl: {home}/") and "Read-only file system (errno 30)" in lines[0]
+    assert "point MAFL_HOME (the model cache) or run_dir at a folder this user can write" in lines[0]
+
+
+def test_a_50_mb_row_is_a_bad_row_named_in_one_line(tmp_path):
+    """A valid JSONL row of 50 MB (the tokenizer aborted the process on it, a Rust backtrace and exit 134): refused
+    as it is read, naming file and line; skip_bad_rows skips it."""
+    from helpers import compose_cfg
+    from mafl.pipeline import validate
+    from mafl.tasks.loading import DatasetError
+
+    rows = tmp_path / "eval.jsonl"
+    big = (json.dumps({"question": "7" * 50_000_000, "answer": "7"}) + "\n").encode()
+    rows.write_bytes(json.dumps({"question": "What is 1+1?", "answer": "2"}).encode() + b"\n" + big
+                     + b"\xff\xfe not UTF-8\n")
+    base = ["dataset=jsonl", f"dataset.train_file={rows}", f"dataset.eval_file={rows}", "dataset.n_train=null",
+            "dataset.n_eval=null"]
+    with pytest.raises(DatasetError, match=rf"^{rows}:2: a row of {len(big)} bytes, more than the 1000000 a row may "
+                                           r"have$"):
+        validate(compose_cfg(base)).dataset.load_problems()
+    train, eval_ = validate(compose_cfg([*base, "dataset.skip_bad_rows=true"])).dataset.load_problems()
+    assert [p.question for p in eval_] == ["What is 1+1?"]

@@ -10,7 +10,8 @@ Hugging Face hub through ``datasets``. (A task that makes its problems, as Arith
 Rows become Problems through the task (``Task.problem``); ids are stable: MATH's ``unique_id`` when rows
 have one, else ``<name>/<file stem or split>/<row index>`` (e.g. ``gsm8k/test/17``). A task may first filter
 rows by their meta (``FileTask.row_filter``: MATH's ``levels`` and ``subjects``; rows left out are not checked
-further). A malformed row (bad JSON, missing or empty field, no gold answer) stops loading with an error naming
+further). A malformed row (bad JSON, missing or empty field, no gold answer, over :data:`MAX_ROW_BYTES`
+characters) stops loading with an error naming
 file, line and field; with ``skip_bad_rows: true`` such rows are counted and reported in a logged warning instead.
 
 Sampling: ``n_train``/``n_eval`` problems (null: all) taken from a seeded shuffle of each split, kept in file
@@ -28,6 +29,12 @@ from mafl.rundir import iter_jsonl
 from mafl.tasks.base import BadRow, Problem, Task
 
 log = logging.getLogger(__name__)
+
+
+# the longest row read from a dataset file: 50 times the longest problem of GSM8K or MATH with its solution. A
+# longer one (a file that is not a dataset, a runaway line) is a bad row, never handed to a tokenizer (which aborted
+# the process on a 50 MB line)
+MAX_ROW_BYTES = 1_000_000
 
 
 class DatasetError(ValueError):
@@ -62,7 +69,7 @@ def _rows(cfg: Mapping, split: str) -> tuple[str, Iterator[tuple[int, dict, str]
             raise DatasetError(reason)
         bad.append(reason)
 
-    rows = ((lineno - 1, row, f"{path}:{lineno}") for lineno, row in iter_jsonl(path, malformed))
+    rows = ((lineno - 1, row, f"{path}:{lineno}") for lineno, row in iter_jsonl(path, malformed, MAX_ROW_BYTES))
     return path.stem, rows, bad, str(path)
 
 
