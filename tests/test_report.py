@@ -123,3 +123,37 @@ def test_the_console_summary_and_the_report_share_one_cell_format():
     assert format_cell(None, "kl/agents") == "–"
     assert format_cell(combine([(0.5, 0.1), (0.7, 0.1)]), "accuracy/debate") == "60.0 ± 10.0 (n=2)"
     assert combine([(0.5, None)]) == Cell(0.5, None, 1)
+
+
+def test_another_tool_s_results_json_is_one_line_or_left_out(sweep, tmp_path, capsys):
+    """lm-evaluation-harness writes a results.json too: named, it is one line; inside a sweep folder it is left out
+    (said once), and the report is the sweep's own."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    foreign = tmp_path / "lm_eval" / "results.json"
+    foreign.parent.mkdir()
+    foreign.write_text(json.dumps({"results": {"gsm8k": {"exact_match,strict-match": 0.4}}, "config": {"model": "x"},
+                                   "versions": {"gsm8k": 3}}))
+    out = subprocess.run([sys.executable, "-m", "mafl", "report", str(foreign)], capture_output=True, text=True)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip() == (f"mafl report: {foreign} is not a mafl results file (it holds results, config, "
+                                  "versions; a mafl run's has method, dataset and records)")
+    for text, said in (("[1, 2]", "it holds a JSON list"), ("{oops", "not JSON")):
+        foreign.write_text(text)
+        with pytest.raises(SystemExit, match=f"^mafl report: {foreign} is not a mafl results file.*{said}"):
+            report_main([str(foreign)])
+    with pytest.raises(SystemExit, match=f"^mafl report: {foreign} is not a mafl results file"):
+        report_main([str(foreign.parent)])  # a folder of only another tool's
+    inside = sweep / "2025-05-01" / "lm_eval" / "results.json"
+    inside.parent.mkdir()
+    inside.write_text(json.dumps({"results": {}, "versions": {}}))
+    capsys.readouterr()
+    text = report_main([str(sweep)])
+    assert text == report_main([str(sweep / "2025-05-01" / name) for name in sorted(os.listdir(sweep / "2025-05-01"))
+                               if name != "lm_eval"])  # the same report as without it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mafl report: left out {inside} is not a mafl results file (it holds results, versions; a mafl "
+                   "run's has method, dataset and records)"]

@@ -104,13 +104,16 @@ def write_results(run_dir: str | Path, results: Results) -> Path:
     return atomic_write_json(Path(run_dir) / RESULTS_FILE, results.to_json(), strict=True)
 
 
-def find_results(paths: Iterable[str | Path]) -> list[Path]:
+def find_results(paths: Iterable[str | Path], named: set | None = None) -> list[Path]:
     """The results files named by ``paths``: a results file, a run folder, or a sweep folder (searched
-    recursively). Raises FileNotFoundError for a path that holds none."""
+    recursively). Raises FileNotFoundError for a path that holds none. ``named`` collects the files given by name
+    (not found in a folder)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
             found.append(p)
+            if named is not None:
+                named.add(p.resolve())
         elif p.is_dir():
             files = sorted(p.rglob(RESULTS_FILE))
             if not files:
@@ -123,14 +126,40 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(f.resolve() for f in found))
 
 
-def load_results(paths: str | Path | Iterable[str | Path]) -> list[Results]:
-    """Every results file under ``paths`` (see :func:`find_results`), in path order."""
+def read_results(f: Path) -> Results:
+    """One results file; a ValueError (one line) for a file that is not mafl's: not JSON, or without the method,
+    dataset and metric records a mafl run writes (another tool's ``results.json``)."""
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f} is not a mafl results file: not JSON ({' '.join(str(e).split())[:120]})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("records"), list) or not {"method", "dataset"} <= set(d):
+        keys = ", ".join(list(d)[:6]) if isinstance(d, dict) else f"a JSON {type(d).__name__}"
+        raise ValueError(f"{f} is not a mafl results file (it holds {keys or 'nothing'}; a mafl run's has method, "
+                         "dataset and records)")
+    try:
+        return Results.from_json(d, path=f)
+    except (TypeError, KeyError, AttributeError, ValueError) as e:
+        raise ValueError(f"{f} is not a mafl results file: {type(e).__name__}: {e}") from None
+
+
+def load_results(paths: str | Path | Iterable[str | Path], skipped: list | None = None) -> list[Results]:
+    """Every results file under ``paths`` (see :func:`find_results`), in path order. A file given by name that is
+    not mafl's raises ValueError; one found in a folder is left out (its reason appended to ``skipped``, when
+    given), unless it leaves nothing."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    out = []
-    for f in find_results(paths):
+    named: set = set()
+    out, passed = [], []
+    for f in find_results(paths, named):
         try:
-            out.append(Results.from_json(json.loads(f.read_text()), path=f))
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise ValueError(f"{f} is not a mafl results file: {e}") from e
+            out.append(read_results(f))
+        except ValueError as e:
+            if f in named:
+                raise
+            passed.append(str(e))
+    if passed and not out:
+        raise ValueError(passed[0] + (f" (and {len(passed) - 1} more)" if len(passed) > 1 else ""))
+    if skipped is not None:
+        skipped.extend(passed)
     return out

@@ -368,11 +368,14 @@ def report_main(argv: Sequence[str] | None = None) -> str:
                              "(default: the last iteration), e.g. --compare debate:0 single:0 or --compare "
                              "multiagent_ft:3 multiagent_ft:0; repeatable")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    skipped: list[str] = []
     try:
-        results = load_results(args.paths)
+        results = load_results(args.paths, skipped)
         text = build_report(results, split=args.split, metric=args.metric, compare=args.compare)
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"mafl report: {e}") from e
+        raise SystemExit(f"mafl report: {e}") from None
+    for reason in skipped:  # another tool's results.json inside a sweep folder: left out, said once
+        print(f"mafl report: left out {reason}", file=sys.stderr)
     if args.plot:
         from mafl.reporting.plots import write_cost_figure, write_paper_figures, write_plots
 
