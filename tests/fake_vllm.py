@@ -3,7 +3,7 @@
 It encodes mafl's reading of vLLM's API (``LLM(**engine args)``, ``LLM.generate(prompts, params, lora_request=,
 use_tqdm=)`` with ``{"prompt_token_ids": ...}`` prompts, ``SamplingParams``, ``LoRARequest(name, int id, path)``,
 ``RequestOutput.outputs[0].{text, token_ids, finish_reason}`` and ``.prompt_logprobs``,
-``vllm.platforms.current_platform.is_cpu()``), not vLLM itself: it records what the backend hands the engine and
+``vllm.platforms.current_platform.is_cpu()``, the CPU attention's head sizes), not vLLM itself: it records what the backend hands the engine and
 answers with outputs derived from it. It also behaves as vLLM 0.32 does where mafl works around it: a base-model
 request batched with LoRA requests gets the call's last adapter (CPU's LoRA kernels index the slots with -1), and
 on CPU more than one request with prompt logprobs in a call fails. Whether vLLM really behaves so is checked by the
@@ -60,6 +60,12 @@ class FakePlatform:
         return self.cpu
 
 
+class FakeCPUAttentionBackend:
+    @classmethod
+    def get_supported_head_sizes(cls) -> list[int]:
+        return [32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512]
+
+
 class FakeLLM:
     created: list["FakeLLM"] = []
     platform = FakePlatform(cpu=False)
@@ -110,8 +116,11 @@ def install(monkeypatch, cpu: bool = False) -> types.ModuleType:
     platforms = types.ModuleType("vllm.platforms")
     platforms.current_platform = FakePlatform(cpu)
     vllm.platforms = platforms
-    for name, module in [("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request),
-                         ("vllm.platforms", platforms)]:
+    modules = [("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request), ("vllm.platforms", platforms)]
+    for name in ("vllm.v1", "vllm.v1.attention", "vllm.v1.attention.backends", "vllm.v1.attention.backends.cpu_attn"):
+        modules.append((name, types.ModuleType(name)))
+    modules[-1][1].CPUAttentionBackend = FakeCPUAttentionBackend
+    for name, module in modules:
         monkeypatch.setitem(sys.modules, name, module)
     FakeLLM.created = []
     monkeypatch.setattr(FakeLLM, "platform", platforms.current_platform)

@@ -18,6 +18,7 @@ import pytest
 from fake_vllm import FakeLLM, fake_ids, fake_logprob, install
 from helpers import compose_cfg
 from mafl.backends import GenerationRequest, Sampling, ScoringRequest, backend_class, chat
+from mafl.errors import ConfigError
 from mafl.backends.vllm import CPU_KV_CACHE_BYTES, VLLMBackend, engine_calls, request_seed
 
 QUESTIONS = [f"What is the result of {a}+{a}*3+4-5*{a % 7}?" for a in range(5)]
@@ -43,6 +44,15 @@ def adapter_dir(tmp_path, name: str, rank: int = 8):
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "peft_type": "LORA"}))
     return folder
+
+
+@pytest.fixture(scope="module")
+def head32_model_dir(tmp_path_factory):
+    """A random Llama whose attention heads have size 32 (hidden 128, 4 heads), the least vLLM's CPU build serves;
+    the same tokenizer as ``tiny_model_dir``'s."""
+    from conftest import make_random_model
+
+    return make_random_model(tmp_path_factory.mktemp("head32"), hidden=128)
 
 
 @pytest.fixture()
@@ -88,25 +98,37 @@ def test_built_from_the_config_as_the_session_does(fake_vllm, tiny_model_dir):
     assert type(llm.kwargs["max_model_len"]) is int and backend.batch_size == cfg.backend.batch_size
 
 
-def test_on_cpu_the_engine_gets_a_kv_cache_of_its_own_and_no_chunked_prefill(monkeypatch, tiny_model_dir):
+def test_on_cpu_the_engine_gets_a_kv_cache_of_its_own_and_no_chunked_prefill(monkeypatch, head32_model_dir):
     """vLLM's CPU build reads gpu_memory_utilization as a share of the RAM it reserves at start (0.85 refuses to
     start beside other work), and fails seeded sampling on a chunked prefill."""
     install(monkeypatch, cpu=True)
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
-    _, _, llm = build_from_config(tiny_model_dir, [])
+    _, _, llm = build_from_config(head32_model_dir, [])
     assert "gpu_memory_utilization" not in llm.kwargs
     assert (llm.kwargs["kv_cache_memory_bytes"], llm.kwargs["enable_chunked_prefill"]) == (CPU_KV_CACHE_BYTES, False)
     # vLLM's own variable wins where set; the user's settings win over mafl's defaults
     install(monkeypatch, cpu=True)
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
-    _, _, llm = build_from_config(tiny_model_dir, [])
+    _, _, llm = build_from_config(head32_model_dir, [])
     assert "kv_cache_memory_bytes" not in llm.kwargs and "gpu_memory_utilization" not in llm.kwargs
     install(monkeypatch, cpu=True)
-    _, _, llm = build_from_config(tiny_model_dir, ["backend.kv_cache_memory_bytes=1000000",
+    _, _, llm = build_from_config(head32_model_dir, ["backend.kv_cache_memory_bytes=1000000",
                                                    "backend.gpu_memory_utilization=0.3",
                                                    "+backend.engine_kwargs.enable_chunked_prefill=true"])
     assert (llm.kwargs["kv_cache_memory_bytes"], llm.kwargs["gpu_memory_utilization"]) == (1000000, 0.3)
     assert llm.kwargs["enable_chunked_prefill"] is True
+
+
+def test_on_cpu_a_model_whose_heads_vllm_cannot_serve_is_refused_in_one_line(monkeypatch, tiny_model_dir,
+                                                                             head32_model_dir):
+    install(monkeypatch, cpu=True)
+    with pytest.raises(ConfigError, match=r"^backend.name: vllm on CPU serves attention heads of size 32, 64, .*"
+                                          r"has heads of 16: use backend=hf$"):
+        VLLMBackend(str(tiny_model_dir))  # hidden 64, 4 heads
+    assert FakeLLM.created == []
+    VLLMBackend(str(head32_model_dir))
+    install(monkeypatch, cpu=False)
+    VLLMBackend(str(tiny_model_dir))  # a GPU serves them
 
 
 def test_memory_keys_may_change_on_resume():
@@ -126,11 +148,11 @@ def expected_text(tokenizer, prompt_ids, lora) -> str:
 
 
 @pytest.mark.parametrize("cpu", [False, True])
-def test_base_and_adapter_requests_never_share_an_engine_call(monkeypatch, tiny_model_dir, tokenizer, tmp_path, cpu):
+def test_base_and_adapter_requests_never_share_an_engine_call(monkeypatch, head32_model_dir, tokenizer, tmp_path, cpu):
     """vLLM 0.32 on CPU gives the base model's requests of a mixed batch the last adapter's weights (the fake does
     too): mafl sends them in calls of their own, so a base row equals the same request's row in a base-only call."""
     install(monkeypatch, cpu=cpu)
-    backend = VLLMBackend(str(tiny_model_dir), dtype="float32")
+    backend = VLLMBackend(str(head32_model_dir), dtype="float32")
     folders = {"generator_0": adapter_dir(tmp_path, "g0"), "critic_1": adapter_dir(tmp_path, "c1")}
     for name, folder in folders.items():
         backend.load_adapter(name, str(folder))
@@ -237,11 +259,12 @@ def test_batch_size_cuts_engine_calls_without_changing_results(fake_vllm, tiny_m
 
 # -- likelihood --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cpu", [False, True])
-def test_score_sums_exactly_the_response_tokens_prompt_logprobs(monkeypatch, tiny_model_dir, tokenizer, tmp_path, cpu):
+def test_score_sums_exactly_the_response_tokens_prompt_logprobs(monkeypatch, head32_model_dir, tokenizer, tmp_path,
+                                                                cpu):
     """On a GPU one engine call for the base model's requests and one for the adapters'; on CPU one call per request
     (vLLM 0.32's CPU build fails on several requests with prompt logprobs under LoRA: so does the fake)."""
     install(monkeypatch, cpu=cpu)
-    backend = VLLMBackend(str(tiny_model_dir))
+    backend = VLLMBackend(str(head32_model_dir))
     backend.load_adapter("generator_1", str(adapter_dir(tmp_path, "g1")))
     reqs = [ScoringRequest(msgs(q), response=f"The answer is {i}.", adapter=a)
             for i, q in enumerate(QUESTIONS[:3]) for a in (None, "generator_1")]

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 from mafl.backends import chat
 from mafl.backends.base import (Capabilities, Completion, GenerationRequest, Sampling, Score, ScoringRequest,
                                 request_seed)
-from mafl.errors import plain
+from mafl.errors import ConfigError, plain
 from mafl.models import is_adapter_folder, load_tokenizer
 from mafl.progress import is_verbose
 
@@ -60,6 +60,24 @@ def platform_is_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_cpu())
+
+
+def check_head_size(model_path: str, trust_remote_code: bool = False) -> None:
+    """On CPU, vLLM's attention serves only some head sizes (32, 64, 80, ... in 0.32): a model with another is refused
+    here, in one line, rather than by the engine's start."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+    except ImportError:  # another vLLM layout: the engine says it itself
+        return
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    head = getattr(config, "head_dim", None) or (hidden // heads if heads and hidden else None)
+    supported = list(CPUAttentionBackend.get_supported_head_sizes())
+    if head is not None and head not in supported:
+        raise ConfigError(f"backend.name: vllm on CPU serves attention heads of size {', '.join(map(str, supported))};"
+                          f" {model_path} has heads of {head}: use backend=hf")
 
 
 def engine_arguments(*, cpu: bool, gpu_memory_utilization: float | None, kv_cache_memory_bytes: int | None,
@@ -152,6 +170,8 @@ class VLLMBackend:
         self.max_lora_rank = int(max_lora_rank)
         self.progress = progress
         self.cpu = platform_is_cpu()
+        if self.cpu:
+            check_head_size(model_path, trust_remote_code)
         self.tokenizer = load_tokenizer(model_path, chat_template=chat_template, trust_remote_code=trust_remote_code)
         self.eos_ids = model_eos_ids(model_path, self.tokenizer, trust_remote_code)
         self.engine_args = dict(
