@@ -103,6 +103,10 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> None:
                               "or choose another run_dir")
         old = comparable(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
         diff = _first_difference(old, comparable(cfg))
+        if diff and not RunFolder(run_dir).holds_work():  # refused before any work: the new config replaces it
+            log.warning("%s: %s differs from the config saved there, which computed nothing: the new one replaces it",
+                        run_dir, diff)
+            diff = None
         if not diff:
             from mafl.rundir import remove_leftovers
 

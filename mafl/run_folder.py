@@ -102,6 +102,14 @@ class RunFolder:
         """The name of iteration ``k``'s stage ``what`` in a backend's usage ledger (``iter_1/train``)."""
         return f"{ITERATION_FOLDER.format(k)}/{what}"
 
+    def holds_work(self) -> bool:
+        """Whether a stage has left anything here: a file in an iteration's folder (a debate chunk included),
+        ``results.json`` or a stage marker. A folder with only its config (a run refused before any work) holds
+        none."""
+        if (self.root / "results.json").exists() or (self.stages.dir.is_dir() and any(self.stages.dir.iterdir())):
+            return True
+        return any(p.is_file() for _, folder in self.iterations() for p in folder.rglob("*"))
+
     # -- stage markers ---------------------------------------------------------------------------------------
     def sets_done(self, k: int) -> bool:
         return self.stages.done(f"{ITERATION_FOLDER.format(k)}.sets")

@@ -93,7 +93,7 @@ def open_session(run_dir: Path, settings: Settings, progress: bool = True) -> It
     from mafl.progress import line
     from mafl.tracking import make_tracker
 
-    train, eval_ = settings.dataset.load_problems()
+    train, eval_ = settings.dataset.load_problems(train=settings.finetune.iterations > 0)
     society = settings.society
     if society.mixed:  # each base (not the run's own model, which no agent may speak with)
         base_paths = {name: resolve_model_path(m, progress=progress) for name, m in society.bases.items()}

@@ -210,6 +210,9 @@ def test_result_defining_keys_cannot_change_on_resume_and_operational_ones_can(t
                                  "backend.max_retries=9", "backend.max_concurrency=8", "finetune.resources.num_cpus=2",
                                  "finetune.max_retries=5", "verbose=true"]), run_dir)
     assert "timeout: 30" in (run_dir / "config.yaml").read_text()  # the config saved is the latest one
+    chunk = run_dir / "iter_0" / "eval" / "chunks" / "chunk_00000.jsonl"  # work done: the run is this config's
+    chunk.parent.mkdir(parents=True)
+    chunk.write_text("{}\n")
     for key in ("debate.rounds=3", "debate.temperature=0.5", "seed=1", "+backend.extra_body.top_k=3"):
         with pytest.raises(ConfigError, match=rf"^{key.split('=')[0].lstrip('+')}: differs from the run already in"):
             prepare_run_dir(compose_cfg([*base, key]), run_dir)

@@ -183,3 +183,34 @@ def test_a_50_mb_row_is_a_bad_row_named_in_one_line(tmp_path):
         validate(compose_cfg(base)).dataset.load_problems()
     train, eval_ = validate(compose_cfg([*base, "dataset.skip_bad_rows=true"])).dataset.load_problems()
     assert [p.question for p in eval_] == ["What is 1+1?"]
+
+
+def test_a_debate_on_a_jsonl_file_needs_no_train_problems(talking_model_dir, tmp_path):
+    """method=debate (no fine-tuning) on a JSONL file of eval problems: no train file, no n_train demanded (was:
+    "dataset.n_train=500 but only 0 problems are available")."""
+    rows = tmp_path / "eval.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"What is {k}+{k}?", "answer": str(2 * k)}) + "\n"
+                            for k in range(3)))
+    run_dir = tmp_path / "run"
+    results = run(compose_cfg(["method=debate", "dataset=jsonl", f"dataset.eval_file={rows}", "dataset.n_eval=3",
+                               "logger=none", "debug=smoke", "debate.max_new_tokens=4", "metrics.diversity=false",
+                               f"model.path={talking_model_dir}", f"run_dir={run_dir}"]))
+    assert {r.iteration for r in results.records} == {0}
+    assert len((run_dir / "iter_0" / "eval" / "transcripts.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_config_that_computed_nothing_may_be_fixed_in_the_same_folder(tmp_path):
+    """A run refused before any work left its config: the fixed command in the same run_dir is accepted (a warning
+    says so); once a stage has left a file, a result-defining key may not change."""
+    from mafl.errors import ConfigError
+    from mafl.pipeline import prepare_run_dir
+
+    run_dir = tmp_path / "run"
+    first = ["dataset=jsonl", "dataset.eval_file=/data/eval.jsonl", f"run_dir={run_dir}"]
+    prepare_run_dir(compose_cfg(first), run_dir)
+    prepare_run_dir(compose_cfg([*first, "dataset.n_train=0"]), run_dir)
+    assert "n_train: 0" in (run_dir / "config.yaml").read_text()
+    (run_dir / "iter_0" / "eval" / "chunks").mkdir(parents=True)
+    (run_dir / "iter_0" / "eval" / "chunks" / "chunk_00000.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"^dataset.n_train: differs from the run already in"):
+        prepare_run_dir(compose_cfg([*first, "dataset.n_train=5"]), run_dir)

@@ -64,6 +64,10 @@ def load_splits(dataset_cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
     return _splits(task_from_config(cfg), cfg)
 
 
+def _without_train(hub):
+    return {**hub, "train_split": None} if isinstance(hub, Mapping) else hub
+
+
 def _splits(task: Task, cfg: Mapping) -> tuple[list[Problem], list[Problem]]:
     train, eval_ = task.load_problems(cfg)
     if cfg.get("protocol", "heldout") == "official":
@@ -94,9 +98,14 @@ class DatasetSettings:
                    prompts=Prompts.from_cfg(options.get("prompts") or {}, review=options.get("review_prompt")),
                    options=options)
 
-    def load_problems(self) -> tuple[list[Problem], list[Problem]]:
-        """(train, eval) problems, as the task loads them (see :func:`load_splits`)."""
-        return _splits(self.task, self.options)
+    def load_problems(self, train: bool = True) -> tuple[list[Problem], list[Problem]]:
+        """(train, eval) problems, as the task loads them (see :func:`load_splits`). ``train=False``: a run that
+        debates no train problem (no fine-tuning iteration) reads none and asks for none (``n_train``), unless its
+        dev split is drawn from them."""
+        options = self.options
+        if not train and options.get("split", "eval") != "dev":
+            options = {**options, "n_train": 0, "train_file": None, "hub": _without_train(options.get("hub"))}
+        return _splits(self.task, options)
 
 
 __all__ = ["TASKS", "DatasetSettings", "BadRow", "DatasetError", "Problem", "Task", "Vote", "get_task", "load_splits",
