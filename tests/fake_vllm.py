@@ -120,6 +120,11 @@ def install(monkeypatch, cpu: bool = False) -> types.ModuleType:
     for name in ("vllm.v1", "vllm.v1.attention", "vllm.v1.attention.backends", "vllm.v1.attention.backends.cpu_attn"):
         modules.append((name, types.ModuleType(name)))
     modules[-1][1].CPUAttentionBackend = FakeCPUAttentionBackend
+    # the real vLLM's modules stay out, even where a test before this one imported them
+    distributed = types.ModuleType("vllm.distributed")
+    parallel_state = types.ModuleType("vllm.distributed.parallel_state")
+    parallel_state.cleanup_dist_env_and_memory = lambda: None
+    modules += [("vllm.distributed", distributed), ("vllm.distributed.parallel_state", parallel_state)]
     for name, module in modules:
         monkeypatch.setitem(sys.modules, name, module)
     FakeLLM.created = []
