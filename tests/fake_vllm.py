@@ -3,8 +3,8 @@
 It encodes mafl's reading of vLLM's API (``LLM(**engine args)``, ``LLM.generate(prompts, params, lora_request=,
 use_tqdm=)`` with ``{"prompt_token_ids": ...}`` prompts, ``SamplingParams``, ``LoRARequest(name, int id, path)``,
 ``RequestOutput.outputs[0].{text, token_ids, finish_reason}`` and ``.prompt_logprobs``,
-``vllm.platforms.current_platform.is_cpu()``, the CPU attention's head sizes), not vLLM itself: it records what the backend hands the engine and
-answers with outputs derived from it. It also behaves as vLLM 0.32 does where mafl works around it: a base-model
+``vllm.platforms.current_platform.is_cpu()``, the CPU attention's head sizes), not vLLM itself: it records what the
+backend hands the engine and answers with outputs derived from it. It also behaves as vLLM 0.32 does where mafl works around it: a base-model
 request batched with LoRA requests gets the call's last adapter (CPU's LoRA kernels index the slots with -1), and
 on CPU more than one request with prompt logprobs in a call fails. Whether vLLM really behaves so is checked by the
 real-engine test (``test_backend_vllm_engine.py``, wherever vLLM is installed: its CPU build included).

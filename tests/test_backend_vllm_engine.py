@@ -48,8 +48,8 @@ def model(tmp_path_factory, vllm_module):
     adapters = {}
     for k, name in enumerate(MODELS):
         torch.manual_seed(k + 1)
-        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
-                                    LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False))
+        config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
         peft_model.save_pretrained(root / name)
         adapters[name] = str(root / name)
     return str(model_dir), adapters

@@ -1,5 +1,6 @@
-"""Generation backends, registered by name and imported lazily, so that a GPU-only module is imported only when
-chosen; ``backend.*`` holds the chosen backend class's own constructor arguments (checked before any work)."""
+"""Generation backends, registered by name and imported lazily, so that a module of an optional library (vLLM) is
+imported only when chosen; ``backend.*`` holds the chosen backend class's own constructor arguments (checked
+before any work)."""
 from __future__ import annotations
 
 import inspect
