@@ -265,3 +265,26 @@ def test_a_multi_turn_prompt_trains_on_its_final_response_only(tiny_model_dir, t
     trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
     assert tok.decode(trained) == "The answer is 19." + tok.eos_token
     assert earlier in tok.decode(row["input_ids"])
+
+
+def test_an_example_longer_than_max_length_is_left_out_and_counted(tiny_model_dir, tmp_path):
+    """trl cuts a row past max_length from the right, which cuts the response it is trained to give (a critic's
+    long context left nothing of it): such examples are left out, counted, and the others keep their whole
+    response."""
+    data = examples(4)
+    long_context = [{"role": "system", "content": "Solve it."},
+                    {"role": "user", "content": "These are the answers of other agents: " + "12 " * 400}]
+    data.examples.insert(1, Example(prompt=long_context, response="The answer is 12.", problem_id="long",
+                                    correct=True))
+    trainer = build_trainer(str(tiny_model_dir), data, tmp_path / "work", mode="lora", lora=LORA,
+                            train={**TRAIN, "max_length": 300})
+    assert trainer.examples_too_long == 1 and len(trainer.train_dataset) == 4
+    # each row ends with its response's last token and eos, both trained on
+    assert all(len(row["input_ids"]) <= 300 and row["labels"][-2:] == row["input_ids"][-2:] != [-100, -100]
+               for row in trainer.train_dataset)
+    with pytest.raises(ValueError, match="every example is longer than finetune.train.max_length=10 tokens"):
+        build_trainer(str(tiny_model_dir), data, tmp_path / "work2", mode="lora", lora=LORA,
+                      train={**TRAIN, "max_length": 10})
+    result = finetune_model(str(tiny_model_dir), data, tmp_path / "out", mode="lora", lora=LORA,
+                            train={**TRAIN, "max_length": 300})
+    assert result.examples_too_long == 1 and result.num_examples == 5

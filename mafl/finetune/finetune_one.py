@@ -8,7 +8,9 @@ The set is given to trl pre-tokenized: each example's ``input_ids`` and ``comple
 exactly the prompt tokens it will generate from (its whole conversation, rendered with the generation prompt), then
 the response's tokens and eos. trl 1.16 reads a dataset with an ``input_ids`` column as tokenized, turns the
 ``completion_mask`` into labels (-100 on every prompt token) when ``completion_only_loss`` is on (mafl turns it on
-unless ``train`` says otherwise), truncates to ``max_length`` and pads on the right.
+unless ``train`` says otherwise) and pads on the right. An example longer than ``max_length`` tokens is left out
+(trl would cut it from the right, losing the response it is trained to give) and counted (``examples_too_long`` in
+the fine-tune's record, with a warning).
 
 ``lora`` holds peft ``LoraConfig`` arguments and ``train`` trl ``SFTConfig`` arguments, both passed straight
 through. mafl only fills in what a user did not set: ``output_dir`` (a temporary folder, deleted afterwards),
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -71,6 +74,7 @@ class FinetuneResult:
     objective: str = "sft"  # sft | dpo | sft+dpo | grpo (finetune.objective)
     num_pairs: int = 0  # the preference pairs it was given (dpo, sft+dpo)
     pairs_too_long: int = 0  # pairs dropped because their prompt alone reaches max_length
+    examples_too_long: int = 0  # examples left out because they are longer than max_length (sft)
     dpo_metrics: dict = field(default_factory=dict)  # DPO: reward accuracies, margins, ... (mafl.finetune.dpo)
     sft: dict | None = None  # sft+dpo: the result of the SFT stage that the DPO stage started from
     num_prompts: int = 0  # grpo: the prompts it was given
@@ -97,15 +101,21 @@ def _records(examples: FinetuneSet | list) -> list[dict]:
     return out
 
 
-def tokenized(records: list[dict], tokenizer) -> list[dict]:
-    """The rows trl trains on: ``input_ids`` and ``completion_mask`` of every record (see the module docstring)."""
+def tokenized(records: list[dict], tokenizer, max_length: int | None = None) -> tuple[list[dict], int]:
+    """The rows trl trains on (``input_ids`` and ``completion_mask`` of every record, see the module docstring), and
+    how many records were left out because they are longer than ``max_length`` tokens: trl would cut them from the
+    right, and so cut (or drop) the response they are trained to give while the loss still counted them as
+    examples."""
     from mafl.backends.chat import example_ids
 
-    rows = []
+    rows, too_long = [], 0
     for r in records:
         ids, mask = example_ids(tokenizer, r["prompt"], r["completion"][0]["content"])
+        if max_length is not None and len(ids) > max_length:
+            too_long += 1
+            continue
         rows.append({"input_ids": ids, "completion_mask": mask})
-    return rows
+    return rows, too_long
 
 
 def _sft_config(train: Mapping | None, output_dir: Path, seed: int, device: str, dtype: str):
@@ -144,13 +154,22 @@ def _build_trainer(base_path, records, work_dir, *, mode, lora, train, init_adap
     model, tokenizer, peft_config = policy(base_path, mode=mode, lora=lora, init_adapter=init_adapter, seed=seed,
                                            dtype=dtype, chat_template=chat_template, model=model)
     args = _sft_config(train, work_dir, seed, device, dtype)
+    rows, too_long = tokenized(records, tokenizer, args.max_length)
+    if not rows:
+        raise ValueError(f"every example is longer than finetune.train.max_length={args.max_length} tokens (its "
+                         "response would be cut): raise max_length")
+    if too_long:
+        logging.getLogger("mafl").warning("%d of %d examples are longer than max_length=%d tokens and are left out "
+                                          "(cut, their responses would be lost)", too_long, len(records),
+                                          args.max_length)
     trainer = recording_trainer_class(SFTTrainer)(
-        model=model, args=args, train_dataset=datasets.Dataset.from_list(tokenized(records, tokenizer)),
+        model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
     )
     if args.disable_tqdm:  # with tqdm off, transformers prints every log dict instead
         trainer.remove_callback(PrinterCallback)
+    trainer.examples_too_long = too_long
     return trainer
 
 
@@ -342,7 +361,9 @@ def _sft_into(folder: Path, job: FinetuneJob, examples, *, shown, base) -> tuple
         return result, True
 
     def build(lent, work):
-        return build_trainer(job.base_path, examples, work, train=job.train, model=lent, **_trainer_arguments(job))
+        trainer = build_trainer(job.base_path, examples, work, train=job.train, model=lent, **_trainer_arguments(job))
+        result.examples_too_long = trainer.examples_too_long
+        return trainer
 
     return result, _train(folder, result, build, shown=shown, base=base)
 
