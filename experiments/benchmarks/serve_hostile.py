@@ -61,7 +61,21 @@ def cases(base: str) -> list[tuple[str, object, bool]]:
         ('JSON nested 100,000 deep', b"[" * 100_000 + b"]" * 100_000, False),
         ("the largest legal request: n=16, no max_tokens (fills the context)",
          {**normal, "n": 16, "temperature": 1.0, "seed": 1}, True),
+        ("the same, its client gone after 0.5 s", {**normal, "n": 16, "temperature": 1.0, "seed": 1}, "abandon"),
     ]
+
+
+def abandon(port: int, body: dict) -> tuple[int, float, str]:
+    """Send ``body`` and close the connection 0.5 s later, without reading an answer."""
+    import socket
+
+    data = json.dumps(body).encode()
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+        time.sleep(0.5)
+    return -1, time.perf_counter() - start, "gone"
 
 
 def main() -> None:
@@ -73,7 +87,7 @@ def main() -> None:
 
     from conftest import make_random_model
     from serve_load import rss_mb
-    from serving import mafl_serve
+    from serving import mafl_serve, server_metrics
 
     work = Path(tempfile.mkdtemp(prefix="mafl-serve-hostile-"))
     base = args.model_path or str(make_random_model(work / "model", tie=False))
@@ -86,18 +100,22 @@ def main() -> None:
         post(port, "/chat/completions", normal)  # warm-up
         alone = sorted(post(port, "/chat/completions", normal)[1] for _ in range(3))[1]
         want = post(port, "/chat/completions", normal)[2]["choices"][0]["message"]["content"]
+        steps_before, yielded_before = server_metrics(port)["steps"], server_metrics(port)["slices_yielded"]
         for what, body, long in cases(base):
             before = rss_mb(pid)
             got: dict = {}
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
             def send():
-                got["status"], got["seconds"], got["out"] = post(port, "/chat/completions", body, conn)
+                if long == "abandon":
+                    got["status"], got["seconds"], got["out"] = abandon(port, body)
+                else:
+                    got["status"], got["seconds"], got["out"] = post(port, "/chat/completions", body, conn)
             sender = threading.Thread(target=send)
             sender.start()
             if long:
-                time.sleep(0.5)
-            else:
+                time.sleep(0.6)  # it runs (or its client has gone)
+            if long != True:  # noqa: E712 - sent from a thread only to be answered later
                 sender.join()
             status, seconds, out = post(port, "/chat/completions", normal,
                                         None if long else conn)  # the same connection where the first ended
@@ -105,6 +123,12 @@ def main() -> None:
             sender.join()
             conn.close()
             message = got["out"]["error"]["message"] if isinstance(got["out"], dict) and "error" in got["out"] else ""
+            if long:
+                counts = server_metrics(port)
+                message = (f"the server ran {counts['steps'] - steps_before} decode steps meanwhile; the batch gave way "
+                           f"{counts['slices_yielded'] - yielded_before} times; units cancelled: "
+                           f"{counts['units_cancelled']}")
+            steps_before, yielded_before = server_metrics(port)["steps"], server_metrics(port)["slices_yielded"]
             rows.append((what, got["status"], got["seconds"], status, seconds, same, before, rss_mb(pid), message))
     console = log.read_text()
     print(f"mafl serve against hostile requests (a random Llama, 1,024 positions; --slice-tokens "
