@@ -125,8 +125,8 @@ def main() -> None:
             message = got["out"]["error"]["message"] if isinstance(got["out"], dict) and "error" in got["out"] else ""
             if long:
                 counts = server_metrics(port)
-                message = (f"the server ran {counts['steps'] - steps_before} decode steps meanwhile; the batch gave way "
-                           f"{counts['slices_yielded'] - yielded_before} times; units cancelled: "
+                message = (f"the server ran {counts['steps'] - steps_before} decode steps meanwhile; the batch gave "
+                           f"way {counts['slices_yielded'] - yielded_before} times; units cancelled: "
                            f"{counts['units_cancelled']}")
             steps_before, yielded_before = server_metrics(port)["steps"], server_metrics(port)["slices_yielded"]
             rows.append((what, got["status"], got["seconds"], status, seconds, same, before, rss_mb(pid), message))

@@ -308,7 +308,8 @@ class OpenAIBackend:
                     raise
                 attempt += not busy
                 response = getattr(e, "response", None)
-                delay = backoff(max(attempt, 1), response.headers if status is not None and response is not None else None)
+                headers = response.headers if status is not None and response is not None else None
+                delay = backoff(max(attempt, 1), headers)
                 reason = f"{status} to a {what} request" if status is not None else f"{type(e).__name__} on a {what} request"
                 if busy:
                     reason += " (the server is busy answering others)"

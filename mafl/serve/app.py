@@ -227,7 +227,8 @@ class Server:
         data = [{"id": self.base_name, "object": "model", "created": self.created, "owned_by": "mafl",
                  "root": self.base_name, "parent": None, "max_model_len": self.limits.context}]
         data += [{"id": n, "object": "model", "created": self.created, "owned_by": "mafl", "root": root,
-                  "parent": self.base_name, "max_model_len": self.limits.context} for n, root in sorted(self.roots.items())]
+                  "parent": self.base_name, "max_model_len": self.limits.context}
+                 for n, root in sorted(self.roots.items())]
         return {"object": "list", "data": data}
 
     def _sampling(self, body: dict) -> tuple[dict, int, int | None, int]:
@@ -314,7 +315,8 @@ class Server:
             unicode(prompt, "prompt")
             self.limits.check_text_size(len(prompt.encode("utf-8")), "prompt")
             ids = list((await asyncio.to_thread(tok, prompt, add_special_tokens=False))["input_ids"])
-        elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        elif (isinstance(prompt, list) and prompt
+              and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)):
             ids = prompt
             if max(ids) >= len(tok) or min(ids) < 0:
                 raise ServeError(400, f"prompt: token ids must be within [0, {len(tok)})")
