@@ -204,3 +204,18 @@ def test_a_client_that_goes_away_has_its_work_cancelled(sliced, talking_model_di
     assert after["steps"] - before["steps"] < 600
     status, _ = api_call(sliced.url, "/chat/completions", {"model": base, "messages": MESSAGES, "max_tokens": 4})
     assert status == 200
+
+
+def test_the_limits_flags_are_checked(talking_model_dir):
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+
+    for flags, said in ((["--max-n", "0"], "mafl serve: --max-n: must be >= 1 (got 0)"),
+                        (["--max-body-bytes", "-5"], "mafl serve: --max-body-bytes: must be >= 1 (got -5)"),
+                        (["--max-model-len", "5000"], "mafl serve: --max-model-len: 5000 is more than the model's 1024 "
+                                                      "positions")):
+        out = subprocess.run([sys.executable, "-m", "mafl", "serve", "--model", str(talking_model_dir), *flags],
+                             capture_output=True, text=True, timeout=300, env=subprocess_env(OMP_NUM_THREADS="1"))
+        assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == said, out.stderr
