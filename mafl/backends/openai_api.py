@@ -298,6 +298,8 @@ class OpenAIBackend:
                 if adapter is None or adapter not in self._folders or served_again:
                     raise
                 served_again = True
+                outcome = None  # its place is given back first: serving the adapter again takes one
+                await self.gate.release(ticket, "failed")
                 await self._serve_again(adapter)
             except (o.APIStatusError, o.APIConnectionError) as e:
                 status = getattr(e, "status_code", None)
