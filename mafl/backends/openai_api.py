@@ -7,7 +7,9 @@ llama.cpp's server, Ollama, or ``mafl serve``, with the official ``openai`` clie
 * **Requests.** Every request of a call (a debate round: every agent, every problem) is in flight at once, up to
   ``backend.max_concurrency``; a request that fails with 408, 409, 429 or 5xx, a dropped connection or a timeout
   is sent again ``backend.max_retries`` times with a back-off (or the server's ``retry-after``), each attempt
-  bounded by ``backend.timeout``, and every retry is shown on the console (:mod:`mafl.backends.retries`). A request
+  bounded by ``backend.timeout``, and every retry is shown on the console (:mod:`mafl.backends.retries`); a busy
+  server (timeouts, 429, 503) gets fewer requests in flight and time for the copies that timed out, and a timeout
+  while it answers others is not counted against the retries (:class:`~mafl.backends.retries.BusyGate`). A request
   that still fails raises :class:`mafl.errors.RunError`, one line naming the server and the status: the run stops,
   the debate chunks it finished are kept, and the same command resumes. An answer that is not an OpenAI-compatible
   one (no choices, an HTML page) is a RunError too.
