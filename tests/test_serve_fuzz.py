@@ -2,8 +2,8 @@
 127.0.0.1), interleaved with normal ones, 8 in flight at once: the hostile requests of docs/reliability.md's
 table, random JSON shapes, sizes and types in every field, random bodies, bytes, paths and methods, prompts past
 the context, bodies past the bound, and large requests whose clients go away. Asserted: no 5xx and no dropped
-connection; every normal request answered with a well-formed completion that is the one it gets alone (greedy and
-seeded sampling alike; the share is printed); the server's memory bounded; one console line for each failure,
+connection; every normal request answered with a well-formed completion, the one it gets alone (greedy and seeded
+sampling alike; the share is printed, at least 99% asserted: float rounding may turn a near-tie); the server's memory bounded; one console line for each failure,
 with its request id, and no traceback. The stream stops after ``REQUESTS`` requests or ``BUDGET_S`` seconds."""
 from __future__ import annotations
 
@@ -263,6 +263,9 @@ def test_a_seeded_stream_of_hostile_requests_leaves_every_normal_one_right(talki
           f"server RSS {rss_before:.0f} MiB before, peak {max(peak):.0f}, after {rss_after:.0f}; units cancelled "
           f"{metrics['units_cancelled']}, slices given way {metrics['slices_yielded']}")
     assert len(results) >= 100 and normal >= 30  # the budget let a real stream through
-    assert same == normal  # greedy and seeded answers are those each request gets alone
+    # greedy and seeded answers are those each request gets alone; batched beside others (padded) or continued in
+    # a slice, a row's logits may differ in the last float bits, which can turn a near-tie: at most 1 in 100 may
+    # differ (none did in the runs measured: docs/reliability.md)
+    assert same >= normal * 0.99, (same, normal)
     assert "Traceback" not in console and not any(line.startswith((" ", "\t")) for line in lines)
     assert max(peak + [rss_after]) < rss_before + 200, (rss_before, peak, rss_after)
