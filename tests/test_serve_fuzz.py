@@ -3,8 +3,9 @@
 table, random JSON shapes, sizes and types in every field, random bodies, bytes, paths and methods, prompts past
 the context, bodies past the bound, and large requests whose clients go away. Asserted: no 5xx and no dropped
 connection; every normal request answered with a well-formed completion, the one it gets alone (greedy and seeded
-sampling alike; the share is printed, at least 99% asserted: float rounding may turn a near-tie); the server's memory bounded; one console line for each failure,
-with its request id, and no traceback. The stream stops after ``REQUESTS`` requests or ``BUDGET_S`` seconds."""
+sampling alike; the share is printed, at least 99% asserted: float rounding may turn a near-tie); the server's
+memory bounded; one console line for each failure, with its request id, and no traceback. The stream stops after
+``REQUESTS`` requests or ``BUDGET_S`` seconds."""
 from __future__ import annotations
 
 import concurrent.futures
