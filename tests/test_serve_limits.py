@@ -219,3 +219,23 @@ def test_the_limits_flags_are_checked(talking_model_dir):
         out = subprocess.run([sys.executable, "-m", "mafl", "serve", "--model", str(talking_model_dir), *flags],
                              capture_output=True, text=True, timeout=300, env=subprocess_env(OMP_NUM_THREADS="1"))
         assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == said, out.stderr
+
+
+def test_messages_the_chat_template_refuses_are_a_400(talking_model_dir, tmp_path):
+    """A model whose chat template raises for some messages (as Mistral's does for roles out of order): a 400
+    quoting it, and the next request answered."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(talking_model_dir, model)
+    template = model / "chat_template.jinja"
+    template.write_text("{% for m in messages %}{% if m['role'] == 'robot' %}{{ raise_exception('robots may not "
+                        "speak') }}{% endif %}{% endfor %}" + template.read_text())
+    with mafl_serve(["--model", str(model)], tmp_path / "serve.log") as s:
+        status, out = post(s.port, "/chat/completions", {"model": str(model), "max_tokens": 4,
+                                                          "messages": [{"role": "robot", "content": "hi"}]})
+        assert status == 400 and out["error"]["message"].startswith("messages: the model's chat template cannot "
+                                                                     "render them")
+        assert "robots may not speak" in out["error"]["message"]
+        assert post(s.port, "/chat/completions", {"model": str(model), "max_tokens": 4, "messages": MESSAGES})[0] == 200
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
