@@ -139,6 +139,10 @@ class Scheduler:
             self.running = batch
             try:
                 await self._answer(batch)
+            except Exception as e:  # noqa: BLE001 - never the worker's end: the batch's requests get the error
+                for u in batch:
+                    if not u.future.done():
+                        u.future.set_exception(e)
             finally:
                 self.running = []
 
