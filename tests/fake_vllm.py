@@ -12,6 +12,7 @@ real-engine test (``test_backend_vllm_engine.py``, wherever vLLM is installed: i
 from __future__ import annotations
 
 import importlib.machinery
+import os
 import sys
 import types
 
@@ -73,6 +74,7 @@ class FakeLLM:
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
+        self.environ = dict(os.environ)  # what the engine's processes would inherit
         self.calls: list[dict] = []
         self.llm_engine = types.SimpleNamespace(engine_core=FakeEngineCore())
         FakeLLM.created.append(self)

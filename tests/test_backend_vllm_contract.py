@@ -11,6 +11,7 @@ engine against the transformers backend wherever vLLM is installed (``bash exper
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -117,6 +118,19 @@ def test_on_cpu_the_engine_gets_a_kv_cache_of_its_own_and_no_chunked_prefill(mon
                                                    "+backend.engine_kwargs.enable_chunked_prefill=true"])
     assert (llm.kwargs["kv_cache_memory_bytes"], llm.kwargs["gpu_memory_utilization"]) == (1000000, 0.3)
     assert llm.kwargs["enable_chunked_prefill"] is True
+
+
+def test_on_cpu_an_engine_step_may_take_longer_than_vllms_five_minutes(monkeypatch, head32_model_dir):
+    monkeypatch.delenv("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", raising=False)
+    install(monkeypatch, cpu=True)
+    (llm,) = [VLLMBackend(str(head32_model_dir)).llm]
+    assert int(llm.environ["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"]) >= 3600
+    assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS" not in os.environ  # only the engine's processes get it
+    monkeypatch.setenv("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "50")  # the user's own wins
+    assert VLLMBackend(str(head32_model_dir)).llm.environ["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] == "50"
+    monkeypatch.delenv("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS")
+    install(monkeypatch, cpu=False)  # a GPU keeps vLLM's
+    assert "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS" not in VLLMBackend(str(head32_model_dir)).llm.environ
 
 
 def test_on_cpu_a_model_whose_heads_vllm_cannot_serve_is_refused_in_one_line(monkeypatch, tiny_model_dir,

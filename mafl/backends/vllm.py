@@ -27,6 +27,7 @@ would need a second share of the memory: loading one raises ``NotImplementedErro
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -44,6 +45,9 @@ INSTALL_HINT = "pip install 'mafl[vllm]' (CPU: bash experiments/vllm_install.sh)
 NO_TOP_K = -1  # vLLM's "consider every token": required before 0.9, still accepted after (which prefers 0)
 GPU_MEMORY_UTILIZATION = 0.85  # a GPU's default share for the engine (weights, activations and KV cache)
 CPU_KV_CACHE_BYTES = 2 << 30  # the KV cache on CPU unless backend.kv_cache_memory_bytes or VLLM_CPU_KVCACHE_SPACE
+# seconds one engine step may take on CPU before vLLM declares its worker dead (vLLM's default: 300); see
+# engine_environment
+CPU_STEP_TIMEOUT_S = 3600
 
 
 def import_vllm():
@@ -104,6 +108,31 @@ def engine_arguments(*, cpu: bool, gpu_memory_utilization: float | None, kv_cach
         args["enable_chunked_prefill"] = False
     args.update(engine_kwargs)
     return args
+
+
+def engine_environment(*, cpu: bool, environ: Mapping[str, str]) -> dict[str, str]:
+    """Environment variables for the engine's processes, where the user has not set them. On CPU one engine step can
+    take minutes: without chunked prefill a step prefills every prompt that fits in ``max_model_len`` tokens at once
+    (a debate round of a 135M model with LoRA adapters took over 300 s on a loaded 2-core machine), and vLLM would
+    declare its worker dead after 300 s ("RPC call to execute_model timed out")."""
+    if cpu and not environ.get("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"):
+        return {"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": str(CPU_STEP_TIMEOUT_S)}
+    return {}
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]):
+    """``os.environ`` with ``values`` for the length of the block (the engine's processes start inside it)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def engine_calls(adapters: Sequence[Any], size: int) -> list[list[int]]:
@@ -180,7 +209,8 @@ class VLLMBackend:
             **engine_arguments(cpu=self.cpu, gpu_memory_utilization=gpu_memory_utilization,
                                kv_cache_memory_bytes=kv_cache_memory_bytes,
                                engine_kwargs=dict(plain(engine_kwargs) or {}), environ=os.environ))
-        self.llm = self._vllm.LLM(**self.engine_args)
+        with _environment(engine_environment(cpu=self.cpu, environ=os.environ)):
+            self.llm = self._vllm.LLM(**self.engine_args)
         self._lora: dict[str, Any] = {}  # adapter name -> its LoRARequest
         self._next_id = 0
 
