@@ -45,6 +45,8 @@ def test_every_group_option_composes_validates_and_sets_its_values(group, option
         extra = [f"dataset.train_file={tmp_path / 'train.jsonl'}", f"dataset.eval_file={tmp_path / 'eval.jsonl'}"]
     if (group, option) == ("finetune", "openai"):  # fine-tuned API models are served by an API only
         extra = ["backend=openai"]
+    if (group, option) == ("model", "gguf"):  # its file is a mandatory key (read only when the model is resolved)
+        extra = [f"model.gguf={tmp_path / 'model.gguf'}"]
     cfg = compose_cfg([f"{group}={option}", *extra])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     data_dir = cfg.dataset.get("data_dir")
@@ -201,11 +203,15 @@ def test_debate_chunk_size_auto_is_the_backends(tmp_path):
 
 # -- hub models chosen with one key ----------------------------------------------------------------------------
 
-HUB_PRESETS = [o for o in options("model") if o != "tiny"]
+# models mafl makes itself: the embedded tiny model, and those made from a GGUF file (path: gguf)
+BUILT = [o for o in options("model") if OmegaConf.load(CONF / "model" / f"{o}.yaml").path in ("tiny", "gguf")]
+HUB_PRESETS = [o for o in options("model") if o not in BUILT]
+PACKAGED_PRESETS = [o for o in BUILT if OmegaConf.load(CONF / "model" / f"{o}.yaml").get("defaults")]
 
 
 def test_every_model_preset_but_the_embedded_one_is_a_hub_preset_with_a_set_up():
     assert {"mistral", "llama3", "phi3", "gpt35"} <= set(HUB_PRESETS)
+    assert set(BUILT) == {"tiny", "gguf", *PACKAGED_PRESETS} and "smollm2" in PACKAGED_PRESETS
     for preset in HUB_PRESETS:
         assert OmegaConf.load(CONF / "model" / f"{preset}.yaml").get("defaults"), preset
 
@@ -231,6 +237,23 @@ def test_a_hub_model_chosen_with_one_key_gets_the_paper_s_set_up(preset):
         assert finetune.train["learning_rate"] == 1.0e-4 and finetune.train["max_length"] == 2048
         assert settings.model.dtype == "bfloat16"
     assert compose_cfg([f"model={preset}", "finetune=full"]).finetune.mode == "full"  # the command line wins
+
+
+@pytest.mark.parametrize("preset", PACKAGED_PRESETS)
+def test_a_packaged_model_brings_its_cpu_set_up_and_is_refused_by_its_file_alone(preset):
+    """``mafl model=smollm2``: a GGUF file checked by its sha256, on the CPU, with its own fitted budgets (not the
+    tiny model's, not a 7B model's on a GPU); ``model=gguf model.gguf=<its package>`` is refused with the preset."""
+    own = OmegaConf.load(CONF / "model" / f"{preset}.yaml")
+    settings = validate(compose_cfg([f"model={preset}"]))
+    assert settings.model.path == "gguf" and settings.model.gguf == own.gguf
+    assert settings.model.gguf_sha256 and len(settings.model.gguf_sha256) == 64 and settings.device == "cpu"
+    tiny = validate(compose_cfg([]))
+    assert settings.debate.max_new_tokens != tiny.debate.max_new_tokens
+    assert settings.finetune.train["learning_rate"] != tiny.finetune.train["learning_rate"]
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(["model=gguf", f"model.gguf={own.gguf}"]))
+    assert str(err.value).startswith(f"model.gguf: {own.gguf} is the model of preset {preset}")
+    assert str(err.value).endswith(f"choose it with model={preset}") and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("preset", HUB_PRESETS)
