@@ -464,7 +464,7 @@ def run_round_one(run_dir, settings):
 
 
 def test_a_method_and_a_task_from_outside_the_package_run(fake_run, tmp_path, monkeypatch):
-    """The two files of each (docs: README, "Extending mafl"): a module with the task and the method's runner, a
+    """The two files of each (docs/extending.md): a module with the task and the method's runner, a
     registered Method; the task named by its "module:Class", the method by its registered name."""
     from mafl.methods import METHODS, Method
 

@@ -175,8 +175,9 @@ def test_the_loop_runs_on_the_real_benchmarks(dataset, shared_data, tiny_model_d
     assert sorted(r["iteration"] for r in records if r["metric"] == "accuracy/debate" and r["agent"] is None) == [0, 1]
 
 
-def test_the_default_model_is_built_on_first_use_and_cached(tmp_path, monkeypatch):
-    """`model=tiny` pretrains the embedded model into $MAFL_HOME once, then runs like any model folder."""
+def test_a_changed_tiny_recipe_is_built_on_first_use_and_cached(tmp_path, monkeypatch):
+    """`model=tiny` with a recipe mafl does not ship pretrains it into $MAFL_HOME once, then runs like any model
+    folder (the default recipe's shipped model: tests/test_tiny_shipped.py)."""
     monkeypatch.setenv("MAFL_HOME", str(tmp_path / "home"))
     small = ["model.tiny.hidden_size=32", "model.tiny.intermediate_size=64", "model.tiny.num_hidden_layers=1",
              "model.tiny.num_attention_heads=2", "model.tiny.steps=5", "model.tiny.batch_size=4",

@@ -1,5 +1,6 @@
-"""``python -m mafl.tiny [--rebuild] [--steps N] [key=value ...]``: build the embedded model, print its folder
-and its Arithmetic accuracy (greedy, round-1 prompt, 500 held-out problems)."""
+"""``python -m mafl.tiny [--rebuild] [--steps N] [key=value ...]``: build the embedded model here, print its folder
+and its Arithmetic accuracy (greedy, round-1 prompt, 500 held-out problems); for a recipe whose model mafl ships
+(the default), also whether this machine builds the shipped weights, and if not, what differs."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,9 @@ import argparse
 def main(argv: list[str] | None = None) -> None:
     from omegaconf import OmegaConf
 
-    from mafl.tiny import ensure_tiny_model, read_recipe, tiny_weights
+    from mafl.tiny import ensure_tiny_model, read_recipe, tiny_model_key, tiny_weights
     from mafl.tiny.corpus import conf_dir
+    from mafl.tiny.shipped import shipped_model, why_different
 
     parser = argparse.ArgumentParser(prog="python -m mafl.tiny", description=__doc__)
     parser.add_argument("--rebuild", action="store_true", help="pretrain again even when cached")
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         recipe[key] = value
     if args.steps is not None:
         recipe["steps"] = args.steps
-    path = ensure_tiny_model(recipe, rebuild=args.rebuild)
+    path = ensure_tiny_model(recipe, rebuild=args.rebuild, build=True)
     print(f"tiny model: {path}")
     recipe_json = read_recipe(path)
     print(f"pretraining: {recipe_json['pretrain_seconds']} s")
@@ -33,7 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     cpu = f", {built['cpu']}" if built and built.get("cpu") else ""  # older builds did not record it
     how = (f"torch {built['torch']}, CPU kernels {built['cpu_capability']}, {built['threads']} thread(s){cpu}" if built
            else "built before the build was recorded")
-    print(f"weights sha256 {tiny_weights(path)[:16]} ({how}; another kind of CPU builds other weights)")
+    sha = tiny_weights(path)
+    print(f"weights sha256 {sha[:16]} ({how}; another kind of CPU builds other weights)")
+    shipped = shipped_model(tiny_model_key(recipe))
+    if shipped is not None and sha == shipped.weights_sha256:
+        print("the shipped model's weights: this machine builds what mafl ships")
+    elif shipped is not None:
+        print(f"not the shipped model's weights ({shipped.weights_sha256[:16]}): "
+              f"{why_different(shipped.built_with(), built or {})}. Runs of model=tiny use the shipped model; "
+              f"model.path={path} runs on this build")
     if args.n_eval > 0:
         evaluate(path, args.n_eval)
 
