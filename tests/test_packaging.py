@@ -2,6 +2,7 @@
 file of tested versions that .ci/setup installs from."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -42,6 +43,14 @@ def test_the_wheel_holds_the_config_tree_and_everything_the_library_reads(wheel)
     assert repo_conf and repo_conf <= names
     assert "mafl/conf/config.yaml" in names and "mafl/conf/dataset/arithmetic.yaml" in names  # the tiny corpus
     assert "mafl/tasks/verify_worker.py" in names  # run as a script by the grading sandbox
+    # the default tiny model ships: its folder whole (one weights file), and the weights mafl records
+    from mafl.tiny.shipped import SHIPPED
+
+    for shipped in SHIPPED.values():
+        folder = {str(p.relative_to(REPO)) for p in shipped.path.iterdir()}
+        assert f"mafl/tiny/shipped_model/{shipped.folder}/model.safetensors" in folder and folder <= names
+        weights = zipfile.ZipFile(wheel).read(f"mafl/tiny/shipped_model/{shipped.folder}/model.safetensors")
+        assert hashlib.sha256(weights).hexdigest() == shipped.weights_sha256
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert re.search(r"^License-Expression: MIT$", metadata, re.M)
 
@@ -65,6 +74,16 @@ def test_the_installed_wheel_runs_from_another_folder(wheel, tiny_model_dir, tmp
     where = subprocess.run([str(python), "-c", "import mafl; print(mafl.__file__)"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(site), f"mafl imported from {where}, not from the wheel in {site}"
+    # the default tiny model comes from the wheel's own files, hash-checked, with no pretraining
+    load = ("import mafl.tiny.pretrain as p; from mafl.tiny import ensure_tiny_model, read_recipe; "
+            "from mafl.tiny.shipped import SHIPPED; from transformers import AutoModelForCausalLM; "
+            "p.pretrain = None; (key, shipped), = SHIPPED.items(); "
+            "path = ensure_tiny_model(read_recipe(shipped.path)['recipe'], progress=False); "
+            "AutoModelForCausalLM.from_pretrained(path); print(path, shipped.path, read_recipe(path)['source'])")
+    loaded = subprocess.run([str(python), "-c", load], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    cached, source, how = loaded.stdout.split()
+    assert Path(cached).is_relative_to(tmp_path / "home") and Path(source).is_relative_to(site) and how == "shipped"
 
     work = tmp_path / "elsewhere"
     work.mkdir()
