@@ -127,3 +127,14 @@ def test_the_run_folder_layout_is_spelt_in_one_module():
                and re.search(r"iter_(\{|\d|$)", n.value) for n in ast.walk(tree)):
             spelt.add(module_name(path))
     assert spelt - {"mafl.run_folder"} == set() and "mafl.run_folder" in spelt
+
+
+def test_the_docs_speak_of_machines_not_of_the_history_of_their_making():
+    """docs/ and the README name a machine by what it is (processor, kernel level, weights hash), never by the work
+    session or tracker entry that used it ("stop 30's machine", "issue 20")."""
+    history = re.compile(r"\b(stops? \d+|issues? \d+|this session|this round|tracker)\b", re.IGNORECASE)
+    repo = PACKAGE.parent
+    found = [f"{path.relative_to(repo)}:{n}: {line.strip()[:80]}"
+             for path in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+             for n, line in enumerate(path.read_text().splitlines(), 1) if history.search(line)]
+    assert found == []
