@@ -103,12 +103,15 @@ class RunFolder:
         return f"{ITERATION_FOLDER.format(k)}/{what}"
 
     def holds_work(self) -> bool:
-        """Whether a stage has left anything here: a file in an iteration's folder (a debate chunk included),
-        ``results.json`` or a stage marker. A folder with only its config (a run refused before any work) holds
-        none."""
-        if (self.root / "results.json").exists() or (self.stages.dir.is_dir() and any(self.stages.dir.iterdir())):
-            return True
-        return any(p.is_file() for _, folder in self.iterations() for p in folder.rglob("*"))
+        """Whether anything has been computed here: any file but the saved config, Hydra's own records (``.hydra/``)
+        and logs. A folder with only those (a run refused before any work) holds none; a debate chunk, a stage
+        marker, ``results.json`` or the output of a command that keeps its work elsewhere in the folder (``mafl
+        diagnose``'s ``debate/``) is work."""
+        for path in self.root.rglob("*"):
+            rel = path.relative_to(self.root)
+            if path.is_file() and rel != Path("config.yaml") and rel.parts[0] != ".hydra" and path.suffix != ".log":
+                return True
+        return False
 
     # -- stage markers ---------------------------------------------------------------------------------------
     def sets_done(self, k: int) -> bool:

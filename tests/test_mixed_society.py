@@ -292,5 +292,6 @@ def test_a_run_saved_before_society_existed_resumes(tmp_path):
     del saved["society"]
     OmegaConf.save(saved, tmp_path / "config.yaml")
     prepare_run_dir(cfg, tmp_path)  # no "society: differs"
+    (tmp_path / "results.json").write_text("{}")  # a folder that holds work: another society would change it
     with pytest.raises(ConfigError, match=r"^society: differs"):
         prepare_run_dir(compose_cfg(["logger=none", "experiment=mixed_tiny"]), tmp_path)

@@ -214,3 +214,22 @@ def test_a_config_that_computed_nothing_may_be_fixed_in_the_same_folder(tmp_path
     (run_dir / "iter_0" / "eval" / "chunks" / "chunk_00000.jsonl").write_text("{}\n")
     with pytest.raises(ConfigError, match=r"^dataset.n_train: differs from the run already in"):
         prepare_run_dir(compose_cfg([*first, "dataset.n_train=5"]), run_dir)
+
+
+def test_work_outside_the_iteration_folders_counts(tmp_path):
+    """A command that keeps its work elsewhere in the folder (``mafl diagnose``'s ``debate/``) has computed something:
+    another config is refused there; Hydra's records and logs beside the config are not work."""
+    from mafl.errors import ConfigError
+    from mafl.pipeline import prepare_run_dir
+
+    run_dir = tmp_path / "run"
+    first = ["dataset=jsonl", "dataset.eval_file=/data/eval.jsonl", f"run_dir={run_dir}"]
+    prepare_run_dir(compose_cfg(first), run_dir)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text("[]\n")
+    (run_dir / "main.log").write_text("refused\n")
+    prepare_run_dir(compose_cfg([*first, "dataset.n_train=0"]), run_dir)  # still nothing computed
+    (run_dir / "debate").mkdir()
+    (run_dir / "debate" / "transcripts.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"^dataset.n_train: differs from the run already in"):
+        prepare_run_dir(compose_cfg([*first, "dataset.n_train=5"]), run_dir)
