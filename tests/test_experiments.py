@@ -214,3 +214,25 @@ def test_the_readme_s_gpu_commands_compose_and_validate_on_a_cpu():
         assert cfg.model.name == "mistral" and cfg.debate.max_new_tokens == 2048
         if not any(o.startswith("hydra") for o in overrides):
             validate(cfg)
+
+
+def test_compare_runs_counts_the_equal_responses_and_records(tmp_path):
+    """experiments/compare_runs.py (the kernel-drift comparison of docs/tiny_model.md) on two run folders that differ
+    in one response and one float: it says so, and finds the first response that differs."""
+    def write(run, response, nll):
+        rows = [{"problem": {"id": f"p{i}"}, "rounds": [[{"round": r, "agent": a, "response": f"{i}{r}{a}"}
+                                                       for a in range(3)] for r in range(2)]} for i in range(4)]
+        rows[2]["rounds"][1][1]["response"] = response
+        (run / "iter_0" / "eval").mkdir(parents=True)
+        (run / "iter_0" / "eval" / "transcripts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        records = [{"iteration": 0, "split": "eval", "metric": m, "agent": None, "value": v}
+                   for m, v in [("accuracy/debate", 0.75), ("nll", nll)]]
+        (run / "results.json").write_text(json.dumps({"records": records, "model_weights": {"tiny": "abc"}}))
+
+    write(tmp_path / "a", "211", 0.02)
+    write(tmp_path / "b", "other", 0.0200001)
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "compare_runs.py"), str(tmp_path / "a"),
+                           str(tmp_path / "b")], capture_output=True, text=True, check=True)
+    assert "records: 2 in both, 1 of 2 numeric ones equal" in done.stdout
+    assert "| accuracy/debate | 75.0 / 75.0 |" in done.stdout and "iter 0 nll: +0.0000" in done.stdout
+    assert "iter_0/eval: 23 of 24 responses the same text; the first that differs: p2 round 2 agent 1" in done.stdout
