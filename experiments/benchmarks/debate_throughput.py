@@ -11,7 +11,11 @@ Prints, in one run on the same model and problems:
     that raw throughput (goal >= 60%); also the share counting every position of every row, finished or not,
     which separates generate()'s own overhead from the rows that stopped early and wait for the longest.
 
-    python experiments/benchmarks/debate_throughput.py [--problems 60] [--agents 3] [--model tiny]
+    python experiments/benchmarks/debate_throughput.py [--problems 60] [--agents 3] [--model tiny] [key=value ...]
+
+The trailing Hydra overrides set the debate for every child, e.g. a packaged model at a size a CPU finishes:
+``--model smollm2 --problems 8 --loop-problems 2 --batch-size 32 dataset.low=0 dataset.high=4
+debate.max_new_tokens=128 debate.summary_max_new_tokens=96``.
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ def setup(args):
 
     extra = [f"model.path={args.model_path}"] if args.model_path else []
     cfg = compose_cfg(extra + [f"model={args.model}", f"debate.agents={args.agents}", f"dataset.n_eval={args.problems}",
-                       "dataset.n_train=1", f"debate.chunk_size={args.problems}"])
+                       "dataset.n_train=1", f"debate.chunk_size={args.problems}", *args.overrides])
     debate = validate(cfg).debate
     _, problems = load_splits(cfg.dataset)
     return cfg, debate, Prompts.from_cfg(cfg.dataset.prompts), get_task("arithmetic"), problems, \
@@ -156,7 +160,8 @@ def child(args, **flags) -> dict:
     cmd = [sys.executable, __file__, "--child", "--problems", str(flags.get("problems", args.problems)),
            "--agents", str(args.agents), "--model", args.model,
            *(["--model-path", args.model_path] if args.model_path else []), "--batch-size", str(args.batch_size),
-           "--mode", flags["mode"], "--workdir", args.workdir] + (["--society"] if flags.get("society") else [])
+           "--mode", flags["mode"], "--workdir", args.workdir] + (["--society"] if flags.get("society") else []) + \
+        list(args.overrides)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -173,6 +178,7 @@ def main() -> None:
     ap.add_argument("--society", action="store_true")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for the debate (dataset.low=0 debate.max_new_tokens=128)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_one(args)))
@@ -181,7 +187,8 @@ def main() -> None:
     batched = child(args, mode="batched", society=True)
     loop = child(args, mode="loop", society=True, problems=args.loop_problems)
     single = child(args, mode="batched", society=False)
-    print(f"model={args.model} agents={args.agents} rounds=2 (society of {2 * args.agents} LoRA adapters)")
+    print(f"model={args.model} agents={args.agents} rounds=2 (society of {2 * args.agents} LoRA adapters) "
+          f"{' '.join(args.overrides)}")
     print(f"mafl batched debate : {batched['tokens_per_s']:8.0f} tokens/s  ({args.problems} problems, "
           f"{batched['tokens']} tokens in {batched['seconds']:.1f} s)")
     print(f"one call per agent  : {loop['tokens_per_s']:8.0f} tokens/s  ({args.loop_problems} problems, "
