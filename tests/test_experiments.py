@@ -197,14 +197,15 @@ def test_a_multirun_over_the_methods_reports_one_row_per_method(tiny_model_dir, 
     assert rows == methods  # one row per method, in the paper's order
 
 
-def test_the_readme_s_gpu_commands_compose_and_validate_on_a_cpu():
-    """README, "On a GPU": every mafl command composes (a sweep: its first job), and validates with device=cpu."""
+def test_the_gpu_commands_compose_and_validate_on_a_cpu():
+    """docs/gpu.md's commands (the README points there): every mafl command composes (a sweep: its first job), and
+    validates with device=cpu."""
     import shlex
 
     from mafl.pipeline import validate
 
-    text = (REPO / "README.md").read_text()
-    block = text[text.index("### On a GPU"):].split("```bash\n", 1)[1].split("```", 1)[0]
+    text = (REPO / "docs" / "gpu.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
     commands = [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.startswith("mafl ")]
     assert len(commands) == 3
     for argv in commands:
