@@ -55,7 +55,8 @@ done
 kill -9 -- "-$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 [[ -e $marker ]] || { tail -20 "$work/killed.log"; echo "vllm_check: the run ended before its fine-tunes"; exit 1; }
-[[ ! -e $work/killed/results.json ]] || { echo "vllm_check: the run finished before the kill"; exit 1; }
+# results.json is written after every iteration: the run had not finished while iteration 1's eval was not measured
+[[ ! -e $work/killed/iter_1/eval/metrics.json ]] || { echo "vllm_check: the run finished before the kill"; exit 1; }
 echo "killed after $(ls "$work/killed/iter_1/models" | grep -c json) finished fine-tunes"
 run "$work/killed" > "$work/resumed.log" 2>&1 || { tail -20 "$work/resumed.log"; echo "vllm_check: resume failed"; exit 1; }
 "$py" - "$work/whole" "$work/killed" <<'EOF'
