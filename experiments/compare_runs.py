@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 
-def records(run: Path) -> dict:
+def records(run: Path) -> tuple[dict, dict]:
+    """Its records by (iteration, split, metric, agent), and the whole results.json."""
     results = json.loads((run / "results.json").read_text())
     return {(r["iteration"], r["split"], r["metric"], r["agent"]): r["value"] for r in results["records"]}, results
 
@@ -45,8 +46,7 @@ def main(argv=None) -> int:
     if full_a["model_weights"] != full_b["model_weights"]:
         print("the runs started from different weights: this compares models, not kernels", file=sys.stderr)
     common = sorted(set(ra) & set(rb), key=str)
-    diffs = {k: rb[k] - ra[k] for k in common
-             if isinstance(ra[k], (int, float)) and isinstance(rb[k], (int, float)) and ra[k] is not None}
+    diffs = {k: rb[k] - ra[k] for k in common if isinstance(ra[k], (int, float)) and isinstance(rb[k], (int, float))}
     same = sum(1 for k in diffs if diffs[k] == 0)
     print(f"records: {len(common)} in both, {same} of {len(diffs)} numeric ones equal")
     iterations = sorted({k[0] for k in common})

@@ -107,11 +107,8 @@ class RunFolder:
         and logs. A folder with only those (a run refused before any work) holds none; a debate chunk, a stage
         marker, ``results.json`` or the output of a command that keeps its work elsewhere in the folder (``mafl
         diagnose``'s ``debate/``) is work."""
-        for path in self.root.rglob("*"):
-            rel = path.relative_to(self.root)
-            if path.is_file() and rel != Path("config.yaml") and rel.parts[0] != ".hydra" and path.suffix != ".log":
-                return True
-        return False
+        return any(path.is_file() and path != self.config and path.relative_to(self.root).parts[0] != ".hydra"
+                   and path.suffix != ".log" for path in self.root.rglob("*"))
 
     # -- stage markers ---------------------------------------------------------------------------------------
     def sets_done(self, k: int) -> bool:
