@@ -23,9 +23,10 @@ from pathlib import Path
 
 
 def records(run: Path) -> tuple[dict, dict]:
-    """Its records by (iteration, split, metric, agent), and the whole results.json."""
+    """Its records by (iteration, split, metric, agent, other agent), and the whole results.json."""
     results = json.loads((run / "results.json").read_text())
-    return {(r["iteration"], r["split"], r["metric"], r["agent"]): r["value"] for r in results["records"]}, results
+    return {(r["iteration"], r["split"], r["metric"], r["agent"], r.get("other")): r["value"]
+            for r in results["records"]}, results
 
 
 def responses(path: Path) -> list[tuple[str, int, int, str]]:
@@ -63,10 +64,10 @@ def main(argv=None) -> int:
     for metric in wanted:
         cells = []
         for i in iterations:
-            key = (i, "eval", metric, None)
+            key = (i, "eval", metric, None, None)
             cells.append(f"{100 * ra[key]:.1f} / {100 * rb[key]:.1f}" if key in ra and key in rb else "–")
         print(f"| {metric} | {' | '.join(cells)} |")
-    biggest = sorted(((abs(v), k) for k, v in diffs.items() if k[1] == "eval" and k[3] is None and v), reverse=True)[:5]
+    biggest = sorted(((abs(v), k) for k, v in diffs.items() if k[1] == "eval" and k[3] is None and k[4] is None and v), reverse=True)[:5]
     problems: list[str] = []
     print("largest differences (eval, society-wide):", "; ".join(f"iter {k[0]} {k[2]}: {diffs[k]:+.4f}"
                                                             for _, k in biggest) or "none")

@@ -249,13 +249,15 @@ def test_compare_runs_counts_the_equal_responses_and_records(tmp_path):
         (run / "iter_0" / "eval" / "transcripts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         records = [{"iteration": 0, "split": "eval", "metric": m, "agent": None, "value": v}
                    for m, v in [("accuracy/debate", 0.75), ("nll", nll)]]
+        records += [{"iteration": 0, "split": "eval", "metric": "kl/agents", "agent": 0, "other": o, "value": 0.1 * o}
+                    for o in (1, 2)]  # one agent's pairs: told apart by the other agent
         (run / "results.json").write_text(json.dumps({"records": records, "model_weights": {"tiny": "abc"}}))
 
     write(tmp_path / "a", "211", 0.02)
     write(tmp_path / "b", "other", 0.0200001)
     done = subprocess.run([sys.executable, str(REPO / "experiments" / "compare_runs.py"), str(tmp_path / "a"),
                            str(tmp_path / "b")], capture_output=True, text=True, check=True)
-    assert "records: 2 in both, 1 of 2 numeric ones equal" in done.stdout
+    assert "records: 4 in both, 3 of 4 numeric ones equal" in done.stdout
     assert "| accuracy/debate | 75.0 / 75.0 |" in done.stdout and "iter 0 nll: +0.0000" in done.stdout
     assert "iter_0/eval: 23 of 24 responses the same text; the first that differs: p2 round 2 agent 1" in done.stdout
     strict = [sys.executable, str(REPO / "experiments" / "compare_runs.py"), "--require-equal"]
@@ -263,7 +265,7 @@ def test_compare_runs_counts_the_equal_responses_and_records(tmp_path):
     assert differ.returncode == 1 and "compare_runs: the runs differ: iter_0/eval: 1 of 24 responses differ" in differ.stderr
     write(tmp_path / "c", "211", 0.0200001)  # the same responses; a float within the tolerance, then beyond it
     same = subprocess.run(strict + [str(tmp_path / "a"), str(tmp_path / "c")], capture_output=True, text=True)
-    assert same.returncode == 0 and "the runs are the same (2 records, within 1e-06)" in same.stdout
+    assert same.returncode == 0 and "the runs are the same (4 records, within 1e-06)" in same.stdout
     beyond = subprocess.run(strict + ["--tolerance", "1e-9", str(tmp_path / "a"), str(tmp_path / "c")],
                             capture_output=True, text=True)
     assert beyond.returncode == 1 and "1 records differ by more than 1e-09" in beyond.stderr
